@@ -1,0 +1,382 @@
+// Package httpapi serves Custody's services over Azure's own wire protocols,
+// on one TLS listener that routes by host name:
+//
+//	login.{domain}             token service (OIDC discovery, JWKS, OAuth 2.0 token endpoint)
+//	management.{domain}        resource manager (ARM): groups, RBAC, managed identities, ...
+//	{vault}.vault.{domain}     key vault data plane (registered by the key vault service)
+//	{account}.batch.{domain}   batch data plane (registered by the batch service)
+//
+// The loopback address and the bare domain answer both token and resource
+// manager paths, so SDK programs whose resolver does not know *.localhost can
+// still authenticate and manage resources. /healthz and /metrics answer on
+// every host.
+//
+// Errors: handlers return error; writeError is the one place that turns a
+// *custody.Error into an HTTP status and Azure's error body.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"custody"
+	"custody/identity"
+	"custody/rm"
+)
+
+// Config is what the HTTP server needs.
+type Config struct {
+	Domain   string // e.g. "localhost"
+	Port     int    // the public port in URLs
+	Identity *identity.Service
+	RM       *rm.Service
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// Health, if set, is called by /healthz; an error answers 503.
+	Health func() error
+}
+
+// Server is the HTTP side of Custody. Data-plane services register their
+// handlers with HandleVault and HandleBatch; resource providers register ARM
+// routes with ARM().Handle.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	arm     *ARM
+	login   http.Handler
+	vault   http.Handler
+	batch   http.Handler
+	portal  http.Handler
+	metrics *metrics
+}
+
+// New returns a Server with the token service and the resource manager's own
+// routes (subscriptions, resource groups, role assignments, managed
+// identities, operation results) registered.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
+	s.login = s.loginHandler()
+	s.arm = newARM(s)
+	registerRM(s.arm)
+	registerMSI(s.arm)
+	return s
+}
+
+// ARM returns the resource manager router, for providers to add routes to.
+func (s *Server) ARM() *ARM { return s.arm }
+
+// HandleVault sets the handler for {vault}.vault.{domain} hosts.
+func (s *Server) HandleVault(h http.Handler) { s.vault = h }
+
+// HandleBatch sets the handler for {account}.batch.{domain} hosts.
+func (s *Server) HandleBatch(h http.Handler) { s.batch = h }
+
+// HandlePortal sets the handler for portal.{domain}.
+func (s *Server) HandlePortal(h http.Handler) { s.portal = h }
+
+// Metrics returns the metrics registry.
+func (s *Server) Metrics() *prometheus.Registry { return s.cfg.Registry }
+
+// hostClass is which service a host name belongs to.
+type hostClass string
+
+const (
+	hostLogin      hostClass = "login"
+	hostManagement hostClass = "management"
+	hostCombined   hostClass = "combined"
+	hostVault      hostClass = "vault"
+	hostBatch      hostClass = "batch"
+	hostPortal     hostClass = "portal"
+	hostUnknown    hostClass = "unknown"
+)
+
+// classify returns the class of host (without port) and, for vault and batch
+// hosts, the vault or account name.
+func (s *Server) classify(host string) (hostClass, string) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	d := strings.ToLower(s.cfg.Domain)
+	switch {
+	case host == "login."+d:
+		return hostLogin, ""
+	case host == "management."+d:
+		return hostManagement, ""
+	case host == "portal."+d:
+		return hostPortal, ""
+	case host == d || host == "localhost" || net.ParseIP(host) != nil:
+		return hostCombined, ""
+	case strings.HasSuffix(host, ".vault."+d):
+		name := strings.TrimSuffix(host, ".vault."+d)
+		if name != "" && !strings.Contains(name, ".") {
+			return hostVault, name
+		}
+	case strings.HasSuffix(host, ".batch."+d):
+		name := strings.TrimSuffix(host, ".batch."+d)
+		if name != "" && !strings.Contains(name, ".") {
+			return hostBatch, name
+		}
+	}
+	return hostUnknown, ""
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+// PublicURL returns https://{name}.{domain}:{port}.
+func (s *Server) PublicURL(name string) string {
+	h := s.cfg.Domain
+	if name != "" {
+		h = name + "." + h
+	}
+	if s.cfg.Port == 443 {
+		return "https://" + h
+	}
+	return "https://" + h + ":" + strconv.Itoa(s.cfg.Port)
+}
+
+// Issuers returns every issuer URL the token service signs with: one per
+// host name it answers on.
+func (s *Server) Issuers() []string {
+	tenant := s.cfg.Identity.TenantID
+	port := ":" + strconv.Itoa(s.cfg.Port)
+	hosts := []string{"login." + s.cfg.Domain + port, s.cfg.Domain + port, "localhost" + port, "127.0.0.1" + port, "[::1]" + port}
+	if s.cfg.Port == 443 {
+		hosts = append(hosts, "login."+s.cfg.Domain, s.cfg.Domain, "localhost", "127.0.0.1", "[::1]")
+	}
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = "https://" + h + "/" + tenant + "/v2.0"
+	}
+	return out
+}
+
+// Handler returns the root handler: request ids, logging, metrics and panic
+// recovery around routing by host.
+func (s *Server) Handler() http.Handler {
+	return s.instrument(http.HandlerFunc(s.route))
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz":
+		s.healthz(w, r)
+		return
+	case "/metrics":
+		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		return
+	}
+	class, name := s.classify(hostOnly(r.Host))
+	setClass(r, class)
+	switch class {
+	case hostLogin:
+		s.login.ServeHTTP(w, r)
+	case hostManagement:
+		s.arm.ServeHTTP(w, r)
+	case hostCombined:
+		if isLoginPath(r.URL.Path) {
+			s.login.ServeHTTP(w, r)
+		} else {
+			s.arm.ServeHTTP(w, r)
+		}
+	case hostVault:
+		if s.vault == nil {
+			writeError(w, r, custody.Errorf(custody.KindNotFound, "VaultNotFound", "No key vault service is running on this server, so vault %q cannot be reached.", name))
+			return
+		}
+		s.vault.ServeHTTP(w, r)
+	case hostBatch:
+		if s.batch == nil {
+			writeError(w, r, custody.Errorf(custody.KindNotFound, "AccountNotFound", "No batch service is running on this server, so account %q cannot be reached.", name))
+			return
+		}
+		s.batch.ServeHTTP(w, r)
+	case hostPortal:
+		if s.portal == nil {
+			writeError(w, r, custody.Errorf(custody.KindNotFound, "PortalNotFound", "The portal is not enabled on this server."))
+			return
+		}
+		s.portal.ServeHTTP(w, r)
+	default:
+		writeError(w, r, custody.Errorf(custody.KindNotFound, "UnknownHost",
+			"This server does not serve host %q. Use login.%s, management.%s, {vault}.vault.%s or {account}.batch.%s.",
+			hostOnly(r.Host), s.cfg.Domain, s.cfg.Domain, s.cfg.Domain, s.cfg.Domain))
+	}
+}
+
+func isLoginPath(p string) bool {
+	segs := strings.Split(strings.Trim(p, "/"), "/")
+	if len(segs) < 2 {
+		return false
+	}
+	switch strings.ToLower(segs[1]) {
+	case "v2.0", "oauth2", "discovery":
+		return !strings.EqualFold(segs[0], "subscriptions") && !strings.EqualFold(segs[0], "providers")
+	}
+	return false
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Health != nil {
+		if err := s.cfg.Health(); err != nil {
+			s.log.Warn("health check failed", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// statusOf is the one table from error kinds to HTTP status codes.
+func statusOf(k custody.Kind) int {
+	switch k {
+	case custody.KindInvalid:
+		return http.StatusBadRequest
+	case custody.KindUnauthenticated:
+		return http.StatusUnauthorized
+	case custody.KindForbidden:
+		return http.StatusForbidden
+	case custody.KindNotFound:
+		return http.StatusNotFound
+	case custody.KindMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case custody.KindConflict:
+		return http.StatusConflict
+	case custody.KindPreconditionFailed:
+		return http.StatusPreconditionFailed
+	case custody.KindTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case custody.KindUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// azureError is the error body of ARM and Key Vault.
+type azureError struct {
+	Error azureErrorBody `json:"error"`
+}
+
+type azureErrorBody struct {
+	Code       string          `json:"code"`
+	Message    string          `json:"message"`
+	Target     string          `json:"target,omitempty"`
+	InnerError *azureInnerCode `json:"innererror,omitempty"`
+}
+
+type azureInnerCode struct {
+	Code string `json:"code"`
+}
+
+// writeError writes err in Azure's error shape. Internal errors are logged
+// with their cause and shown only as a generic message.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	kind := custody.ErrorKind(err)
+	if kind == custody.KindInternal {
+		slog.Default().Error("internal error", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("x-ms-request-id"), "err", err)
+	}
+	body := azureErrorBody{Code: custody.ErrorCode(err), Message: custody.ErrorMessage(err)}
+	var ce *custody.Error
+	if errors.As(err, &ce) {
+		body.Target = ce.Target
+		if ce.Inner != "" {
+			body.InnerError = &azureInnerCode{Code: ce.Inner}
+		}
+	}
+	setErrorCode(r, body.Code)
+	w.Header().Set("x-ms-error-code", body.Code)
+	writeJSON(w, statusOf(kind), azureError{Error: body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// maxBody is the largest request body any API accepts.
+const maxBody = 4 << 20
+
+// decodeJSON reads the request body into v. An empty body, a body that is not
+// JSON, or one over maxBody gives a 400/413 in Azure's shape naming the
+// problem.
+func decodeJSON(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "text/json") {
+			return custody.Errorf(custody.KindInvalid, "UnsupportedMediaType", "The content type %q is not supported; send application/json.", ct)
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body could not be read: %v.", err)
+	}
+	if len(body) > maxBody {
+		return custody.Errorf(custody.KindTooLarge, "RequestTooLarge", "The request body is larger than %d bytes.", maxBody)
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body is empty; a JSON object is required.")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent",
+			"The request content was invalid and could not be deserialized: %s.", jsonErrorText(err))
+	}
+	return nil
+}
+
+func jsonErrorText(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return "malformed JSON at offset " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "(root)"
+		}
+		return "field '" + field + "' must be " + jsonTypeName(te.Type.Kind().String()) + ", not a JSON " + te.Value
+	default:
+		return err.Error()
+	}
+}
+
+func jsonTypeName(k string) string {
+	switch k {
+	case "map", "struct":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	default:
+		return "a number"
+	}
+}
+
+// rfc1123 formats t as HTTP dates are formatted.
+func rfc1123(t time.Time) string { return t.UTC().Format(http.TimeFormat) }

@@ -1,0 +1,156 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"custody"
+	"custody/identity"
+)
+
+// loginHandler serves the token service, compatible with Entra ID's v2.0
+// endpoints as azidentity and MSAL call them:
+//
+//	GET  /{tenant}/v2.0/.well-known/openid-configuration
+//	GET  /{tenant}/discovery/v2.0/keys          (and /{tenant}/discovery/keys)
+//	POST /{tenant}/oauth2/v2.0/token            client_credentials grant, scope=<resource>/.default
+//	POST /{tenant}/oauth2/token                 v1 form: resource=<resource>
+func (s *Server) loginHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", s.openIDConfiguration)
+	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.jwks)
+	mux.HandleFunc("GET /{tenant}/discovery/keys", s.jwks)
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.token)
+	mux.HandleFunc("POST /{tenant}/oauth2/token", s.token)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeOAuthError(w, &identity.OAuthError{Status: 404, Code: "invalid_request", AADSTS: 90027,
+			Description: "The token service has no endpoint " + r.Method + " " + r.URL.Path + ". Use /{tenant}/oauth2/v2.0/token."})
+	})
+	return mux
+}
+
+func (s *Server) tenantOK(w http.ResponseWriter, r *http.Request) bool {
+	t := r.PathValue("tenant")
+	if !strings.EqualFold(t, s.cfg.Identity.TenantID) {
+		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_tenant", AADSTS: 90002,
+			Description: "Tenant '" + t + "' not found. This server's tenant is " + s.cfg.Identity.TenantID + " (see 'custody env')."})
+		return false
+	}
+	return true
+}
+
+func (s *Server) issuerFor(r *http.Request) string {
+	return "https://" + strings.ToLower(r.Host) + "/" + s.cfg.Identity.TenantID + "/v2.0"
+}
+
+func (s *Server) openIDConfiguration(w http.ResponseWriter, r *http.Request) {
+	if !s.tenantOK(w, r) {
+		return
+	}
+	base := "https://" + strings.ToLower(r.Host) + "/" + s.cfg.Identity.TenantID
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                s.issuerFor(r),
+		"authorization_endpoint":                base + "/oauth2/v2.0/authorize",
+		"token_endpoint":                        base + "/oauth2/v2.0/token",
+		"jwks_uri":                              base + "/discovery/v2.0/keys",
+		"response_types_supported":              []string{"token"},
+		"subject_types_supported":               []string{"pairwise"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
+		"grant_types_supported":                 []string{"client_credentials"},
+		"scopes_supported":                      []string{"openid", "profile", "offline_access"},
+		"tenant_region_scope":                   "NA",
+		"cloud_instance_name":                   "custody",
+	})
+}
+
+func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
+	if !s.tenantOK(w, r) {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Identity.Authority.JWKS())
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if !s.tenantOK(w, r) {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_request", AADSTS: 900144, Description: "The request body must be application/x-www-form-urlencoded."})
+		return
+	}
+	form := r.PostForm
+	if gt := form.Get("grant_type"); gt != "client_credentials" {
+		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "unsupported_grant_type", AADSTS: 70003,
+			Description: "The grant type '" + gt + "' is not supported; this token service supports client_credentials."})
+		return
+	}
+	clientID, secret := form.Get("client_id"), form.Get("client_secret")
+	if u, p, ok := r.BasicAuth(); ok {
+		clientID, secret = u, p
+	}
+	if clientID == "" {
+		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_request", AADSTS: 900144, Description: "The request body must contain the parameter 'client_id'."})
+		return
+	}
+	if secret == "" {
+		writeOAuthError(w, &identity.OAuthError{Status: 401, Code: "invalid_client", AADSTS: 7000218,
+			Description: "The request body must contain the parameter 'client_assertion' or 'client_secret'."})
+		return
+	}
+	p, err := s.cfg.Identity.Authenticate(r.Context(), clientID, secret)
+	if err != nil {
+		writeOAuthErr(w, r, err)
+		return
+	}
+	var tok identity.Token
+	if res := form.Get("resource"); res != "" && form.Get("scope") == "" {
+		tok, err = s.cfg.Identity.IssueForResource(p, res, s.issuerFor(r))
+	} else {
+		tok, err = s.cfg.Identity.IssueForScope(p, form.Get("scope"), s.issuerFor(r))
+	}
+	if err != nil {
+		writeOAuthErr(w, r, err)
+		return
+	}
+	class, _ := s.cfg.Identity.Resources.Classify(tok.Claims.Audience)
+	s.metrics.tokens.WithLabelValues(string(class)).Inc()
+	setCallerLog(r, p.ObjectID)
+	w.Header().Set("Cache-Control", "no-store")
+	expiresIn := int(time.Until(tok.ExpiresAt).Seconds())
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token_type":     "Bearer",
+		"expires_in":     expiresIn,
+		"ext_expires_in": expiresIn,
+		"expires_on":     strconv.FormatInt(tok.ExpiresAt.Unix(), 10),
+		"resource":       tok.Claims.Audience,
+		"access_token":   tok.Raw,
+	})
+}
+
+func writeOAuthErr(w http.ResponseWriter, r *http.Request, err error) {
+	var oe *identity.OAuthError
+	if errors.As(err, &oe) {
+		setErrorCode(r, oe.Code)
+		writeOAuthError(w, oe)
+		return
+	}
+	writeError(w, r, err)
+	_ = custody.ErrorKind(err)
+}
+
+func writeOAuthError(w http.ResponseWriter, e *identity.OAuthError) {
+	now := time.Now().UTC()
+	writeJSON(w, e.Status, map[string]any{
+		"error":             e.Code,
+		"error_description": "AADSTS" + strconv.Itoa(e.AADSTS) + ": " + e.Description,
+		"error_codes":       []int{e.AADSTS},
+		"timestamp":         now.Format("2006-01-02 15:04:05Z"),
+		"trace_id":          identity.NewID(),
+		"correlation_id":    identity.NewID(),
+	})
+}

@@ -1,0 +1,333 @@
+// Package server assembles a Custody server from its parts: data directory,
+// root key, database, identity and resource manager services, TLS and the
+// HTTP API. cmd/custody runs it; tests start one in-process with
+// servertest.New.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"custody"
+	"custody/httpapi"
+	"custody/identity"
+	"custody/rm"
+	"custody/secret"
+	"custody/sqlstore"
+	"custody/tlsca"
+)
+
+// Config configures a server. DefaultConfig gives the values `custody
+// server` starts with.
+type Config struct {
+	// Listen is the TCP address of the one TLS listener.
+	Listen string
+	// Domain is the DNS suffix services are routed by.
+	Domain string
+	// DataDir holds the CA, root key, admin credentials and SQLite database.
+	DataDir string
+	// Database is a postgres:// URL; empty means SQLite in DataDir.
+	Database string
+	// RootKeyFile optionally names a file holding the root key (base64);
+	// otherwise CUSTODY_ROOT_KEY or DataDir/root.key is used.
+	RootKeyFile string
+	Logger      *slog.Logger
+}
+
+// DefaultDataDir returns $CUSTODY_DATA_DIR or ~/.custody.
+func DefaultDataDir() string {
+	if d := os.Getenv("CUSTODY_DATA_DIR"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".custody"
+	}
+	return filepath.Join(home, ".custody")
+}
+
+// DefaultConfig returns the defaults of `custody server`.
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8443", Domain: "localhost", DataDir: DefaultDataDir()}
+}
+
+// Files the server writes into its data directory for the CLI and SDK
+// programs.
+const (
+	AdminFile    = "admin.json"
+	EndpointFile = "server.json"
+	databaseFile = "custody.db"
+)
+
+// AdminCredentials is the bootstrap admin service principal, written to
+// DataDir/admin.json (mode 0600) on first start.
+type AdminCredentials struct {
+	TenantID       string `json:"tenantId"`
+	SubscriptionID string `json:"subscriptionId"`
+	ClientID       string `json:"clientId"`
+	ClientSecret   string `json:"clientSecret"`
+}
+
+// Endpoint says where a running server listens, written to
+// DataDir/server.json on every start.
+type Endpoint struct {
+	Address string `json:"address"` // host:port actually listened on
+	Domain  string `json:"domain"`
+	Port    int    `json:"port"`
+	CAFile  string `json:"caFile"`
+}
+
+// Server is a running Custody server.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	DB       *sqlstore.DB
+	Identity *identity.Service
+	RM       *rm.Service
+	HTTP     *httpapi.Server
+	Admin    AdminCredentials
+	Endpoint Endpoint
+	TLS      *tls.Config
+
+	listener net.Listener
+	srv      *http.Server
+}
+
+// Open prepares a server: it creates or loads everything in the data
+// directory, opens and migrates the database, bootstraps the tenant,
+// subscription and admin principal, and binds the listener. Serve starts
+// answering.
+func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "localhost"
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	rootKey, err := secret.LoadRootKey(cfg.DataDir, cfg.RootKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := secret.NewSealer(rootKey)
+	if err != nil {
+		return nil, err
+	}
+	dsn := cfg.Database
+	if dsn == "" {
+		dsn = filepath.Join(cfg.DataDir, databaseFile)
+	}
+	if s.DB, err = sqlstore.Open(ctx, dsn); err != nil {
+		return nil, err
+	}
+
+	s.listener, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	port := s.listener.Addr().(*net.TCPAddr).Port
+
+	rmStore := &sqlstore.RMStore{DB: s.DB}
+	tenant, err := rmStore.SetSettingIfAbsent(ctx, "tenant_id", identity.NewID())
+	if err != nil {
+		return nil, err
+	}
+	sub, err := rmStore.SetSettingIfAbsent(ctx, "subscription_id", identity.NewID())
+	if err != nil {
+		return nil, err
+	}
+	idStore := &sqlstore.IdentityStore{DB: s.DB}
+	authority, err := identity.NewAuthority(ctx, idStore, sealer, nil)
+	if err != nil {
+		return nil, err
+	}
+	loginURL := publicURL("login", cfg.Domain, port)
+	s.Identity = &identity.Service{
+		Store: idStore, Authority: authority, TenantID: tenant,
+		Issuer:    loginURL + "/" + tenant + "/v2.0",
+		Resources: identity.DefaultResources(cfg.Domain, port),
+	}
+	s.RM = &rm.Service{Store: rmStore, SubscriptionID: sub, TenantID: tenant, NewID: identity.NewID}
+	s.RM.Cleaners = append(s.RM.Cleaners, rm.GroupCleanerFunc(s.deleteIdentitiesInGroup))
+
+	if err := s.bootstrapAdmin(ctx); err != nil {
+		return nil, fmt.Errorf("bootstrap admin: %w", err)
+	}
+
+	cert, _, err := tlsca.Ensure(cfg.DataDir, cfg.Domain, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.HTTP = httpapi.New(httpapi.Config{
+		Domain: cfg.Domain, Port: port, Identity: s.Identity, RM: s.RM, Logger: s.log, Registry: reg,
+		Health: func() error { return s.DB.SQL().PingContext(context.Background()) },
+	})
+	s.Endpoint = Endpoint{Address: s.listener.Addr().String(), Domain: cfg.Domain, Port: port, CAFile: filepath.Join(cfg.DataDir, tlsca.CAFile)}
+	if err := writeJSONFile(filepath.Join(cfg.DataDir, EndpointFile), s.Endpoint, 0o644); err != nil {
+		return nil, err
+	}
+	s.srv = &http.Server{
+		Handler:           s.HTTP.Handler(),
+		TLSConfig:         s.TLS,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+func publicURL(name, domain string, port int) string {
+	if port == 443 {
+		return "https://" + name + "." + domain
+	}
+	return "https://" + name + "." + domain + ":" + strconv.Itoa(port)
+}
+
+// deleteIdentitiesInGroup is the managed identity provider's part of a
+// resource group delete.
+func (s *Server) deleteIdentitiesInGroup(ctx context.Context, sub, rg string) error {
+	us, err := s.Identity.Store.ListUserAssignedIdentities(ctx, sub, rg)
+	if err != nil {
+		return err
+	}
+	for _, u := range us {
+		if err := s.Identity.Store.DeleteUserAssignedIdentity(ctx, u.ID); err != nil && !custody.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// bootstrapAdmin creates the admin service principal (Owner of the
+// subscription) on first start and keeps DataDir/admin.json holding a valid
+// secret for it.
+func (s *Server) bootstrapAdmin(ctx context.Context) error {
+	path := filepath.Join(s.cfg.DataDir, AdminFile)
+	rmStore := s.RM.Store
+	clientID, err := rmStore.Setting(ctx, "admin_client_id")
+	if err != nil && !custody.IsNotFound(err) {
+		return err
+	}
+	if clientID != "" {
+		var have AdminCredentials
+		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &have) == nil && have.ClientID == clientID {
+			if _, err := s.Identity.Authenticate(ctx, have.ClientID, have.ClientSecret); err == nil {
+				s.Admin = have
+				return nil
+			}
+		}
+		// The file is gone or stale: give the admin a new secret.
+		sec, err := s.Identity.AddSecret(ctx, clientID, 1)
+		if err != nil {
+			return err
+		}
+		s.Admin = AdminCredentials{TenantID: s.Identity.TenantID, SubscriptionID: s.RM.SubscriptionID, ClientID: clientID, ClientSecret: sec}
+		s.log.Info("wrote new admin credentials", "file", path)
+		return writeJSONFile(path, s.Admin, 0o600)
+	}
+	p, sec, err := s.Identity.CreateServicePrincipal(ctx, "custody-admin", 1)
+	if err != nil {
+		return err
+	}
+	if _, err := s.RM.CreateRoleAssignment(ctx, rm.SubscriptionID(s.RM.SubscriptionID), "", rm.RoleDefinitionID(s.RM.SubscriptionID, rm.RoleOwner), p.ObjectID, "ServicePrincipal", "bootstrap"); err != nil {
+		return err
+	}
+	s.Admin = AdminCredentials{TenantID: s.Identity.TenantID, SubscriptionID: s.RM.SubscriptionID, ClientID: p.AppID, ClientSecret: sec}
+	if err := writeJSONFile(path, s.Admin, 0o600); err != nil {
+		return err
+	}
+	if _, err := rmStore.SetSettingIfAbsent(ctx, "admin_client_id", p.AppID); err != nil {
+		return err
+	}
+	s.log.Info("created admin service principal (Owner of the subscription)", "client_id", p.AppID, "credentials_file", path)
+	return nil
+}
+
+func writeJSONFile(path string, v any, mode os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Serve answers requests until ctx is done, then shuts down gracefully
+// (in-flight requests get up to 10 seconds).
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
+	s.log.Info("custody server listening",
+		"address", s.Endpoint.Address,
+		"login", publicURL("login", s.cfg.Domain, s.Endpoint.Port),
+		"management", publicURL("management", s.cfg.Domain, s.Endpoint.Port),
+		"tenant", s.Identity.TenantID, "subscription", s.RM.SubscriptionID,
+		"data_dir", s.cfg.DataDir, "database", string(s.DB.Engine))
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Close releases what Open acquired. It is safe after a partial Open.
+func (s *Server) Close() error {
+	if s.srv != nil {
+		_ = s.srv.Close()
+	}
+	if s.listener != nil {
+		_ = s.listener.Close()
+	}
+	if s.DB != nil {
+		return s.DB.Close()
+	}
+	return nil
+}
+
+// Port returns the port the server listens on.
+func (s *Server) Port() int { return s.Endpoint.Port }
+
+// DataDir returns the data directory.
+func (s *Server) DataDir() string { return s.cfg.DataDir }

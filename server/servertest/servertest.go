@@ -1,0 +1,126 @@
+// Package servertest starts a real Custody server in-process for tests: TLS
+// on a random loopback port, a temporary data directory, SQLite by default
+// (or PostgreSQL in a fresh schema when CUSTODY_TEST_POSTGRES is set and the
+// test asks for it), and an HTTP client that trusts the server's CA and
+// resolves every *.{domain} name to the listener.
+package servertest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"custody/server"
+	"custody/tlsca"
+)
+
+// TestServer is a running in-process server.
+type TestServer struct {
+	*server.Server
+	// Client trusts the server's CA and dials the server for every host
+	// name under its domain.
+	Client *http.Client
+	// CAPool verifies the server's certificate.
+	CAPool *x509.CertPool
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// New starts a server for the duration of the test. fn, if not nil, may
+// change the configuration first.
+func New(t testing.TB, fn func(*server.Config)) *TestServer {
+	t.Helper()
+	cfg := server.DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if fn != nil {
+		fn(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := server.Open(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatalf("open server: %v", err)
+	}
+	pool, err := tlsca.LoadPool(cfg.DataDir)
+	if err != nil {
+		cancel()
+		t.Fatalf("load CA: %v", err)
+	}
+	ts := &TestServer{Server: s, CAPool: pool, cancel: cancel, done: make(chan error, 1)}
+	ts.Client = &http.Client{Transport: Transport(pool, cfg.Domain, s.Endpoint.Address), Timeout: 60 * time.Second}
+	go func() { ts.done <- s.Serve(ctx) }()
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// Close stops the server and waits for it.
+func (ts *TestServer) Close() {
+	if ts.cancel == nil {
+		return
+	}
+	ts.cancel()
+	select {
+	case <-ts.done:
+	case <-time.After(15 * time.Second):
+	}
+	ts.Server.Close()
+	ts.cancel = nil
+}
+
+// Transport returns an HTTP transport that trusts pool and sends every
+// connection for domain, its subdomains, loopback and localhost to addr.
+func Transport(pool *x509.CertPool, domain, addr string) *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	return &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(a)
+			if err != nil {
+				return nil, err
+			}
+			h := strings.ToLower(host)
+			if h == domain || strings.HasSuffix(h, "."+domain) || h == "localhost" || h == "127.0.0.1" {
+				return d.DialContext(ctx, network, addr)
+			}
+			return d.DialContext(ctx, network, a)
+		},
+		MaxIdleConnsPerHost: 64,
+		ForceAttemptHTTP2:   true,
+	}
+}
+
+// URL returns https://{name}.{domain}:{port}, or https://{domain}:{port} for
+// an empty name.
+func (ts *TestServer) URL(name string) string {
+	h := ts.Endpoint.Domain
+	if name != "" {
+		h = name + "." + h
+	}
+	return "https://" + h + ":" + itoa(ts.Endpoint.Port)
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
