@@ -2,6 +2,7 @@
 // on one TLS listener that routes by host name:
 //
 //	login.{domain}             token service (OIDC discovery, JWKS, OAuth 2.0 token endpoint)
+//	graph.{domain}             directory: service principals (a Microsoft Graph subset)
 //	management.{domain}        resource manager (ARM): groups, RBAC, managed identities, ...
 //	{vault}.vault.{domain}     key vault data plane (registered by the key vault service)
 //	{account}.batch.{domain}   batch data plane (registered by the batch service)
@@ -58,6 +59,7 @@ type Server struct {
 	vault   http.Handler
 	batch   http.Handler
 	portal  http.Handler
+	graph   http.Handler
 	metrics *metrics
 }
 
@@ -73,6 +75,7 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registry)}
 	s.login = s.loginHandler()
+	s.graph = s.graphHandler()
 	s.arm = newARM(s)
 	registerRM(s.arm)
 	registerMSI(s.arm)
@@ -104,6 +107,7 @@ const (
 	hostVault      hostClass = "vault"
 	hostBatch      hostClass = "batch"
 	hostPortal     hostClass = "portal"
+	hostGraph      hostClass = "graph"
 	hostUnknown    hostClass = "unknown"
 )
 
@@ -119,6 +123,8 @@ func (s *Server) classify(host string) (hostClass, string) {
 		return hostManagement, ""
 	case host == "portal."+d:
 		return hostPortal, ""
+	case host == "graph."+d:
+		return hostGraph, ""
 	case host == d || host == "localhost" || net.ParseIP(host) != nil:
 		return hostCombined, ""
 	case strings.HasSuffix(host, ".vault."+d):
@@ -198,6 +204,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.arm.ServeHTTP(w, r)
 		}
+	case hostGraph:
+		s.graph.ServeHTTP(w, r)
 	case hostVault:
 		if s.vault == nil {
 			writeError(w, r, custody.Errorf(custody.KindNotFound, "VaultNotFound", "No key vault service is running on this server, so vault %q cannot be reached.", name))
@@ -312,7 +320,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	if v != nil {
-		_ = json.NewEncoder(w).Encode(v)
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(v)
 	}
 }
 

@@ -21,6 +21,7 @@ const (
 	AudienceManagement AudienceClass = "management"
 	AudienceVault      AudienceClass = "vault"
 	AudienceBatch      AudienceClass = "batch"
+	AudienceGraph      AudienceClass = "graph"
 )
 
 // Resources lists, for each audience class, the resource URIs (scope without
@@ -43,6 +44,7 @@ func DefaultResources(domain string, port int) Resources {
 		AudienceManagement: append([]string{"https://management.azure.com", "https://management.core.windows.net"}, local("management")...),
 		AudienceVault:      append([]string{"https://vault.azure.net"}, local("vault")...),
 		AudienceBatch:      append([]string{"https://batch.core.windows.net"}, local("batch")...),
+		AudienceGraph:      append([]string{"https://graph.microsoft.com"}, local("graph")...),
 	}
 }
 

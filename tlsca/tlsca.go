@@ -41,6 +41,7 @@ func Names(domain string) []string {
 		"login." + domain,
 		"management." + domain,
 		"portal." + domain,
+		"graph." + domain,
 		"vault." + domain,
 		"*.vault." + domain,
 		"batch." + domain,
