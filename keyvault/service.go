@@ -1,0 +1,54 @@
+package keyvault
+
+import (
+	"strconv"
+	"time"
+
+	"custody/rm"
+)
+
+// Sealer seals private key material under the server's root key.
+type Sealer interface {
+	Seal(plaintext, aad []byte) []byte
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
+// Service is the key vault. Vault management (vaults.go) serves the
+// resource manager; key operations (keys.go) serve each vault's data plane.
+type Service struct {
+	Vaults VaultStore
+	Keys   KeyStore
+	Sealer Sealer
+	// RM answers role-based access checks (vaults with
+	// enableRbacAuthorization) and resource group existence.
+	RM *rm.Service
+	// TenantID is the server's tenant; vaults must name it.
+	TenantID string
+	// Domain and Port build vault URIs and key ids:
+	// https://{vault}.vault.{domain}:{port}/keys/{name}/{version}.
+	Domain string
+	Port   int
+	Now    func() time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// VaultURI returns the data-plane URL of a vault, with a trailing slash as
+// Azure writes it.
+func (s *Service) VaultURI(name string) string {
+	return "https://" + s.VaultHost(name) + "/"
+}
+
+// VaultHost returns {vault}.vault.{domain}[:{port}].
+func (s *Service) VaultHost(name string) string {
+	h := name + ".vault." + s.Domain
+	if s.Port != 443 && s.Port != 0 {
+		h += ":" + strconv.Itoa(s.Port)
+	}
+	return h
+}
