@@ -16,7 +16,9 @@ func registerMSI(a *ARM) {
 	a.Handle(ARMRoute{Method: "PATCH", Path: one, APIVersions: msiAPIVersions, Action: "Microsoft.ManagedIdentity/userAssignedIdentities/write", Handler: a.patchIdentity})
 	a.Handle(ARMRoute{Method: "GET", Path: one, APIVersions: msiAPIVersions, Action: "Microsoft.ManagedIdentity/userAssignedIdentities/read", Handler: a.getIdentity})
 	a.Handle(ARMRoute{Method: "DELETE", Path: one, APIVersions: msiAPIVersions, Action: "Microsoft.ManagedIdentity/userAssignedIdentities/delete", Handler: a.deleteIdentity})
-	a.Handle(ARMRoute{Method: "GET", Path: group, APIVersions: msiAPIVersions, Action: "Microsoft.ManagedIdentity/userAssignedIdentities/read", Handler: a.listIdentities})
+	// Lists check each identity (listIdentities), so that a role on one
+	// identity lets the caller list it.
+	a.Handle(ARMRoute{Method: "GET", Path: group, APIVersions: msiAPIVersions, Handler: a.listIdentities})
 	a.Handle(ARMRoute{Method: "GET", Path: "/subscriptions/{subscriptionId}/providers/Microsoft.ManagedIdentity/userAssignedIdentities", APIVersions: msiAPIVersions, Handler: a.listIdentities})
 }
 

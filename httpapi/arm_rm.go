@@ -22,7 +22,9 @@ func registerRM(a *ARM) {
 	a.Handle(ARMRoute{Method: "GET", Path: "/subscriptions/{subscriptionId}", APIVersions: resourcesAPIVersions, Handler: a.getSubscription})
 
 	const rgs = "/subscriptions/{subscriptionId}/resourceGroups"
-	a.Handle(ARMRoute{Method: "GET", Path: rgs, APIVersions: resourcesAPIVersions, Action: "Microsoft.Resources/subscriptions/resourceGroups/read", Handler: a.listGroups})
+	// Lists check each item (listGroups), so that a role on one group lets
+	// the caller list that group.
+	a.Handle(ARMRoute{Method: "GET", Path: rgs, APIVersions: resourcesAPIVersions, Handler: a.listGroups})
 	a.Handle(ARMRoute{Method: "PUT", Path: rgs + "/{resourceGroupName}", APIVersions: resourcesAPIVersions, Action: "Microsoft.Resources/subscriptions/resourceGroups/write", Handler: a.putGroup})
 	a.Handle(ARMRoute{Method: "GET", Path: rgs + "/{resourceGroupName}", APIVersions: resourcesAPIVersions, Action: "Microsoft.Resources/subscriptions/resourceGroups/read", Handler: a.getGroup})
 	a.Handle(ARMRoute{Method: "HEAD", Path: rgs + "/{resourceGroupName}", APIVersions: resourcesAPIVersions, Action: "Microsoft.Resources/subscriptions/resourceGroups/read", Handler: a.headGroup})
