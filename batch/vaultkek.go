@@ -1,0 +1,283 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
+	"custody"
+)
+
+// KeyID is a parsed key identifier: https://{vault host}/keys/{name}[/{version}].
+type KeyID struct {
+	VaultURL string // https://{vault host}
+	Name     string
+	Version  string // empty for a versionless identifier
+}
+
+// String returns the identifier as Azure writes it.
+func (k KeyID) String() string {
+	s := k.VaultURL + "/keys/" + k.Name
+	if k.Version != "" {
+		s += "/" + k.Version
+	}
+	return s
+}
+
+// Versionless returns the identifier without its version.
+func (k KeyID) Versionless() KeyID { k.Version = ""; return k }
+
+// VaultName returns the vault's name: the first label of its host.
+func (k KeyID) VaultName() string {
+	u, _ := url.Parse(k.VaultURL)
+	if u == nil {
+		return ""
+	}
+	host := u.Hostname()
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		return host[:i]
+	}
+	return host
+}
+
+// ParseKeyID parses a key identifier, versioned or versionless.
+func ParseKeyID(s string) (KeyID, error) {
+	bad := func(why string) (KeyID, error) {
+		return KeyID{}, custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier",
+			"The key identifier %q is not valid: %s. Use https://{vault}.vault.{domain}:{port}/keys/{name}/{version}, or leave out /{version} to follow the key's latest version.", s, why)
+	}
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || u.Host == "" {
+		return bad("it is not an absolute URL")
+	}
+	if u.Scheme != "https" {
+		return bad("it must use https")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return bad("it must not carry a query, fragment or user info")
+	}
+	segs := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if len(segs) < 2 || len(segs) > 3 || segs[0] != "keys" || segs[1] == "" {
+		return bad("its path must be /keys/{name} or /keys/{name}/{version}")
+	}
+	k := KeyID{VaultURL: "https://" + strings.ToLower(u.Host), Name: segs[1]}
+	if len(segs) == 3 {
+		k.Version = segs[2]
+	}
+	return k, nil
+}
+
+// KeyInfo is what the vault says about a key version.
+type KeyInfo struct {
+	KID     KeyID // versioned
+	Kty     string
+	KeySize int
+	Enabled bool
+	KeyOps  []string
+	NotBefore,
+	Expires *time.Time
+	// RecoveryLevel is the key's recovery level; one without "Purgeable"
+	// means the vault has soft delete and purge protection on.
+	RecoveryLevel string
+}
+
+// VaultClient reaches customer keys in a key vault on behalf of a managed
+// identity. VaultREST is the implementation; tests may use others.
+type VaultClient interface {
+	GetKey(ctx context.Context, id KeyID, principalID string) (KeyInfo, error)
+	WrapKey(ctx context.Context, id KeyID, principalID string, dek []byte) (kid KeyID, wrapped []byte, err error)
+	UnwrapKey(ctx context.Context, id KeyID, principalID string, wrapped []byte) ([]byte, error)
+}
+
+// TokenFunc issues an access token for a managed identity and resource.
+type TokenFunc func(ctx context.Context, principalID, resource string) (token string, expires time.Time, err error)
+
+// VaultREST is a VaultClient that calls the vault's Key Vault REST API with
+// the official azkeys client and a token for the managed identity: exactly
+// what an outside customer would do, so removing an access policy, disabling
+// or deleting the key, or deleting the identity takes effect because the
+// vault refuses the call.
+type VaultREST struct {
+	// Transport carries the requests (it must trust the vault's TLS
+	// certificate).
+	Transport policy.Transporter
+	Token     TokenFunc
+	// Timeout bounds each vault call.
+	Timeout time.Duration
+
+	mu      sync.Mutex
+	clients map[string]*azkeys.Client
+}
+
+type miCredential struct {
+	token       TokenFunc
+	principalID string
+}
+
+func (c miCredential) GetToken(ctx context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	if len(opts.Scopes) != 1 {
+		return azcore.AccessToken{}, fmt.Errorf("batch: want one scope, got %v", opts.Scopes)
+	}
+	tok, exp, err := c.token(ctx, c.principalID, strings.TrimSuffix(opts.Scopes[0], "/.default"))
+	if err != nil {
+		return azcore.AccessToken{}, err
+	}
+	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, nil
+}
+
+func (v *VaultREST) client(vaultURL, principalID string) (*azkeys.Client, error) {
+	key := vaultURL + "|" + principalID
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if c := v.clients[key]; c != nil {
+		return c, nil
+	}
+	c, err := azkeys.NewClient(vaultURL, miCredential{token: v.Token, principalID: principalID}, &azkeys.ClientOptions{
+		ClientOptions: policy.ClientOptions{
+			Transport: v.Transport,
+			Retry:     policy.RetryOptions{MaxRetries: 1, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: time.Second},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if v.clients == nil {
+		v.clients = map[string]*azkeys.Client{}
+	}
+	v.clients[key] = c
+	return c, nil
+}
+
+func (v *VaultREST) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	t := v.Timeout
+	if t == 0 {
+		t = 10 * time.Second
+	}
+	return context.WithTimeout(ctx, t)
+}
+
+// GetKey reads a key version (the latest if id has no version).
+func (v *VaultREST) GetKey(ctx context.Context, id KeyID, principalID string) (KeyInfo, error) {
+	c, err := v.client(id.VaultURL, principalID)
+	if err != nil {
+		return KeyInfo{}, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL, Err: err}
+	}
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
+	resp, err := c.GetKey(ctx, id.Name, id.Version, nil)
+	if err != nil {
+		return KeyInfo{}, classify("get", id, principalID, err)
+	}
+	info := KeyInfo{Enabled: true}
+	if resp.Key != nil {
+		if resp.Key.KID != nil {
+			kid, perr := ParseKeyID(string(*resp.Key.KID))
+			if perr == nil {
+				info.KID = kid
+			}
+		}
+		if resp.Key.Kty != nil {
+			info.Kty = string(*resp.Key.Kty)
+		}
+		info.KeySize = len(resp.Key.N) * 8
+		for _, op := range resp.Key.KeyOps {
+			if op != nil {
+				info.KeyOps = append(info.KeyOps, string(*op))
+			}
+		}
+	}
+	if a := resp.Attributes; a != nil {
+		if a.Enabled != nil {
+			info.Enabled = *a.Enabled
+		}
+		info.NotBefore, info.Expires = a.NotBefore, a.Expires
+		if a.RecoveryLevel != nil {
+			info.RecoveryLevel = string(*a.RecoveryLevel)
+		}
+	}
+	if info.KID.Name == "" {
+		info.KID = id
+	}
+	return info, nil
+}
+
+// WrapKey wraps dek with RSA-OAEP-256 and returns the versioned key id that
+// wrapped it.
+func (v *VaultREST) WrapKey(ctx context.Context, id KeyID, principalID string, dek []byte) (KeyID, []byte, error) {
+	c, err := v.client(id.VaultURL, principalID)
+	if err != nil {
+		return KeyID{}, nil, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL, Err: err}
+	}
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
+	alg := azkeys.EncryptionAlgorithmRSAOAEP256
+	resp, err := c.WrapKey(ctx, id.Name, id.Version, azkeys.KeyOperationParameters{Algorithm: &alg, Value: dek}, nil)
+	if err != nil {
+		return KeyID{}, nil, classify("wrapKey", id, principalID, err)
+	}
+	kid := id
+	if resp.KID != nil {
+		if k, err := ParseKeyID(string(*resp.KID)); err == nil {
+			kid = k
+		}
+	}
+	if kid.Version == "" {
+		return KeyID{}, nil, &KeyError{Definite: true, Reason: fmt.Sprintf("the vault did not say which version of %s wrapped the key", id)}
+	}
+	return kid, resp.Result, nil
+}
+
+// UnwrapKey unwraps with the exact key version id names.
+func (v *VaultREST) UnwrapKey(ctx context.Context, id KeyID, principalID string, wrapped []byte) ([]byte, error) {
+	c, err := v.client(id.VaultURL, principalID)
+	if err != nil {
+		return nil, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL, Err: err}
+	}
+	ctx, cancel := v.withTimeout(ctx)
+	defer cancel()
+	alg := azkeys.EncryptionAlgorithmRSAOAEP256
+	resp, err := c.UnwrapKey(ctx, id.Name, id.Version, azkeys.KeyOperationParameters{Algorithm: &alg, Value: wrapped}, nil)
+	if err != nil {
+		return nil, classify("unwrapKey", id, principalID, err)
+	}
+	return resp.Result, nil
+}
+
+// classify turns a vault call's failure into a KeyError: refusals are
+// definite, outages are not.
+func classify(op string, id KeyID, principalID string, err error) *KeyError {
+	var re *azcore.ResponseError
+	if errors.As(err, &re) {
+		definite := re.StatusCode < 500 && re.StatusCode != 408 && re.StatusCode != 429
+		return &KeyError{Definite: definite,
+			Reason: fmt.Sprintf("Key Vault refused %s on %s for identity %s: (%s) %s", op, id, principalID, re.ErrorCode, vaultMessage(re)),
+			Err:    err}
+	}
+	var ce *custody.Error
+	if errors.As(err, &ce) {
+		// The token service refused: the identity is gone.
+		return &KeyError{Definite: true, Reason: fmt.Sprintf("no token for identity %s to reach %s: %s", principalID, id, ce.Message), Err: err}
+	}
+	return &KeyError{Definite: false, Reason: fmt.Sprintf("the key vault %s could not be reached for %s", id.VaultURL, op), Err: err}
+}
+
+// vaultMessage extracts error.message from a vault's error body.
+func vaultMessage(re *azcore.ResponseError) string {
+	msg := re.Error()
+	if i := strings.Index(msg, `"message":`); i >= 0 {
+		rest := msg[i+len(`"message":`):]
+		rest = strings.TrimLeft(rest, ` "`)
+		if j := strings.Index(rest, `"`); j >= 0 {
+			return rest[:j]
+		}
+	}
+	return fmt.Sprintf("HTTP %d", re.StatusCode)
+}
