@@ -39,6 +39,9 @@ type Vault struct {
 	EnabledForDiskEncryption     bool
 	EnabledForTemplateDeployment bool
 	PublicNetworkAccess          string
+	// NetworkACLs are the vault's network rules, kept and echoed as given
+	// (nil when none were set).
+	NetworkACLs *NetworkACLs
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
