@@ -1,13 +1,25 @@
 // Package cli is Custody's command line: `custody server` and an
 // az-compatible command tree that talks to a server over its HTTPS APIs.
+//
+// The az-compatible commands (login, account, group, identity, ad sp, role,
+// env) take az's names and flags and az's global flags (-o/--output,
+// --query, --debug, --subscription), plus --data-dir, the server's data
+// directory: the CLI reads server.json there to find the server and trust its
+// CA, and signs in with cli-profile.json (written by `custody login`) or,
+// without one, the bootstrap admin credentials in admin.json. Errors print
+// as az prints them: "ERROR: (Code) message" and exit status 1.
 package cli
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -36,7 +48,12 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServerCmd())
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	a.addGlobalFlags(root)
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return a.prepare(cmd) }
+	root.AddCommand(newServerCmd(),
+		a.loginCmd(), a.logoutCmd(), a.accountCmd(),
+		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd())
 	return root
 }
 
@@ -79,4 +96,106 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// app holds the global flags and the lazily built server client of one CLI
+// invocation.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	output       string
+	query        string
+	debug        bool
+	dataDir      string
+	subscription string
+
+	printer printer
+	c       *client
+}
+
+func (a *app) addGlobalFlags(root *cobra.Command) {
+	f := root.PersistentFlags()
+	f.StringVarP(&a.output, "output", "o", "json", "output format: "+strings.Join(outputFormats, ", "))
+	f.StringVar(&a.query, "query", "", "JMESPath query string, applied to the result (see http://jmespath.org)")
+	f.BoolVar(&a.debug, "debug", false, "log each HTTP request (method, URL, status) to stderr")
+	f.StringVar(&a.dataDir, "data-dir", "", "the server's data directory (default: env CUSTODY_DATA_DIR, else ~/.custody)")
+	f.StringVar(&a.subscription, "subscription", "", "subscription id or name (default: the signed-in profile's)")
+}
+
+// prepare checks the global flags before any command runs, so bad ones
+// change nothing.
+func (a *app) prepare(cmd *cobra.Command) error {
+	if !slices.Contains(outputFormats, a.output) {
+		return fmt.Errorf("argument --output/-o: invalid choice: '%s' (choose from %s)", a.output, "'"+strings.Join(outputFormats, "', '")+"'")
+	}
+	if err := checkQuery(a.query); err != nil {
+		return err
+	}
+	if a.dataDir == "" {
+		a.dataDir = server.DefaultDataDir()
+	}
+	if abs, err := filepath.Abs(a.dataDir); err == nil {
+		a.dataDir = abs
+	}
+	_, noColor := os.LookupEnv("NO_COLOR")
+	a.printer = printer{format: a.output, query: a.query, color: a.output == "jsonc" && !noColor && isTerminal(a.stdout)}
+	return nil
+}
+
+// print writes a command's result with the global output flags.
+func (a *app) print(v any, table func(any) any) error {
+	return a.printer.print(a.stdout, v, table)
+}
+
+// warn prints an az-style warning to stderr.
+func (a *app) warn(format string, args ...any) {
+	fmt.Fprintf(a.stderr, "WARNING: "+format+"\n", args...)
+}
+
+// client returns the server client, signed in with the profile or the
+// admin credentials, for the subscription chosen by --subscription.
+func (a *app) client(ctx context.Context) (*client, error) {
+	if a.c != nil {
+		return a.c, nil
+	}
+	cred, err := a.credentials()
+	if err != nil {
+		return nil, err
+	}
+	var debug io.Writer
+	if a.debug {
+		debug = a.stderr
+	}
+	c, err := newClient(a.dataDir, cred, debug)
+	if err != nil {
+		return nil, err
+	}
+	if a.subscription != "" {
+		id, err := c.resolveSubscription(ctx, a.subscription)
+		if err != nil {
+			return nil, err
+		}
+		c.cred.SubscriptionID = id
+	}
+	a.c = c
+	return c, nil
+}
+
+// confirm asks the az question on stdin unless yes is set.
+func (a *app) confirm(yes bool) error {
+	if yes {
+		return nil
+	}
+	fmt.Fprint(a.stderr, "Are you sure you want to perform this operation? (y/n): ")
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && strings.TrimSpace(line) == "" {
+		fmt.Fprintln(a.stderr)
+		return errors.New("unable to prompt for confirmation as no tty available. Use --yes.")
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	}
+	return errors.New("operation cancelled.")
 }
