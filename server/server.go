@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"custody"
+	"custody/batch"
 	"custody/httpapi"
 	"custody/identity"
 	"custody/rm"
@@ -45,6 +46,12 @@ type Config struct {
 	// otherwise CUSTODY_ROOT_KEY or DataDir/root.key is used.
 	RootKeyFile string
 	Logger      *slog.Logger
+	// KeyProbeInterval is how often the batch key-health monitor probes each
+	// customer-managed key (default 5 s).
+	KeyProbeInterval time.Duration
+	// KeyGracePeriod is how long a key vault outage is ridden out before a
+	// customer-key account locks (default 1 minute).
+	KeyGracePeriod time.Duration
 }
 
 // DefaultDataDir returns $CUSTODY_DATA_DIR or ~/.custody.
@@ -98,12 +105,14 @@ type Server struct {
 	Identity *identity.Service
 	RM       *rm.Service
 	HTTP     *httpapi.Server
+	Batch    *batch.Service
 	Admin    AdminCredentials
 	Endpoint Endpoint
 	TLS      *tls.Config
 
 	listener net.Listener
 	srv      *http.Server
+	sealer   *secret.Sealer
 }
 
 // Open prepares a server: it creates or loads everything in the data
@@ -135,6 +144,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.sealer = sealer
 	dsn := cfg.Database
 	if dsn == "" {
 		dsn = filepath.Join(cfg.DataDir, databaseFile)
@@ -191,6 +201,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.Endpoint = Endpoint{Address: s.listener.Addr().String(), Domain: cfg.Domain, Port: port, CAFile: filepath.Join(cfg.DataDir, tlsca.CAFile)}
 	if err := writeJSONFile(filepath.Join(cfg.DataDir, EndpointFile), s.Endpoint, 0o644); err != nil {
 		return nil, err
+	}
+	if err := s.openBatch(ctx); err != nil {
+		return nil, fmt.Errorf("batch service: %w", err)
 	}
 	s.srv = &http.Server{
 		Handler:           s.HTTP.Handler(),
@@ -289,6 +302,7 @@ func writeJSONFile(path string, v any, mode os.FileMode) error {
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
+	go s.Batch.RunMonitor(ctx, s.log)
 	s.log.Info("custody server listening",
 		"address", s.Endpoint.Address,
 		"login", publicURL("login", s.cfg.Domain, s.Endpoint.Port),

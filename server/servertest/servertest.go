@@ -7,14 +7,11 @@ package servertest
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -80,26 +77,10 @@ func (ts *TestServer) Close() {
 	ts.cancel = nil
 }
 
-// Transport returns an HTTP transport that trusts pool and sends every
-// connection for domain, its subdomains, loopback and localhost to addr.
+// Transport returns an HTTP transport that trusts pool and dials addr for
+// every name under domain (see server.Transport).
 func Transport(pool *x509.CertPool, domain, addr string) *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	return &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(a)
-			if err != nil {
-				return nil, err
-			}
-			h := strings.ToLower(host)
-			if h == domain || strings.HasSuffix(h, "."+domain) || h == "localhost" || h == "127.0.0.1" {
-				return d.DialContext(ctx, network, addr)
-			}
-			return d.DialContext(ctx, network, a)
-		},
-		MaxIdleConnsPerHost: 64,
-		ForceAttemptHTTP2:   true,
-	}
+	return server.Transport(pool, domain, addr)
 }
 
 // URL returns https://{name}.{domain}:{port}, or https://{domain}:{port} for

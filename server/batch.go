@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"custody/batch"
+	"custody/identity"
+	"custody/sqlstore"
+	"custody/tlsca"
+)
+
+// identityAdapter gives the batch service what it needs of the identity
+// service.
+type identityAdapter struct{ svc *identity.Service }
+
+func (a identityAdapter) CreateSystemAssigned(ctx context.Context, resourceID string) (string, error) {
+	p, err := a.svc.CreateSystemAssigned(ctx, resourceID)
+	if err != nil {
+		return "", err
+	}
+	return p.ObjectID, nil
+}
+
+func (a identityAdapter) DeleteSystemAssigned(ctx context.Context, resourceID string) error {
+	return a.svc.DeleteSystemAssigned(ctx, resourceID)
+}
+
+func (a identityAdapter) UserAssigned(ctx context.Context, resourceID string) (batch.UserAssignedIdentity, error) {
+	u, err := a.svc.Store.UserAssignedIdentity(ctx, resourceID)
+	if err != nil {
+		return batch.UserAssignedIdentity{}, err
+	}
+	return batch.UserAssignedIdentity{PrincipalID: u.PrincipalID, ClientID: u.ClientID}, nil
+}
+
+// selfClient returns an HTTP client for calling this server's own public
+// APIs the way an outside client does: TLS verified against the server's
+// CA, every name under the domain dialled at the listener.
+func (s *Server) selfClient() (*http.Client, error) {
+	pool, err := tlsca.LoadPool(s.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: Transport(pool, s.cfg.Domain, s.Endpoint.Address), Timeout: 30 * time.Second}, nil
+}
+
+// openBatch builds the batch service. Customer keys are reached through the
+// key vault's REST API with managed identity tokens, over TLS, like any
+// client.
+func (s *Server) openBatch(ctx context.Context) error {
+	store := &sqlstore.BatchAccountStore{DB: s.DB}
+	platform, err := batch.NewPlatformKEK(ctx, store, s.sealer)
+	if err != nil {
+		return err
+	}
+	client, err := s.selfClient()
+	if err != nil {
+		return err
+	}
+	s.Batch = &batch.Service{
+		Accounts: store, Platform: platform,
+		Vault: &batch.VaultREST{Transport: client, Token: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
+			tok, err := s.Identity.ManagedIdentityToken(ctx, principalID, resource)
+			if err != nil {
+				return "", time.Time{}, err
+			}
+			return tok.Raw, tok.ExpiresAt, nil
+		}},
+		Identities: identityAdapter{s.Identity}, RM: s.RM, TenantID: s.Identity.TenantID,
+		Domain: s.cfg.Domain, Port: s.Endpoint.Port,
+		ProbeInterval: s.cfg.KeyProbeInterval, GracePeriod: s.cfg.KeyGracePeriod,
+		NewID: identity.NewID,
+	}
+	s.RM.Cleaners = append(s.RM.Cleaners, s.Batch)
+	return nil
+}
