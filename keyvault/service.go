@@ -1,7 +1,9 @@
 package keyvault
 
 import (
+	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"custody/rm"
@@ -29,6 +31,15 @@ type Service struct {
 	Domain string
 	Port   int
 	Now    func() time.Time
+
+	// Logger receives background and audit failures; nil means
+	// slog.Default.
+	Logger *slog.Logger
+
+	// state is the in-memory part of the keys data plane (opened keys, the
+	// audit queue), made on first use.
+	stateOnce sync.Once
+	st        *keysState
 }
 
 func (s *Service) now() time.Time {
