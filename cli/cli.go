@@ -163,11 +163,7 @@ func (a *app) client(ctx context.Context) (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var debug io.Writer
-	if a.debug {
-		debug = a.stderr
-	}
-	c, err := newClient(a.dataDir, cred, debug)
+	c, err := newClient(a.dataDir, cred, a.debugLog())
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +176,14 @@ func (a *app) client(ctx context.Context) (*client, error) {
 	}
 	a.c = c
 	return c, nil
+}
+
+// debugLog is where --debug writes the request log, or nil.
+func (a *app) debugLog() io.Writer {
+	if a.debug {
+		return a.stderr
+	}
+	return nil
 }
 
 // confirm asks the az question on stdin unless yes is set.

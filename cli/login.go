@@ -139,11 +139,7 @@ Without a login the CLI uses the server's bootstrap admin credentials
 				tenant = adm.TenantID
 			}
 			cred := credentials{TenantID: tenant, ClientID: user, ClientSecret: password}
-			var debug = a.stderr
-			if !a.debug {
-				debug = nil
-			}
-			c, err := newClient(a.dataDir, cred, debug)
+			c, err := newClient(a.dataDir, cred, a.debugLog())
 			if err != nil {
 				return err
 			}
