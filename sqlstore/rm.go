@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode/utf8"
 
 	"custody"
 	"custody/rm"
@@ -158,8 +159,12 @@ func (s *RMStore) RoleAssignmentsForPrincipal(ctx context.Context, principalID s
 
 func (s *RMStore) ListRoleAssignments(ctx context.Context, scope string) ([]*rm.RoleAssignment, error) {
 	k := lower(strings.TrimRight(scope, "/"))
-	return s.listRA(ctx, `scope_key = $1 OR substr(scope_key, 1, $2) = $3`, k, len(k)+1, k+"/")
+	return s.listRA(ctx, `scope_key = $1 OR substr(scope_key, 1, $2) = $3`, k, prefixLen(k), k+"/")
 }
+
+// prefixLen is the length of scope k plus its trailing slash in characters,
+// as substr counts on both engines (not bytes: names may be non-ASCII).
+func prefixLen(k string) int { return utf8.RuneCountInString(k) + 1 }
 
 func (s *RMStore) DeleteRoleAssignment(ctx context.Context, id string) error {
 	res, err := s.DB.db.ExecContext(ctx, `DELETE FROM role_assignments WHERE id_key = $1`, lower(id))
@@ -174,7 +179,7 @@ func (s *RMStore) DeleteRoleAssignment(ctx context.Context, id string) error {
 
 func (s *RMStore) DeleteRoleAssignmentsUnder(ctx context.Context, scope string) error {
 	k := lower(strings.TrimRight(scope, "/"))
-	_, err := s.DB.db.ExecContext(ctx, `DELETE FROM role_assignments WHERE scope_key = $1 OR substr(scope_key, 1, $2) = $3`, k, len(k)+1, k+"/")
+	_, err := s.DB.db.ExecContext(ctx, `DELETE FROM role_assignments WHERE scope_key = $1 OR substr(scope_key, 1, $2) = $3`, k, prefixLen(k), k+"/")
 	return dbErr(err, "delete role assignments")
 }
 
