@@ -1,0 +1,263 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Spec is one process to run: a task, or a pool's start task.
+type Spec struct {
+	// Key identifies the run to the runner (unique among running specs).
+	Key string
+	// Dir is the task directory; the runner creates Dir/wd (the working
+	// directory) and writes Dir/stdout.txt and Dir/stderr.txt.
+	Dir string
+	// CommandLine runs through /bin/sh -c.
+	CommandLine string
+	// Env is the complete environment of the process (NAME=value). The
+	// agent's own environment is never inherited.
+	Env []string
+	// MaxWallClock kills the process tree after this long (0: unlimited).
+	MaxWallClock time.Duration
+}
+
+// Result is how a run ended.
+type Result struct {
+	ExitCode  int
+	StartTime time.Time
+	EndTime   time.Time
+	// TimedOut is set when MaxWallClock killed the process tree.
+	TimedOut bool
+	// Killed is set when Kill ended the run (terminate, node lock, removal).
+	Killed bool
+	// StartError is set when the process could not be started at all.
+	StartError string
+}
+
+// Failed reports whether the run counts as failed (non-zero exit, timeout,
+// start failure).
+func (r Result) Failed() bool {
+	return r.StartError != "" || r.TimedOut || r.ExitCode != 0
+}
+
+// Process is a running task process: the leader of its own process group.
+type Process struct {
+	Spec Spec
+	Pid  int
+
+	start  time.Time
+	done   chan struct{}
+	result Result
+
+	mu       sync.Mutex
+	killed   bool
+	timedOut bool
+	timer    *time.Timer
+}
+
+// Done is closed when the process has exited and its group is gone.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the process and returns its result.
+func (p *Process) Wait() Result {
+	<-p.done
+	return p.result
+}
+
+// Kill kills the whole process tree (kill(-pgid, SIGKILL)). The result
+// reports Killed. Killing a finished process does nothing.
+func (p *Process) Kill() {
+	p.mu.Lock()
+	select {
+	case <-p.done:
+		p.mu.Unlock()
+		return
+	default:
+	}
+	p.killed = true
+	p.mu.Unlock()
+	killGroup(p.Pid)
+}
+
+func (p *Process) wallClock() {
+	p.mu.Lock()
+	select {
+	case <-p.done:
+		p.mu.Unlock()
+		return
+	default:
+	}
+	p.timedOut = true
+	p.mu.Unlock()
+	killGroup(p.Pid)
+}
+
+func killGroup(pgid int) {
+	if pgid > 0 {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}
+
+// Runner starts task processes and reaps them. It owns every child of the
+// process it runs in: its reaper calls wait4(-1), so the process must not
+// start children by other means (os/exec would lose their exit status).
+// With EnableSubreaper, orphaned grandchildren of tasks are re-parented to
+// this process and reaped too, so killed trees leave no zombies.
+type Runner struct {
+	mu    sync.Mutex
+	procs map[int]*Process
+	kick  chan struct{}
+	once  sync.Once
+}
+
+// NewRunner returns a Runner and starts its reaper.
+func NewRunner() *Runner {
+	r := &Runner{procs: map[int]*Process{}, kick: make(chan struct{}, 1)}
+	go r.reap()
+	return r
+}
+
+// EnableSubreaper makes the calling process the reaper of orphaned
+// descendants (PR_SET_CHILD_SUBREAPER), so a task's background processes
+// are not handed to PID 1, which may never reap them.
+func EnableSubreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// Running returns the number of processes running.
+func (r *Runner) Running() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.procs)
+}
+
+// Start starts spec: its directories are created, stdout and stderr go to
+// files beside the working directory, and the command line runs through
+// /bin/sh -c as the leader of a new process group, killed if the agent
+// dies (Pdeathsig).
+func (r *Runner) Start(spec Spec) (*Process, error) {
+	wd := filepath.Join(spec.Dir, "wd")
+	if err := os.MkdirAll(wd, 0o755); err != nil {
+		return nil, fmt.Errorf("create working directory: %w", err)
+	}
+	stdout, err := os.OpenFile(filepath.Join(spec.Dir, "stdout.txt"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(filepath.Join(spec.Dir, "stderr.txt"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer stderr.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+
+	attr := &syscall.ProcAttr{
+		Dir:   wd,
+		Env:   spec.Env,
+		Files: []uintptr{devnull.Fd(), stdout.Fd(), stderr.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+	p := &Process{Spec: spec, done: make(chan struct{})}
+	r.mu.Lock()
+	p.start = time.Now()
+	pid, err := syscall.ForkExec("/bin/sh", []string{"/bin/sh", "-c", spec.CommandLine}, attr)
+	if err != nil {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("start /bin/sh: %w", err)
+	}
+	p.Pid = pid
+	r.procs[pid] = p
+	r.mu.Unlock()
+	if spec.MaxWallClock > 0 {
+		p.mu.Lock()
+		p.timer = time.AfterFunc(spec.MaxWallClock, p.wallClock)
+		p.mu.Unlock()
+	}
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return p, nil
+}
+
+// reap waits for any child. Tracked task leaders complete their Process;
+// anything else is an orphan re-parented to us and is just reaped.
+func (r *Runner) reap() {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			// No children: wait until one is started.
+			select {
+			case <-r.kick:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		r.mu.Lock()
+		p := r.procs[pid]
+		delete(r.procs, pid)
+		r.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		end := time.Now()
+		// The leader is gone; anything it left in its group goes too.
+		killGroup(pid)
+		p.mu.Lock()
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		code := ws.ExitStatus()
+		if ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		p.result = Result{ExitCode: code, StartTime: p.start, EndTime: end, TimedOut: p.timedOut, Killed: p.killed && !p.timedOut}
+		close(p.done)
+		p.mu.Unlock()
+	}
+}
+
+// Env builds a task environment: a minimal base (PATH, HOME, LANG), then
+// vars, then the settings the task asked for, sorted for reproducibility.
+func Env(vars map[string]string, settings map[string]string) []string {
+	m := map[string]string{
+		"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"LANG": "C.UTF-8",
+	}
+	if home := vars["AZ_BATCH_TASK_WORKING_DIR"]; home != "" {
+		m["HOME"] = home
+	}
+	for k, v := range vars {
+		m[k] = v
+	}
+	for k, v := range settings {
+		m[k] = v
+	}
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
+			continue
+		}
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
