@@ -148,3 +148,26 @@ func TestNoSecretsAtRest(t *testing.T) {
 	ts.Close()
 	scan("after shutdown")
 }
+
+// TestInternalErrorIsLoggedNotShown breaks the database under a running
+// server: the caller gets a 500 in Azure's shape without the cause, and the
+// cause goes to the server's own log.
+func TestInternalErrorIsLoggedNotShown(t *testing.T) {
+	logs := &syncBuffer{}
+	ts := servertest.New(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	})
+	tok := adminToken(t, ts)
+	if err := ts.DB.SQL().Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := MustARM(t, ts, tok, "GET", groupPath(ts, "rg1")+"?api-version="+rgAPIVersion, "")
+	wantARMError(t, r, http.StatusInternalServerError, "InternalServerError")
+	const cause = "database is closed"
+	if strings.Contains(string(r.Body), cause) {
+		t.Errorf("the response shows the cause: %s", r.Body)
+	}
+	if !bytes.Contains(logs.Bytes(), []byte(cause)) {
+		t.Errorf("the server log does not hold the cause %q:\n%s", cause, logs.Bytes())
+	}
+}

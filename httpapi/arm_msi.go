@@ -51,7 +51,7 @@ func (a *ARM) putIdentity(w http.ResponseWriter, r *ARMRequest) error {
 		return err
 	}
 	u, created, err := a.s.cfg.Identity.PutUserAssignedIdentity(r.Context(), &identity.UserAssignedIdentity{
-		ID: rm.ResourceID(g.SubscriptionID, g.Name, "Microsoft.ManagedIdentity", "userAssignedIdentities", r.Param("resourceName")),
+		ID:             rm.ResourceID(g.SubscriptionID, g.Name, "Microsoft.ManagedIdentity", "userAssignedIdentities", r.Param("resourceName")),
 		SubscriptionID: g.SubscriptionID, ResourceGroup: g.Name, Name: r.Param("resourceName"),
 		Location: body.Location, Tags: body.Tags,
 	})

@@ -2,9 +2,9 @@ package httpapi
 
 import (
 	"context"
-	"strconv"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"custody"

@@ -301,7 +301,11 @@ type azureInnerCode struct {
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	kind := custody.ErrorKind(err)
 	if kind == custody.KindInternal {
-		slog.Default().Error("internal error", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("x-ms-request-id"), "err", err)
+		lg := state(r).log
+		if lg == nil {
+			lg = slog.Default()
+		}
+		lg.Error("internal error", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("x-ms-request-id"), "err", err)
 	}
 	body := azureErrorBody{Code: custody.ErrorCode(err), Message: custody.ErrorMessage(err)}
 	var ce *custody.Error

@@ -40,6 +40,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 // reqState is per-request information the middleware reads back after the
 // handler ran.
 type reqState struct {
+	log       *slog.Logger // the server's logger, for writeError
 	class     hostClass
 	caller    string
 	errorCode string
@@ -54,8 +55,8 @@ func state(r *http.Request) *reqState {
 	return &reqState{}
 }
 
-func setClass(r *http.Request, c hostClass)   { state(r).class = c }
-func setErrorCode(r *http.Request, c string)  { state(r).errorCode = c }
+func setClass(r *http.Request, c hostClass)    { state(r).class = c }
+func setErrorCode(r *http.Request, c string)   { state(r).errorCode = c }
 func setCallerLog(r *http.Request, oid string) { state(r).caller = oid }
 
 type statusWriter struct {
@@ -90,7 +91,7 @@ func (w *statusWriter) Flush() {
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		st := &reqState{class: hostUnknown}
+		st := &reqState{log: s.log, class: hostUnknown}
 		r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 		reqID := identity.NewID()
 		w.Header().Set("x-ms-request-id", reqID)
