@@ -488,9 +488,11 @@ func (s *Service) Update(ctx context.Context, name string, tags map[string]strin
 	if err != nil {
 		return nil, err
 	}
-	if a.Key.State == KeyInaccessible && (enc == nil || enc.KeySource == KeySourceBatch) {
-		if enc != nil {
-			return s.SetEncryption(ctx, name, *enc) // gives the specific refusal
+	if a.Key.State == KeyInaccessible {
+		// Only a key change may go through: it succeeds if the current key
+		// has become reachable again, and refuses specifically otherwise.
+		if enc != nil && tags == nil && identity == nil {
+			return s.SetEncryption(ctx, name, *enc)
 		}
 		return nil, lockedError(a)
 	}

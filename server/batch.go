@@ -74,5 +74,6 @@ func (s *Server) openBatch(ctx context.Context) error {
 		NewID: identity.NewID,
 	}
 	s.RM.Cleaners = append(s.RM.Cleaners, s.Batch)
+	s.HTTP.RegisterBatchAccounts(s.Batch)
 	return nil
 }
