@@ -17,6 +17,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -191,6 +192,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return
 	}
+	// No name or id contains NUL, and PostgreSQL cannot store one: refuse it
+	// here rather than fail in the database.
+	if strings.ContainsRune(r.URL.Path, 0) {
+		writeError(w, r, custody.Errorf(custody.KindInvalid, "InvalidRequestUri", "The request path contains a NUL character (%%00)."))
+		return
+	}
 	class, name := s.classify(hostOnly(r.Host))
 	setClass(r, class)
 	switch class {
@@ -357,7 +364,36 @@ func decodeJSON(r *http.Request, v any) error {
 		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent",
 			"The request content was invalid and could not be deserialized: %s.", jsonErrorText(err))
 	}
+	if bytes.Contains(body, []byte(`\u0000`)) {
+		var raw any
+		if json.Unmarshal(body, &raw) == nil && hasNUL(raw) {
+			return custody.Errorf(custody.KindInvalid, "InvalidRequestContent",
+				"The request content was invalid: a string contains a NUL character (\\u0000).")
+		}
+	}
 	return nil
+}
+
+// hasNUL reports whether any string or object key in a decoded JSON value
+// contains NUL, which PostgreSQL cannot store in text.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsRune(v, 0)
+	case []any:
+		for _, x := range v {
+			if hasNUL(x) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, x := range v {
+			if strings.ContainsRune(k, 0) || hasNUL(x) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func jsonErrorText(err error) string {

@@ -84,6 +84,14 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	form := r.PostForm
+	for k, vs := range form {
+		for _, v := range vs {
+			if strings.ContainsRune(k, 0) || strings.ContainsRune(v, 0) {
+				writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_request", AADSTS: 900144, Description: "The request body contains a NUL character."})
+				return
+			}
+		}
+	}
 	if gt := form.Get("grant_type"); gt != "client_credentials" {
 		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "unsupported_grant_type", AADSTS: 70003,
 			Description: "The grant type '" + gt + "' is not supported; this token service supports client_credentials."})
