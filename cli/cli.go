@@ -53,7 +53,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return a.prepare(cmd) }
 	root.AddCommand(newServerCmd(),
 		a.loginCmd(), a.logoutCmd(), a.accountCmd(),
-		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd())
+		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd(),
+		a.batchCmd())
 	return root
 }
 

@@ -284,16 +284,23 @@ func toEncryption(in *batchEncryptionIn) (*batch.Encryption, error) {
 	if in == nil {
 		return nil, nil
 	}
-	enc := &batch.Encryption{KeySource: batch.KeySourceBatch}
-	if in.KeySource != nil && strings.TrimSpace(*in.KeySource) != "" {
+	enc := &batch.Encryption{}
+	if in.KeyVaultProperties != nil && in.KeyVaultProperties.KeyIdentifier != nil {
+		enc.KeyIdentifier = strings.TrimSpace(*in.KeyVaultProperties.KeyIdentifier)
+	}
+	switch {
+	case in.KeySource != nil && strings.TrimSpace(*in.KeySource) != "":
 		enc.KeySource = canonical(*in.KeySource, batch.KeySourceBatch, batch.KeySourceKeyVault)
+	case enc.KeyIdentifier != "":
+		// A key identifier alone (az batch account set
+		// --encryption-key-identifier) means a customer key.
+		enc.KeySource = batch.KeySourceKeyVault
+	default:
+		enc.KeySource = batch.KeySourceBatch
 	}
 	if enc.KeySource != batch.KeySourceBatch && enc.KeySource != batch.KeySourceKeyVault {
 		return nil, custody.Errorf(custody.KindInvalid, "InvalidKeySource",
 			"encryption.keySource '%s' is not valid: use Microsoft.Batch (keys managed by the service) or Microsoft.KeyVault (your key, with keyVaultProperties.keyIdentifier).", enc.KeySource)
-	}
-	if in.KeyVaultProperties != nil && in.KeyVaultProperties.KeyIdentifier != nil {
-		enc.KeyIdentifier = strings.TrimSpace(*in.KeyVaultProperties.KeyIdentifier)
 	}
 	return enc, nil
 }
