@@ -21,7 +21,7 @@ import (
 // for keys, as azkeys calls it. Each exported method checks, in Azure's
 // order: the vault exists and is live (404 VaultNotFound), the key or
 // version exists (404 KeyNotFound), the key is not soft-deleted (409
-// ObjectIsDeletedButRecoverable), the caller may do the operation (403
+// ObjectIsDeletedButRecoverable, when creating over it), the caller may do the operation (403
 // ForbiddenByPolicy or ForbiddenByRbac), the version is enabled and inside
 // its nbf/exp window and permits the operation (403), and only then reads
 // the request body (400). Every call, successful or not, is appended to the
@@ -349,8 +349,9 @@ func deletedConflict(name string) error {
 	return e
 }
 
-// liveKey returns the live key name of vault v: 404 if there is none, 409
-// if it is soft-deleted.
+// liveKey returns the live key name of vault v: 404 if there is none or it
+// is soft-deleted. (Creating, importing or restoring over a soft-deleted key
+// is a 409; see keyForCreate.)
 func (s *Service) liveKey(ctx context.Context, v *Vault, name string) (*Key, error) {
 	if !ValidKeyName(name) {
 		return nil, keyNotFound(name)
@@ -363,7 +364,9 @@ func (s *Service) liveKey(ctx context.Context, v *Vault, name string) (*Key, err
 		return nil, err
 	}
 	if k.DeletedAt != nil {
-		return nil, deletedConflict(k.Name)
+		// A soft-deleted key is gone for every operation but those on
+		// /deletedkeys; Azure answers 404 and hints at recovery.
+		return nil, keyNotFound(name)
 	}
 	return k, nil
 }

@@ -25,6 +25,7 @@ import (
 	"custody/batch"
 	"custody/httpapi"
 	"custody/identity"
+	"custody/keyvault"
 	"custody/rm"
 	"custody/secret"
 	"custody/sqlstore"
@@ -52,6 +53,10 @@ type Config struct {
 	// KeyGracePeriod is how long a key vault outage is ridden out before a
 	// customer-key account locks (default 1 minute).
 	KeyGracePeriod time.Duration
+	// KeyVaultSweepInterval is how often the key vault purges soft-deleted
+	// keys and vaults whose retention has ended and rotates keys whose
+	// rotation policy is due (default 1 minute).
+	KeyVaultSweepInterval time.Duration
 }
 
 // DefaultDataDir returns $CUSTODY_DATA_DIR or ~/.custody.
@@ -106,6 +111,7 @@ type Server struct {
 	RM       *rm.Service
 	HTTP     *httpapi.Server
 	Batch    *batch.Service
+	KeyVault *keyvault.Service
 	Admin    AdminCredentials
 	Endpoint Endpoint
 	TLS      *tls.Config
@@ -198,6 +204,13 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Domain: cfg.Domain, Port: port, Identity: s.Identity, RM: s.RM, Logger: s.log, Registry: reg,
 		Health: func() error { return s.DB.SQL().PingContext(context.Background()) },
 	})
+	// Key vault: management (ARM; a resource group delete soft-deletes its
+	// vaults) and the keys data plane on {vault}.vault.{domain}.
+	s.KeyVault = &keyvault.Service{Vaults: &sqlstore.VaultStore{DB: s.DB}, Keys: &sqlstore.KeyStore{DB: s.DB}, Sealer: sealer,
+		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log}
+	s.HTTP.HandleVault(s.HTTP.VaultHandler(s.KeyVault))
+	s.RM.Cleaners = append(s.RM.Cleaners, s.KeyVault)
+	s.HTTP.RegisterKeyVault(s.KeyVault)
 	s.Endpoint = Endpoint{Address: s.listener.Addr().String(), Domain: cfg.Domain, Port: port, CAFile: filepath.Join(cfg.DataDir, tlsca.CAFile)}
 	if err := writeJSONFile(filepath.Join(cfg.DataDir, EndpointFile), s.Endpoint, 0o644); err != nil {
 		return nil, err
@@ -303,6 +316,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
 	go s.Batch.RunMonitor(ctx, s.log)
+	kvDone := make(chan struct{})
+	go func() {
+		defer close(kvDone)
+		s.KeyVault.Run(ctx, s.cfg.KeyVaultSweepInterval)
+	}()
 	s.log.Info("custody server listening",
 		"address", s.Endpoint.Address,
 		"login", publicURL("login", s.cfg.Domain, s.Endpoint.Port),
@@ -320,10 +338,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.srv.Shutdown(sctx); err != nil {
-		return err
-	}
-	return nil
+	err := s.srv.Shutdown(sctx)
+	// The key vault stores its queued audit records before it stops.
+	<-kvDone
+	return err
 }
 
 // Close releases what Open acquired. It is safe after a partial Open.
