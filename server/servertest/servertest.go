@@ -1,8 +1,7 @@
 // Package servertest starts a real Custody server in-process for tests: TLS
-// on a random loopback port, a temporary data directory, SQLite by default
-// (or PostgreSQL in a fresh schema when CUSTODY_TEST_POSTGRES is set and the
-// test asks for it), and an HTTP client that trusts the server's CA and
-// resolves every *.{domain} name to the listener.
+// on a random loopback port, a temporary data directory, SQLite unless the
+// test sets Config.Database, and an HTTP client that trusts the server's CA
+// and dials the listener for every *.{domain} name.
 package servertest
 
 import (
