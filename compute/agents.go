@@ -1,0 +1,423 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"custody"
+	"custody/node"
+)
+
+// The node channel: what agents call (see node/protocol.go).
+
+func (s *Service) byCredential(cred string) (*liveNode, error) {
+	if cred == "" {
+		return nil, custody.Errorf(custody.KindUnauthenticated, "NodeCredentialRequired", "The request has no node credential; send 'Authorization: %s <credential>'.", node.CredentialScheme)
+	}
+	id := s.byCred[hashCredential(cred)]
+	n := s.nodes[id]
+	if n == nil {
+		return nil, custody.Errorf(custody.KindUnauthenticated, "NodeCredentialInvalid", "The node credential is not valid: the node was removed from its pool or never existed.")
+	}
+	return n, nil
+}
+
+// Join is an agent's first call.
+func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (node.JoinResponse, error) {
+	s.mu.Lock()
+	n, err := s.byCredential(cred)
+	if err != nil {
+		s.mu.Unlock()
+		return node.JoinResponse{}, err
+	}
+	if !strings.HasPrefix(req.FilesURL, "http://") && !strings.HasPrefix(req.FilesURL, "https://") {
+		s.mu.Unlock()
+		return node.JoinResponse{}, custody.Errorf(custody.KindInvalid, "InvalidFilesURL", "filesUrl must be an http or https URL.")
+	}
+	n.filesURL, n.filesTok, n.AgentVersion = strings.TrimRight(req.FilesURL, "/"), req.FilesToken, req.AgentVersion
+	n.joined = true
+	n.reboot, n.drop, n.leave = false, false, false
+	n.LastSync, n.LastBootTime = s.now(), s.now()
+	n.runs = map[string]*run{}
+	n.outbox, n.kill, n.StartTask = nil, nil, nil
+	account, poolID := n.Account, n.PoolID
+	s.setState(n, NodeStarting)
+	s.mu.Unlock()
+
+	s.prepareNode(ctx, account, poolID, n)
+	s.Kick()
+	return node.JoinResponse{NodeID: n.ID, PoolID: poolID, Account: account, PollSeconds: int(s.cfg.Poll / time.Second)}, nil
+}
+
+// prepareNode queues the pool's start task on a node that (re)joined, or
+// makes it idle.
+func (s *Service) prepareNode(ctx context.Context, account, poolID string, n *liveNode) {
+	p, err := s.Pool(ctx, account, poolID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if custody.ErrorCode(err) == "AccountKeyInaccessible" {
+			s.locked[strings.ToLower(account)] = true
+		}
+		n.drop = true
+		s.setState(n, NodeUnusable)
+		return
+	}
+	n.slots, n.fill = p.TaskSlotsPerNode, p.NodeFillType
+	n.configGen = p.LastModified.UnixNano()
+	if st := p.Spec.StartTask; st != nil {
+		n.seq++
+		env := map[string]string{}
+		for _, e := range st.EnvironmentSettings {
+			env[e.Name] = e.Value
+		}
+		r := &node.Run{RunID: fmt.Sprintf("starttask/%d", n.seq), Kind: "starttask", CommandLine: st.CommandLine, Env: env}
+		max := 0
+		if st.MaxTaskRetryCount != nil {
+			max = int(*st.MaxTaskRetryCount)
+		}
+		n.runs[r.RunID] = &run{id: r.RunID, kind: "starttask", spec: r, maxRetr: max}
+		n.outbox = append(n.outbox, *r)
+		n.StartTask = &StartTaskInfo{State: "running", StartTime: s.now()}
+		if st.WaitsForSuccess() {
+			s.setState(n, NodeWaitingForStartTask)
+			return
+		}
+	}
+	s.setState(n, NodeIdle)
+}
+
+// usable reports whether a node may take tasks. Caller holds s.mu.
+func (n *liveNode) usable() bool {
+	return n.joined && n.SchedulingEnabled && !n.drop && !n.leave && !n.reboot &&
+		(n.State == NodeIdle || n.State == NodeRunning)
+}
+
+// Sync is an agent's long poll and heartbeat.
+func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (node.SyncResponse, error) {
+	s.mu.Lock()
+	n, err := s.byCredential(cred)
+	if err != nil {
+		s.mu.Unlock()
+		return node.SyncResponse{}, err
+	}
+	if !n.joined {
+		s.mu.Unlock()
+		return node.SyncResponse{}, custody.Errorf(custody.KindConflict, "NodeNotJoined", "The node has not joined its pool; call join first.")
+	}
+	n.LastSync = s.now()
+	s.mu.Unlock()
+
+	timer := time.NewTimer(s.cfg.Poll)
+	defer timer.Stop()
+	waited := false
+	for {
+		resp, ready := s.syncAnswer(ctx, n, req)
+		if ready || waited {
+			s.mu.Lock()
+			n.LastSync = s.now()
+			s.mu.Unlock()
+			return resp, nil
+		}
+		select {
+		case <-ctx.Done():
+			return node.SyncResponse{}, ctx.Err()
+		case <-timer.C:
+			waited = true
+		case <-n.wake:
+		}
+	}
+}
+
+// syncAnswer builds the answer to a sync; ready is false when there is
+// nothing to say yet.
+func (s *Service) syncAnswer(ctx context.Context, n *liveNode, req node.SyncRequest) (node.SyncResponse, bool) {
+	s.mu.Lock()
+	resp := node.SyncResponse{State: n.State, Drop: n.drop, Leave: n.leave, Reboot: n.reboot}
+	ready := n.leave || n.reboot || len(n.kill) > 0 || len(n.outbox) > 0
+	if n.drop && req.HaveConfig != 0 {
+		ready = true
+	}
+	resp.Kill, n.kill = n.kill, nil
+	resp.Runs, n.outbox = n.outbox, nil
+	for _, r := range resp.Runs {
+		if lr := n.runs[r.RunID]; lr != nil {
+			lr.spec = nil // delivered: the server keeps no plaintext
+		}
+	}
+	if n.reboot {
+		n.reboot = false
+	}
+	needConfig := !n.drop && !n.leave && n.joined && req.HaveConfig != n.configGen
+	account, poolID, gen := n.Account, n.PoolID, n.configGen
+	s.mu.Unlock()
+	if needConfig {
+		if c, err := s.nodeConfig(ctx, account, poolID, gen); err == nil {
+			resp.Config = c
+			ready = true
+		} else {
+			s.log.Warn("compute: node configuration", "account", account, "pool", poolID, "err", err)
+		}
+	}
+	return resp, ready
+}
+
+func (s *Service) nodeConfig(ctx context.Context, account, poolID string, gen int64) (*node.Config, error) {
+	p, err := s.Pool(ctx, account, poolID)
+	if err != nil {
+		return nil, err
+	}
+	c := &node.Config{Generation: gen}
+	for _, id := range p.Identities {
+		c.Identities = append(c.Identities, id.ClientID)
+	}
+	if s.cfg.Certificates != nil {
+		for _, ref := range p.Certificates {
+			cert, err := s.cfg.Certificates.NodeCertificate(ctx, account, ref.ThumbprintAlgorithm, ref.Thumbprint)
+			if err != nil {
+				return nil, err
+			}
+			c.Certificates = append(c.Certificates, cert)
+		}
+	}
+	return c, nil
+}
+
+// Report records runs that ended on a node.
+func (s *Service) Report(ctx context.Context, cred string, req node.ReportRequest) error {
+	type done struct {
+		r   *run
+		rep node.RunReport
+	}
+	var tasks []done
+	s.mu.Lock()
+	n, err := s.byCredential(cred)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	n.LastSync = s.now()
+	for _, rep := range req.Finished {
+		r := n.runs[rep.RunID]
+		if r == nil {
+			continue // killed and already requeued, or unknown
+		}
+		delete(n.runs, rep.RunID)
+		failed := rep.StartError != "" || rep.TimedOut || rep.ExitCode != 0
+		if r.kind == "starttask" {
+			s.startTaskDone(n, r, rep, failed)
+			continue
+		}
+		n.TotalTasksRun++
+		if !failed {
+			n.TotalTasksSucceeded++
+		}
+		n.RecentTasks = append(n.RecentTasks, RecentTask{JobID: r.jobID, TaskID: r.taskID, State: "completed", StartTime: rep.StartTime})
+		if len(n.RecentTasks) > 10 {
+			n.RecentTasks = n.RecentTasks[len(n.RecentTasks)-10:]
+		}
+		tasks = append(tasks, done{r, rep})
+	}
+	s.refreshState(n)
+	account, nodeID := n.Account, n.ID
+	s.mu.Unlock()
+
+	for _, d := range tasks {
+		failed := d.rep.StartError != "" || d.rep.TimedOut || d.rep.ExitCode != 0
+		res := RunResult{NodeID: nodeID, ExitCode: d.rep.ExitCode, StartTime: d.rep.StartTime, EndTime: d.rep.EndTime,
+			Outcome: Decide(failed, d.r.killed, false, d.r.retries, d.r.maxRetr)}
+		switch {
+		case d.r.killed:
+			res.FailureCode, res.FailureMessage = "TaskEnded", "The task was terminated."
+		case d.rep.TimedOut:
+			res.FailureCode, res.FailureMessage = "MaxWallClockTimeExceeded", "The task ran longer than its maxWallClockTime and was killed."
+		case d.rep.StartError != "":
+			res.FailureCode, res.FailureMessage = "CommandProgramNotFound", "The task could not be started: "+d.rep.StartError
+		case failed:
+			res.FailureCode, res.FailureMessage = "FailureExitCode", fmt.Sprintf("The task exited with exit code %d.", d.rep.ExitCode)
+		}
+		if err := s.cfg.Tasks.FinishTask(context.WithoutCancel(ctx), account, d.r.jobID, d.r.taskID, res); err != nil {
+			s.log.Warn("compute: finish task", "job", d.r.jobID, "task", d.r.taskID, "err", err)
+		}
+	}
+	s.Kick()
+	return nil
+}
+
+// startTaskDone records the start task's end. Caller holds s.mu.
+func (s *Service) startTaskDone(n *liveNode, r *run, rep node.RunReport, failed bool) {
+	now := s.now()
+	st := n.StartTask
+	if st == nil {
+		st = &StartTaskInfo{StartTime: rep.StartTime}
+		n.StartTask = st
+	}
+	code := rep.ExitCode
+	st.EndTime, st.ExitCode = &now, &code
+	if failed && (r.maxRetr < 0 || st.RetryCount < r.maxRetr) {
+		st.RetryCount++
+		st.LastRetryTime = &now
+		s.mu.Unlock()
+		p, err := s.Pool(context.Background(), n.Account, n.PoolID)
+		s.mu.Lock()
+		if err == nil && p.Spec.StartTask != nil {
+			n.seq++
+			env := map[string]string{}
+			for _, e := range p.Spec.StartTask.EnvironmentSettings {
+				env[e.Name] = e.Value
+			}
+			nr := node.Run{RunID: fmt.Sprintf("starttask/%d", n.seq), Kind: "starttask", CommandLine: p.Spec.StartTask.CommandLine, Env: env}
+			n.runs[nr.RunID] = &run{id: nr.RunID, kind: "starttask", maxRetr: r.maxRetr}
+			n.outbox = append(n.outbox, nr)
+			st.State, st.EndTime, st.ExitCode = "running", nil, nil
+			s.wakeNode(n)
+			return
+		}
+	}
+	st.State = "completed"
+	if failed {
+		st.Result = "failure"
+		if n.State == NodeWaitingForStartTask {
+			s.setState(n, NodeStartTaskFailed)
+			n.Errors = append(n.Errors, NodeError{Code: "StartTaskFailed", Message: fmt.Sprintf("The start task failed with exit code %d.", code)})
+		}
+		return
+	}
+	st.Result = "success"
+	if n.State == NodeWaitingForStartTask {
+		s.setState(n, NodeIdle)
+	}
+}
+
+// refreshState sets idle or running from the node's runs. Caller holds s.mu.
+func (s *Service) refreshState(n *liveNode) {
+	if n.State != NodeIdle && n.State != NodeRunning {
+		return
+	}
+	busy := false
+	for _, r := range n.runs {
+		if r.kind == "task" {
+			busy = true
+			break
+		}
+	}
+	if busy {
+		s.setState(n, NodeRunning)
+	} else {
+		s.setState(n, NodeIdle)
+	}
+}
+
+// Token issues a managed identity token for a task on a node of a pool with
+// that identity. The account's own identity is never available on nodes.
+func (s *Service) Token(ctx context.Context, cred string, req node.TokenRequest) (node.TokenResponse, error) {
+	s.mu.Lock()
+	n, err := s.byCredential(cred)
+	if err != nil {
+		s.mu.Unlock()
+		return node.TokenResponse{}, err
+	}
+	account, poolID, drop := n.Account, n.PoolID, n.drop
+	s.mu.Unlock()
+	if drop {
+		return node.TokenResponse{}, custody.Errorf(custody.KindConflict, "NodeUnusable", "The node is unusable; no tokens are issued on it.")
+	}
+	if req.Resource == "" {
+		return node.TokenResponse{}, custody.Errorf(custody.KindInvalid, "ResourceRequired", "The resource parameter is required.")
+	}
+	p, err := s.Pool(ctx, account, poolID)
+	if err != nil {
+		return node.TokenResponse{}, err
+	}
+	var match []PoolIdentity
+	for _, id := range p.Identities {
+		switch {
+		case req.ClientID != "":
+			if strings.EqualFold(id.ClientID, req.ClientID) {
+				match = append(match, id)
+			}
+		case req.ResourceID != "":
+			if strings.EqualFold(id.ResourceID, req.ResourceID) {
+				match = append(match, id)
+			}
+		case req.PrincipalID != "":
+			if strings.EqualFold(id.PrincipalID, req.PrincipalID) {
+				match = append(match, id)
+			}
+		default:
+			match = append(match, id)
+		}
+	}
+	if len(match) == 0 {
+		return node.TokenResponse{}, custody.Errorf(custody.KindInvalid, "IdentityNotFound", "No user-assigned identity of pool %q matches the request. Attach the identity to the pool; the account's own identity is not available on nodes.", poolID)
+	}
+	if len(match) > 1 {
+		return node.TokenResponse{}, custody.Errorf(custody.KindInvalid, "IdentityAmbiguous", "Pool %q has several user-assigned identities; name one with client_id, mi_res_id or object_id.", poolID)
+	}
+	if s.cfg.Tokens == nil {
+		return node.TokenResponse{}, custody.Errorf(custody.KindUnavailable, "TokenServiceUnavailable", "No token service is configured.")
+	}
+	tok, exp, err := s.cfg.Tokens(ctx, match[0].PrincipalID, req.Resource)
+	if err != nil {
+		return node.TokenResponse{}, err
+	}
+	return node.TokenResponse{AccessToken: tok, ExpiresOn: exp.Unix(), Resource: req.Resource, ClientID: match[0].ClientID}, nil
+}
+
+// FileEndpoint returns where a node serves its files and the token to send.
+func (s *Service) FileEndpoint(ctx context.Context, account, poolID, nodeID string) (url, token string, err error) {
+	a, err := s.account(ctx, account)
+	if err != nil {
+		return "", "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.node(a, poolID, nodeID)
+	if err != nil {
+		return "", "", err
+	}
+	if !n.joined || n.filesURL == "" {
+		return "", "", custody.Errorf(custody.KindConflict, "NodeNotReady", "The node %q has not joined its pool yet; its files cannot be read.", nodeID)
+	}
+	return n.filesURL, n.filesTok, nil
+}
+
+// ErrNoNode is returned by TaskFileEndpoint for a task that never ran here.
+var ErrNoNode = errors.New("compute: the task has not run on a node of this server")
+
+type taskNode struct{ poolID, nodeID string }
+
+// lastNode remembers where a task last ran, for its files. Caller holds s.mu.
+func (s *Service) lastNode(account, jobID, taskID string, n *liveNode) {
+	if s.taskNodes == nil {
+		s.taskNodes = map[string]taskNode{}
+	}
+	s.taskNodes[strings.ToLower(account)+"/"+jobID+"/"+taskID] = taskNode{n.PoolID, n.ID}
+}
+
+// TaskFileEndpoint returns where the files of a task's last run are served:
+// the node's file URL, its token, and the task directory relative to the
+// node's root.
+func (s *Service) TaskFileEndpoint(ctx context.Context, account, jobID, taskID string) (url, token, dir string, err error) {
+	a, err := s.account(ctx, account)
+	if err != nil {
+		return "", "", "", err
+	}
+	s.mu.Lock()
+	tn, ok := s.taskNodes[strings.ToLower(a)+"/"+jobID+"/"+taskID]
+	s.mu.Unlock()
+	if !ok {
+		return "", "", "", ErrNoNode
+	}
+	url, token, err = s.FileEndpoint(ctx, a, tn.poolID, tn.nodeID)
+	if err != nil {
+		if custody.IsNotFound(err) {
+			return "", "", "", custody.Errorf(custody.KindNotFound, "NodeNotFound", "The node task %q ran on (%s) has left its pool; its files are gone.", taskID, tn.nodeID)
+		}
+		return "", "", "", err
+	}
+	return url, token, "workitems/" + jobID + "/job-1/" + taskID, nil
+}

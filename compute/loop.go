@@ -1,0 +1,346 @@
+package compute
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"custody"
+	"custody/node"
+)
+
+// Run keeps pools at their targets, detects lost nodes and places tasks
+// until ctx is done. Work is triggered by Kick and by a short ticker.
+func (s *Service) Run(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	slow := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			s.stopAll()
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		if time.Since(slow) > 250*time.Millisecond {
+			s.reconcile(ctx)
+			s.detectLost(ctx)
+			slow = time.Now()
+		}
+		s.schedule(ctx)
+	}
+}
+
+// stopAll stops every local node (the server is shutting down).
+func (s *Service) stopAll() {
+	s.mu.Lock()
+	var stops []func()
+	for _, n := range s.nodes {
+		if n.stop != nil {
+			stops = append(stops, n.stop)
+		}
+	}
+	s.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
+
+// OnKeyState is told when an account's key becomes inaccessible (locked) or
+// accessible again. Locking makes every node of the account unusable: runs
+// are killed and requeued, agents drop the pool's customer data, and no
+// work starts. Unlocking makes the nodes idle again.
+func (s *Service) OnKeyState(account string, locked bool) {
+	key := strings.ToLower(account)
+	s.mu.Lock()
+	if s.locked[key] == locked {
+		s.mu.Unlock()
+		return
+	}
+	s.locked[key] = locked
+	type lost struct {
+		runs []*run
+		node string
+	}
+	var requeue []lost
+	for _, n := range s.nodes {
+		if strings.ToLower(n.Account) != key {
+			continue
+		}
+		if locked {
+			requeue = append(requeue, lost{s.takeRuns(n), n.ID})
+			n.kill = nil // the drop kills everything
+			n.outbox = nil
+			n.drop = true
+			s.setState(n, NodeUnusable)
+			n.Errors = append(n.Errors[:0:0], NodeError{Code: "AccountKeyInaccessible", Message: "The account's customer-managed key is inaccessible; the node cannot run tasks until access is restored."})
+		} else {
+			n.drop = false
+			n.Errors = nil
+			if n.joined {
+				s.setState(n, NodeIdle)
+			}
+		}
+		s.wakeNode(n)
+	}
+	s.mu.Unlock()
+	for _, l := range requeue {
+		s.requeue(context.Background(), account, l.runs, l.node)
+	}
+	s.log.Info("compute: account key state changed", "account", account, "locked", locked)
+	s.Kick()
+}
+
+func (s *Service) isLocked(account string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.locked[strings.ToLower(account)]
+}
+
+// bumpConfig wakes a pool's nodes so they fetch its changed configuration.
+func (s *Service) bumpConfig(account, poolID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.poolNodes(account, poolID) {
+		n.configGen = s.now().UnixNano()
+		s.wakeNode(n)
+	}
+}
+
+// reconcile brings each pool's node count to its target and finishes
+// deletions.
+func (s *Service) reconcile(ctx context.Context) {
+	pools, err := s.cfg.Store.AllPools(ctx)
+	if err != nil {
+		s.log.Warn("compute: list pools", "err", err)
+		return
+	}
+	for _, p := range pools {
+		// The key state decides whether the pool's nodes are usable.
+		_, _, kerr := s.cfg.Keys.DEK(ctx, p.Account)
+		if custody.ErrorCode(kerr) == "AccountKeyInaccessible" {
+			s.OnKeyState(p.Account, true)
+		} else if kerr == nil && s.isLocked(p.Account) {
+			s.OnKeyState(p.Account, false)
+		}
+		s.mu.Lock()
+		ns := s.poolNodes(p.Account, p.ID)
+		s.mu.Unlock()
+		if p.State == PoolDeleting {
+			for _, n := range ns {
+				s.removeNode(n, false)
+			}
+			if err := s.cfg.Store.DeletePool(ctx, p.Account, p.ID); err != nil && !custody.IsNotFound(err) {
+				s.log.Warn("compute: delete pool", "pool", p.ID, "err", err)
+			}
+			continue
+		}
+		target := p.Target()
+		switch {
+		case len(ns) < target && s.cfg.Launcher != nil && p.AllocationState != AllocStopping:
+			for i := len(ns); i < target; i++ {
+				s.launch(p, i < p.TargetDedicated)
+			}
+		case len(ns) > target:
+			// Shrink: idle nodes go first, then the newest.
+			extra := len(ns) - target
+			for _, pass := range []bool{true, false} {
+				for i := len(ns) - 1; i >= 0 && extra > 0; i-- {
+					s.mu.Lock()
+					idle := ns[i].State != NodeRunning
+					gone := ns[i].leave
+					s.mu.Unlock()
+					if gone || (pass && !idle) {
+						continue
+					}
+					s.removeNode(ns[i], true)
+					ns[i].leave = true
+					extra--
+				}
+			}
+		}
+		s.mu.Lock()
+		count := len(s.poolNodes(p.Account, p.ID))
+		s.mu.Unlock()
+		steady := count == target || (s.cfg.Launcher == nil && count <= target)
+		if steady && p.AllocationState != AllocSteady {
+			prev := p.ETag
+			p.AllocationState, p.AllocationTime = AllocSteady, s.now()
+			_ = s.cfg.Store.UpdatePool(ctx, p, prev)
+		}
+	}
+}
+
+// launch starts a local node for a pool.
+func (s *Service) launch(p *Pool, dedicated bool) {
+	cred := NewCredential()
+	now := s.now()
+	n := &liveNode{Node: Node{Account: p.Account, PoolID: p.ID, ID: newNodeID(), State: NodeCreating, SchedulingEnabled: true,
+		StateTransitionTime: now, AllocationTime: now, VMSize: p.VMSize, IsDedicated: dedicated, Local: true, IPAddress: "127.0.0.1", LastSync: now},
+		credHash: hashCredential(cred), slots: p.TaskSlotsPerNode, runs: map[string]*run{}, wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.nodes[n.ID] = n
+	s.byCred[n.credHash] = n.ID
+	s.mu.Unlock()
+	stop, exited, err := s.cfg.Launcher.Launch(p.Account, p.ID, n.ID, cred)
+	if err != nil {
+		s.log.Warn("compute: start local node", "pool", p.ID, "err", err)
+		s.mu.Lock()
+		delete(s.nodes, n.ID)
+		delete(s.byCred, n.credHash)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	n.stop = stop
+	s.mu.Unlock()
+	go func() {
+		<-exited
+		s.mu.Lock()
+		_, still := s.nodes[n.ID]
+		s.mu.Unlock()
+		if still {
+			s.log.Warn("compute: local node agent exited; its tasks are requeued", "pool", p.ID, "node", n.ID)
+			s.removeNode(n, true)
+			s.Kick()
+		}
+	}()
+}
+
+// AddRemoteNode registers a node that an agent on another machine will
+// join with the returned credential.
+func (s *Service) AddRemoteNode(ctx context.Context, account, poolID string) (nodeID, credential string, err error) {
+	p, err := s.Pool(ctx, account, poolID)
+	if err != nil {
+		return "", "", err
+	}
+	cred := NewCredential()
+	now := s.now()
+	n := &liveNode{Node: Node{Account: p.Account, PoolID: p.ID, ID: newNodeID(), State: NodeCreating, SchedulingEnabled: true,
+		StateTransitionTime: now, AllocationTime: now, VMSize: p.VMSize, IsDedicated: true, LastSync: now},
+		credHash: hashCredential(cred), slots: p.TaskSlotsPerNode, runs: map[string]*run{}, wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.nodes[n.ID] = n
+	s.byCred[n.credHash] = n.ID
+	s.mu.Unlock()
+	return n.ID, cred, nil
+}
+
+// detectLost requeues the runs of nodes that stopped syncing.
+func (s *Service) detectLost(ctx context.Context) {
+	now := s.now()
+	var lost []*liveNode
+	s.mu.Lock()
+	for _, n := range s.nodes {
+		limit := s.cfg.LostAfter
+		if !n.joined {
+			limit = max(limit, time.Minute) // agents take a moment to start
+		}
+		if now.Sub(n.LastSync) > limit && !n.leave {
+			lost = append(lost, n)
+		}
+	}
+	s.mu.Unlock()
+	for _, n := range lost {
+		s.log.Warn("compute: node lost (no heartbeat); its tasks are requeued", "pool", n.PoolID, "node", n.ID)
+		s.removeNode(n, true)
+	}
+}
+
+// schedule places runnable tasks on free slots of every pool with usable
+// nodes.
+func (s *Service) schedule(ctx context.Context) {
+	type poolKey struct{ account, pool string }
+	free := map[poolKey][]SlotNode{}
+	fill := map[poolKey]string{}
+	s.mu.Lock()
+	for _, n := range s.nodes {
+		if !n.usable() || s.locked[strings.ToLower(n.Account)] {
+			continue
+		}
+		used := 0
+		for _, r := range n.runs {
+			used += r.slots
+		}
+		if used >= n.slots {
+			continue
+		}
+		k := poolKey{strings.ToLower(n.Account), strings.ToLower(n.PoolID)}
+		free[k] = append(free[k], SlotNode{ID: n.ID, Free: n.slots - used, Running: used})
+		fill[k] = n.fill
+	}
+	s.mu.Unlock()
+	for k, ns := range free {
+		sortNodes(ns)
+		total := 0
+		for _, n := range ns {
+			total += n.Free
+		}
+		cands, err := s.cfg.Tasks.Runnable(ctx, k.account, k.pool, total)
+		if err != nil {
+			s.log.Warn("compute: runnable tasks", "pool", k.pool, "err", err)
+			continue
+		}
+		if len(cands) == 0 {
+			continue
+		}
+		cs := make([]Candidate, len(cands))
+		for i, c := range cands {
+			cs[i] = Candidate{JobID: c.JobID, TaskID: c.TaskID, RequiredSlots: c.RequiredSlots}
+		}
+		if fill[k] == "" {
+			fill[k] = "spread"
+		}
+		for _, pl := range Place(ns, cs, fill[k]) {
+			s.start(ctx, k.account, pl)
+		}
+	}
+}
+
+// start moves a placed task to running and queues it for its node.
+func (s *Service) start(ctx context.Context, account string, pl Placement) {
+	s.mu.Lock()
+	n := s.nodes[pl.NodeID]
+	ok := n != nil && n.usable()
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	tr, ok, err := s.cfg.Tasks.StartTask(ctx, account, pl.JobID, pl.TaskID, pl.NodeID, s.now())
+	if err != nil || !ok {
+		if err != nil {
+			s.log.Warn("compute: start task", "job", pl.JobID, "task", pl.TaskID, "err", err)
+		}
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !n.usable() || s.nodes[n.ID] == nil {
+		// The node went away between placement and start: requeue.
+		go s.requeue(context.Background(), account, []*run{{kind: "task", jobID: pl.JobID, taskID: pl.TaskID}}, n.ID)
+		return
+	}
+	n.seq++
+	r := &node.Run{RunID: pl.JobID + "/" + pl.TaskID + "/" + itoa(n.seq), Kind: "task", JobID: pl.JobID, TaskID: pl.TaskID,
+		CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds()}
+	n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: max(pl.RequiredSlots, 1), spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries}
+	n.outbox = append(n.outbox, *r)
+	s.setState(n, NodeRunning)
+	s.lastNode(account, pl.JobID, pl.TaskID, n)
+	s.wakeNode(n)
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b [20]byte
+	p := len(b)
+	for i > 0 {
+		p--
+		b[p] = byte('0' + i%10)
+		i /= 10
+	}
+	return string(b[p:])
+}

@@ -1,0 +1,214 @@
+package compute
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"time"
+
+	"custody"
+)
+
+// Pool states and allocation states, as Azure spells them.
+const (
+	PoolActive   = "active"
+	PoolDeleting = "deleting"
+
+	AllocSteady   = "steady"
+	AllocResizing = "resizing"
+	AllocStopping = "stopping"
+)
+
+// VMSize is what a vmSize name gives a node: its task slots by default and
+// a CPU and memory budget (reported, and the ceiling of taskSlotsPerNode).
+type VMSize struct {
+	Name     string
+	CPUs     int
+	MemoryMB int
+}
+
+// vmSizes maps the usual Azure size names to a budget. A node of a size
+// runs up to CPUs task slots by default (taskSlotsPerNode defaults to 1, as
+// in Azure, and may be at most 4 x CPUs, capped at 256).
+//
+//	standard_a1_v2   1 CPU    2 GiB     standard_d2s_v3  2 CPUs   8 GiB
+//	standard_a2_v2   2 CPUs   4 GiB     standard_d4s_v3  4 CPUs  16 GiB
+//	standard_a4_v2   4 CPUs   8 GiB     standard_d8s_v3  8 CPUs  32 GiB
+//	standard_d1_v2   1 CPU  3.5 GiB     standard_d16s_v3 16 CPUs 64 GiB
+//	standard_d2_v3   2 CPUs   8 GiB     standard_f2s_v2  2 CPUs   4 GiB
+//	standard_d4_v3   4 CPUs  16 GiB     standard_f4s_v2  4 CPUs   8 GiB
+//	standard_e2s_v3  2 CPUs  16 GiB     standard_f8s_v2  8 CPUs  16 GiB
+//	standard_e4s_v3  4 CPUs  32 GiB     standard_ds1_v2  1 CPU  3.5 GiB
+var vmSizes = map[string]VMSize{}
+
+func init() {
+	for _, s := range []VMSize{
+		{"standard_a1_v2", 1, 2048}, {"standard_a2_v2", 2, 4096}, {"standard_a4_v2", 4, 8192},
+		{"standard_d1_v2", 1, 3584}, {"standard_ds1_v2", 1, 3584}, {"standard_d2_v2", 2, 7168},
+		{"standard_d2_v3", 2, 8192}, {"standard_d4_v3", 4, 16384}, {"standard_d8_v3", 8, 32768},
+		{"standard_d2s_v3", 2, 8192}, {"standard_d4s_v3", 4, 16384}, {"standard_d8s_v3", 8, 32768},
+		{"standard_d16s_v3", 16, 65536}, {"standard_d2s_v5", 2, 8192}, {"standard_d4s_v5", 4, 16384},
+		{"standard_e2s_v3", 2, 16384}, {"standard_e4s_v3", 4, 32768},
+		{"standard_f2s_v2", 2, 4096}, {"standard_f4s_v2", 4, 8192}, {"standard_f8s_v2", 8, 16384},
+	} {
+		vmSizes[s.Name] = s
+	}
+}
+
+// LookupVMSize returns the budget of a vmSize name (case-insensitive).
+func LookupVMSize(name string) (VMSize, bool) {
+	s, ok := vmSizes[strings.ToLower(name)]
+	return s, ok
+}
+
+// MaxNodesPerPool bounds targetDedicatedNodes + targetLowPriorityNodes.
+const MaxNodesPerPool = 64
+
+// NameValue is an environment setting or a metadata item.
+type NameValue struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// StartTask runs on each node as it joins the pool, before it takes work.
+type StartTask struct {
+	CommandLine         string          `json:"commandLine"`
+	EnvironmentSettings []NameValue     `json:"environmentSettings,omitempty"`
+	MaxTaskRetryCount   *int32          `json:"maxTaskRetryCount,omitempty"`
+	WaitForSuccess      *bool           `json:"waitForSuccess,omitempty"`
+	UserIdentity        json.RawMessage `json:"userIdentity,omitempty"`
+	ResourceFiles       json.RawMessage `json:"resourceFiles,omitempty"`
+	ContainerSettings   json.RawMessage `json:"containerSettings,omitempty"`
+}
+
+// WaitsForSuccess reports whether nodes wait for the start task (Azure's
+// default is true).
+func (s *StartTask) WaitsForSuccess() bool { return s.WaitForSuccess == nil || *s.WaitForSuccess }
+
+// PoolSpec is what a customer writes about a pool that is sealed with the
+// account's DEK: names, the start task (command line and environment),
+// metadata and the image configuration.
+type PoolSpec struct {
+	DisplayName                 string          `json:"displayName,omitempty"`
+	StartTask                   *StartTask      `json:"startTask,omitempty"`
+	Metadata                    []NameValue     `json:"metadata,omitempty"`
+	VirtualMachineConfiguration json.RawMessage `json:"virtualMachineConfiguration,omitempty"`
+	NetworkConfiguration        json.RawMessage `json:"networkConfiguration,omitempty"`
+	ResourceTags                json.RawMessage `json:"resourceTags,omitempty"`
+}
+
+// CertificateReference names a certificate installed on the pool's nodes.
+type CertificateReference struct {
+	Thumbprint          string   `json:"thumbprint"`
+	ThumbprintAlgorithm string   `json:"thumbprintAlgorithm"`
+	StoreLocation       string   `json:"storeLocation,omitempty"`
+	StoreName           string   `json:"storeName,omitempty"`
+	Visibility          []string `json:"visibility,omitempty"`
+}
+
+// PoolIdentity is a user-assigned identity attached to a pool.
+type PoolIdentity struct {
+	ResourceID  string `json:"resourceId"`
+	ClientID    string `json:"clientId,omitempty"`
+	PrincipalID string `json:"principalId,omitempty"`
+}
+
+// Pool is a pool of compute nodes in an account. Fields outside Spec are
+// service metadata kept in the clear; Spec is sealed at rest.
+type Pool struct {
+	Account string
+	ID      string
+	ETag    string
+
+	VMSize            string
+	TaskSlotsPerNode  int
+	TargetDedicated   int
+	TargetLowPriority int
+	ResizeTimeout     time.Duration
+	NodeFillType      string // spread or pack
+	Identities        []PoolIdentity
+	Certificates      []CertificateReference
+
+	State               string
+	StateTransitionTime time.Time
+	AllocationState     string
+	AllocationTime      time.Time // allocationStateTransitionTime
+	CreatedAt           time.Time
+	LastModified        time.Time
+	ResizeErrors        []ResizeError
+
+	Spec PoolSpec
+	// Sealed is Spec sealed with the account's DEK (what is stored).
+	Sealed []byte
+}
+
+// ResizeError says why a resize did not reach its target.
+type ResizeError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+var poolIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidatePoolID checks a pool id as Azure does.
+func ValidatePoolID(id string) error {
+	if !poolIDPattern.MatchString(id) {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue",
+			"The pool id %q is invalid: use 1 to 64 letters, digits, hyphens and underscores.", id)
+	}
+	return nil
+}
+
+// Validate checks a pool about to be created and fills in defaults.
+func (p *Pool) Validate() error {
+	if err := ValidatePoolID(p.ID); err != nil {
+		return err
+	}
+	if p.VMSize == "" {
+		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "The pool %q has no vmSize; give one such as standard_d2s_v3.", p.ID)
+	}
+	size, ok := LookupVMSize(p.VMSize)
+	if !ok {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "The vmSize %q of pool %q is not supported; use one of standard_a1_v2, standard_d2s_v3, standard_d4s_v3, standard_d8s_v3, standard_f2s_v2, ... (see LookupVMSize).", p.VMSize, p.ID)
+	}
+	p.VMSize = size.Name
+	if p.TaskSlotsPerNode == 0 {
+		p.TaskSlotsPerNode = 1
+	}
+	if max := min(4*size.CPUs, 256); p.TaskSlotsPerNode < 1 || p.TaskSlotsPerNode > max {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "taskSlotsPerNode %d of pool %q is out of range: a %s node takes 1 to %d.", p.TaskSlotsPerNode, p.ID, size.Name, max)
+	}
+	if err := validateTargets(p.ID, p.TargetDedicated, p.TargetLowPriority); err != nil {
+		return err
+	}
+	switch strings.ToLower(p.NodeFillType) {
+	case "", "spread":
+		p.NodeFillType = "spread"
+	case "pack":
+		p.NodeFillType = "pack"
+	default:
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "taskSchedulingPolicy.nodeFillType %q is not valid: use spread or pack.", p.NodeFillType)
+	}
+	if st := p.Spec.StartTask; st != nil && strings.TrimSpace(st.CommandLine) == "" {
+		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "The start task of pool %q has no commandLine.", p.ID)
+	}
+	for _, c := range p.Certificates {
+		if c.Thumbprint == "" {
+			return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "A certificate reference of pool %q has no thumbprint.", p.ID)
+		}
+	}
+	return nil
+}
+
+func validateTargets(id string, dedicated, low int) error {
+	if dedicated < 0 || low < 0 {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Target node counts of pool %q must not be negative.", id)
+	}
+	if dedicated+low > MaxNodesPerPool {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Pool %q asks for %d nodes; this server allows at most %d per pool.", id, dedicated+low, MaxNodesPerPool)
+	}
+	return nil
+}
+
+// Target is the number of nodes the pool should have.
+func (p *Pool) Target() int { return p.TargetDedicated + p.TargetLowPriority }

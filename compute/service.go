@@ -1,0 +1,621 @@
+package compute
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"custody"
+	"custody/batch"
+	"custody/node"
+)
+
+// Store is the persistence of pools.
+type Store interface {
+	// CreatePool inserts p (an existing id is KindConflict PoolExists).
+	CreatePool(ctx context.Context, p *Pool) error
+	// Pool returns a pool (KindNotFound PoolNotFound).
+	Pool(ctx context.Context, account, id string) (*Pool, error)
+	ListPools(ctx context.Context, account string) ([]*Pool, error)
+	// AllPools lists the pools of every account.
+	AllPools(ctx context.Context) ([]*Pool, error)
+	// UpdatePool replaces a pool if its stored ETag is etag (else
+	// KindPreconditionFailed).
+	UpdatePool(ctx context.Context, p *Pool, etag string) error
+	DeletePool(ctx context.Context, account, id string) error
+}
+
+// Keys gives the compute service an account's DEK. At runtime it is
+// *batch.Service.
+type Keys interface {
+	DEK(ctx context.Context, account string) (*batch.Account, *batch.DEK, error)
+}
+
+// Launcher starts local node agents. At runtime it is implemented in
+// server/ by running `custody node` as a child process.
+type Launcher interface {
+	// Launch starts an agent for a node with the given credential. exited
+	// is closed when the agent process ends.
+	Launch(account, poolID, nodeID, credential string) (stop func(), exited <-chan struct{}, err error)
+}
+
+// Certificates gives the data of the certificates a pool references. At
+// runtime it is implemented over the batch data store; nil means none are
+// installed.
+type Certificates interface {
+	NodeCertificate(ctx context.Context, account, algorithm, thumbprint string) (node.Certificate, error)
+}
+
+// TokenIssuer issues managed identity tokens for the identities of pools.
+// At runtime it is identity.Service.ManagedIdentityToken.
+type TokenIssuer func(ctx context.Context, principalID, resource string) (token string, expires time.Time, err error)
+
+// Config configures the compute service.
+type Config struct {
+	Store        Store
+	Keys         Keys
+	Tasks        Tasks
+	Certificates Certificates
+	Tokens       TokenIssuer
+	// Identities resolves the user-assigned identities of pools.
+	Identities batch.Identities
+	// Launcher starts local nodes; nil means nodes only join from outside.
+	Launcher Launcher
+	// Poll is how long a node's sync may be held (default 10 s); a node
+	// that has not synced for LostAfter (default 3 x Poll + 5 s) is lost.
+	Poll      time.Duration
+	LostAfter time.Duration
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Service runs pools: it keeps their nodes at the target count, talks to
+// node agents, and places tasks on free slots.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	nodes  map[string]*liveNode // by node id
+	byCred map[string]string    // credential hash -> node id
+	locked map[string]bool      // accounts whose key is inaccessible
+	// taskNodes remembers where each task last ran (account/job/task).
+	taskNodes map[string]taskNode
+	kick      chan struct{}
+	stopped   chan struct{}
+}
+
+// run is a task or start task a node is running.
+type run struct {
+	id      string
+	kind    string
+	jobID   string
+	taskID  string
+	slots   int
+	spec    *node.Run // dropped once delivered
+	retries int
+	maxRetr int
+	killed  bool // terminate asked
+}
+
+// liveNode is a node's state in memory.
+type liveNode struct {
+	Node
+	credHash  string
+	filesURL  string
+	filesTok  string
+	slots     int
+	fill      string
+	joined    bool
+	outbox    []node.Run
+	kill      []string
+	runs      map[string]*run
+	wake      chan struct{}
+	drop      bool
+	leave     bool
+	reboot    bool
+	configGen int64
+	stop      func()
+	startRun  *node.Run
+	seq       int
+}
+
+// New returns a compute service.
+func New(cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 10 * time.Second
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = 3*cfg.Poll + 5*time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg, log: cfg.Logger, nodes: map[string]*liveNode{}, byCred: map[string]string{},
+		locked: map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+func newNodeID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return "tvmps_" + hex.EncodeToString(b) + "_d"
+}
+
+// NewCredential returns a fresh node credential.
+func NewCredential() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hashCredential(c string) string {
+	h := sha256.Sum256([]byte("custody/node-credential/v1\x00" + c))
+	return hex.EncodeToString(h[:])
+}
+
+func poolNotFound(id string) error {
+	return custody.Errorf(custody.KindNotFound, "PoolNotFound", "The specified pool %q does not exist.", id)
+}
+
+// ---- pools ----
+
+// seal seals a pool's spec with the account's DEK.
+func seal(a *batch.Account, dek *batch.DEK, p *Pool) error {
+	b, err := json.Marshal(p.Spec)
+	if err != nil {
+		return err
+	}
+	p.Sealed = dek.Seal(a.UID, batch.Ref{Kind: "pool", ID: strings.ToLower(p.ID), Field: "spec"}, b)
+	return nil
+}
+
+func open(a *batch.Account, dek *batch.DEK, p *Pool) error {
+	b, err := dek.Open(a.UID, batch.Ref{Kind: "pool", ID: strings.ToLower(p.ID), Field: "spec"}, p.Sealed)
+	if err != nil {
+		return custody.Internal(err, "open pool %s", p.ID)
+	}
+	return json.Unmarshal(b, &p.Spec)
+}
+
+func newETag() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "0x8DD" + strings.ToUpper(hex.EncodeToString(b))[:13]
+}
+
+// CreatePool adds a pool and starts growing it to its target.
+func (s *Service) CreatePool(ctx context.Context, account string, p *Pool) (*Pool, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	a, dek, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	p.Account = a.Name
+	p.ETag = newETag()
+	p.State, p.StateTransitionTime = PoolActive, now
+	p.AllocationState, p.AllocationTime = AllocSteady, now
+	if p.Target() > 0 {
+		p.AllocationState = AllocResizing
+	}
+	p.CreatedAt, p.LastModified = now, now
+	if err := seal(a, dek, p); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Store.CreatePool(ctx, p); err != nil {
+		return nil, err
+	}
+	s.Kick()
+	return p, nil
+}
+
+// Pool returns a pool with its spec opened.
+func (s *Service) Pool(ctx context.Context, account, id string) (*Pool, error) {
+	a, dek, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.cfg.Store.Pool(ctx, a.Name, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := open(a, dek, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ListPools returns the account's pools with their specs opened.
+func (s *Service) ListPools(ctx context.Context, account string) ([]*Pool, error) {
+	a, dek, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := s.cfg.Store.ListPools(ctx, a.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		if err := open(a, dek, p); err != nil {
+			return nil, err
+		}
+	}
+	return ps, nil
+}
+
+// UpdatePool applies fn to a pool and stores it (if etag is not empty, only
+// if the pool still has it).
+func (s *Service) UpdatePool(ctx context.Context, account, id, etag string, fn func(*Pool) error) (*Pool, error) {
+	a, dek, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.cfg.Store.Pool(ctx, a.Name, id)
+	if err != nil {
+		return nil, err
+	}
+	if etag != "" && etag != "*" && etag != p.ETag {
+		return nil, custody.Errorf(custody.KindPreconditionFailed, "ConditionNotMet", "The pool %q has changed (ETag %s, not %s).", id, p.ETag, etag)
+	}
+	if p.State == PoolDeleting {
+		return nil, custody.Errorf(custody.KindConflict, "PoolBeingDeleted", "The pool %q is being deleted.", id)
+	}
+	if err := open(a, dek, p); err != nil {
+		return nil, err
+	}
+	prev := p.ETag
+	if err := fn(p); err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	p.ETag, p.LastModified = newETag(), s.now()
+	if err := seal(a, dek, p); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Store.UpdatePool(ctx, p, prev); err != nil {
+		return nil, err
+	}
+	s.bumpConfig(a.Name, p.ID)
+	s.Kick()
+	return p, nil
+}
+
+// Resize sets a pool's target node counts.
+func (s *Service) Resize(ctx context.Context, account, id, etag string, dedicated, low int, timeout time.Duration) error {
+	_, err := s.UpdatePool(ctx, account, id, etag, func(p *Pool) error {
+		if p.AllocationState == AllocStopping {
+			return custody.Errorf(custody.KindConflict, "PoolNotSteady", "The pool %q is stopping a resize; wait until it is steady.", id)
+		}
+		if err := validateTargets(id, dedicated, low); err != nil {
+			return err
+		}
+		p.TargetDedicated, p.TargetLowPriority = dedicated, low
+		if timeout > 0 {
+			p.ResizeTimeout = timeout
+		}
+		p.AllocationState, p.AllocationTime = AllocResizing, s.now()
+		p.ResizeErrors = nil
+		return nil
+	})
+	return err
+}
+
+// StopResize stops a resize: the target becomes the current node count.
+func (s *Service) StopResize(ctx context.Context, account, id, etag string) error {
+	_, err := s.UpdatePool(ctx, account, id, etag, func(p *Pool) error {
+		if p.AllocationState != AllocResizing {
+			return custody.Errorf(custody.KindConflict, "PoolNotResizing", "The pool %q is not resizing.", id)
+		}
+		n := len(s.poolNodes(p.Account, p.ID))
+		p.TargetDedicated, p.TargetLowPriority = min(n, p.TargetDedicated), max(0, n-p.TargetDedicated)
+		p.AllocationState, p.AllocationTime = AllocStopping, s.now()
+		return nil
+	})
+	return err
+}
+
+// DeletePool marks a pool deleting; its nodes leave and then it is gone.
+func (s *Service) DeletePool(ctx context.Context, account, id string) error {
+	a, _, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return err
+	}
+	p, err := s.cfg.Store.Pool(ctx, a.Name, id)
+	if err != nil {
+		return err
+	}
+	if p.State == PoolDeleting {
+		return nil
+	}
+	prev := p.ETag
+	p.State, p.StateTransitionTime, p.ETag = PoolDeleting, s.now(), newETag()
+	if err := s.cfg.Store.UpdatePool(ctx, p, prev); err != nil {
+		return err
+	}
+	s.Kick()
+	return nil
+}
+
+// DeleteAccountPools removes every node of an account at once (the account
+// is being deleted).
+func (s *Service) DeleteAccountPools(ctx context.Context, account string) error {
+	s.mu.Lock()
+	var gone []*liveNode
+	for _, n := range s.nodes {
+		if strings.EqualFold(n.Account, account) {
+			gone = append(gone, n)
+		}
+	}
+	s.mu.Unlock()
+	for _, n := range gone {
+		s.removeNode(n, false)
+	}
+	ps, err := s.cfg.Store.ListPools(ctx, account)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if err := s.cfg.Store.DeletePool(ctx, account, p.ID); err != nil && !custody.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ---- nodes ----
+
+func (s *Service) poolNodes(account, poolID string) []*liveNode {
+	var out []*liveNode
+	for _, n := range s.nodes {
+		if strings.EqualFold(n.Account, account) && strings.EqualFold(n.PoolID, poolID) {
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (n *liveNode) snapshot() *Node {
+	c := n.Node
+	c.RecentTasks = slices.Clone(n.RecentTasks)
+	c.Errors = slices.Clone(n.Errors)
+	if n.StartTask != nil {
+		st := *n.StartTask
+		c.StartTask = &st
+	}
+	c.RunningTasks, c.RunningSlots = 0, 0
+	for _, r := range n.runs {
+		if r.kind == "task" {
+			c.RunningTasks++
+			c.RunningSlots += r.slots
+		}
+	}
+	return &c
+}
+
+// Nodes lists a pool's nodes.
+func (s *Service) Nodes(ctx context.Context, account, poolID string) ([]*Node, error) {
+	a, err := s.account(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.Store.Pool(ctx, a, poolID); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*Node
+	for _, n := range s.poolNodes(a, poolID) {
+		out = append(out, n.snapshot())
+	}
+	return out, nil
+}
+
+// account checks the account is usable and returns its name.
+func (s *Service) account(ctx context.Context, account string) (string, error) {
+	a, _, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return "", err
+	}
+	return a.Name, nil
+}
+
+func (s *Service) node(account, poolID, nodeID string) (*liveNode, error) {
+	n := s.nodes[nodeID]
+	if n == nil || !strings.EqualFold(n.Account, account) || !strings.EqualFold(n.PoolID, poolID) {
+		return nil, custody.Errorf(custody.KindNotFound, "NodeNotFound", "The node %q does not exist in pool %q.", nodeID, poolID)
+	}
+	return n, nil
+}
+
+// GetNode returns one node.
+func (s *Service) GetNode(ctx context.Context, account, poolID, nodeID string) (*Node, error) {
+	a, err := s.account(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.cfg.Store.Pool(ctx, a, poolID); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.node(a, poolID, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	return n.snapshot(), nil
+}
+
+// RebootNode kills the node's runs (requeued) and runs its start task again.
+func (s *Service) RebootNode(ctx context.Context, account, poolID, nodeID string) error {
+	a, err := s.account(ctx, account)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	n, err := s.node(a, poolID, nodeID)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	lost := s.takeRuns(n)
+	n.reboot = true
+	n.joined = false
+	s.setState(n, NodeRebooting)
+	n.StartTask = nil
+	n.outbox = nil
+	s.wakeNode(n)
+	s.mu.Unlock()
+	s.requeue(context.WithoutCancel(ctx), n.Account, lost, nodeID)
+	return nil
+}
+
+// RemoveNodes removes nodes from a pool: their runs are requeued, their
+// agents leave, and the pool's target shrinks by as many.
+func (s *Service) RemoveNodes(ctx context.Context, account, poolID string, nodeIDs []string) error {
+	if len(nodeIDs) == 0 || len(nodeIDs) > 100 {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "nodeList must name 1 to 100 nodes.")
+	}
+	a, err := s.account(ctx, account)
+	if err != nil {
+		return err
+	}
+	var ns []*liveNode
+	s.mu.Lock()
+	for _, id := range nodeIDs {
+		n, err := s.node(a, poolID, id)
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		ns = append(ns, n)
+	}
+	s.mu.Unlock()
+	_, err = s.UpdatePool(ctx, a, poolID, "", func(p *Pool) error {
+		if p.TargetDedicated >= len(ns) {
+			p.TargetDedicated -= len(ns)
+		} else {
+			p.TargetLowPriority = max(0, p.TargetLowPriority-(len(ns)-p.TargetDedicated))
+			p.TargetDedicated = 0
+		}
+		p.AllocationState, p.AllocationTime = AllocResizing, s.now()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range ns {
+		s.removeNode(n, true)
+	}
+	return nil
+}
+
+func (s *Service) setState(n *liveNode, state string) {
+	if n.State != state {
+		n.State, n.StateTransitionTime = state, s.now()
+	}
+}
+
+func (s *Service) wakeNode(n *liveNode) {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeRuns removes every task run of n and returns them for requeueing.
+// Caller holds s.mu.
+func (s *Service) takeRuns(n *liveNode) []*run {
+	var out []*run
+	for id, r := range n.runs {
+		if r.kind == "task" {
+			out = append(out, r)
+		}
+		n.kill = append(n.kill, id)
+		delete(n.runs, id)
+	}
+	return out
+}
+
+func (s *Service) requeue(ctx context.Context, account string, runs []*run, nodeID string) {
+	now := s.now()
+	for _, r := range runs {
+		if r.killed {
+			continue
+		}
+		err := s.cfg.Tasks.FinishTask(ctx, account, r.jobID, r.taskID, RunResult{NodeID: nodeID, ExitCode: -1, StartTime: now, EndTime: now, Outcome: OutcomeRequeue})
+		if err != nil {
+			s.log.Warn("compute: requeue task", "account", account, "job", r.jobID, "task", r.taskID, "err", err)
+		}
+	}
+	s.Kick()
+}
+
+// removeNode takes a node out: its runs are requeued and its agent told to
+// leave (or stopped, for local nodes).
+func (s *Service) removeNode(n *liveNode, requeue bool) {
+	s.mu.Lock()
+	lost := s.takeRuns(n)
+	n.leave = true
+	s.setState(n, NodeLeavingPool)
+	delete(s.nodes, n.ID)
+	delete(s.byCred, n.credHash)
+	s.wakeNode(n)
+	stop := n.stop
+	s.mu.Unlock()
+	if requeue {
+		s.requeue(context.Background(), n.Account, lost, n.ID)
+	}
+	if stop != nil {
+		// Give the agent a moment to hear it must leave, then stop it.
+		time.AfterFunc(2*time.Second, stop)
+	}
+}
+
+// KillTask kills a task's run wherever it runs (terminate, delete). The
+// task's state is the caller's to set.
+func (s *Service) KillTask(account, jobID, taskID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.nodes {
+		if !strings.EqualFold(n.Account, account) {
+			continue
+		}
+		for id, r := range n.runs {
+			if r.kind == "task" && r.jobID == jobID && (taskID == "" || r.taskID == taskID) {
+				r.killed = true
+				n.kill = append(n.kill, id)
+				s.wakeNode(n)
+			}
+		}
+	}
+}
+
+// KillJob kills every run of a job (terminate, delete).
+func (s *Service) KillJob(account, jobID string) { s.KillTask(account, jobID, "") }
+
+// Kick asks the scheduler to look for work now.
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,56 @@
+package compute
+
+import (
+	"context"
+	"time"
+)
+
+// RunnableTask is an active task the scheduler may start.
+type RunnableTask struct {
+	JobID         string
+	TaskID        string
+	RequiredSlots int
+}
+
+// TaskRun is what a node needs to run a task: the unsealed command line and
+// environment. It exists only in memory and on the wire to the node.
+type TaskRun struct {
+	CommandLine  string
+	Env          map[string]string
+	MaxWallClock time.Duration
+	// MaxRetries is the task's maxTaskRetryCount (-1: unlimited).
+	MaxRetries int
+	RetryCount int
+}
+
+// RunResult is how a task's run ended, as reported by its node.
+type RunResult struct {
+	NodeID    string
+	ExitCode  int
+	StartTime time.Time
+	EndTime   time.Time
+	// Outcome says what to do with the task.
+	Outcome Outcome
+	// FailureCode and FailureMessage describe a failure (Azure's
+	// failureInfo), if any.
+	FailureCode    string
+	FailureMessage string
+}
+
+// Tasks is the jobs and tasks service as the compute service drives it.
+// At runtime it is implemented over the batch data store (server wiring);
+// tests use the same store.
+type Tasks interface {
+	// Runnable returns up to limit tasks of the pool's active jobs that may
+	// start now: active, dependencies met, in scheduling order (job
+	// priority, then job and task creation).
+	Runnable(ctx context.Context, account, poolID string, limit int) ([]RunnableTask, error)
+	// StartTask moves an active task to running on nodeID (only if it is
+	// still active) and returns what the node must run. ok is false if the
+	// task is no longer active.
+	StartTask(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (run TaskRun, ok bool, err error)
+	// FinishTask records the end of a running task's run on nodeID: it
+	// completes, goes back to active for a retry, or is requeued, as
+	// res.Outcome says. A task no longer running on nodeID is left alone.
+	FinishTask(ctx context.Context, account, jobID, taskID string, res RunResult) error
+}

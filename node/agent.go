@@ -1,0 +1,548 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Version is the agent version reported to the server.
+const Version = "1.0.0"
+
+// AgentConfig configures an agent.
+type AgentConfig struct {
+	// Server is the base URL of the node channel, https://batch.{domain}:{port}.
+	Server string
+	// Connect, if set, is the address every connection to the server dials
+	// (so no DNS is needed for the server's names).
+	Connect string
+	// CAPool verifies the server's certificate (nil: system roots).
+	CAPool *x509.CertPool
+	// Credential is the node credential.
+	Credential string
+	// Root is the node's root directory.
+	Root string
+	// Listen is the loopback address of the file and identity endpoint.
+	Listen string
+	Logger *slog.Logger
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg    AgentConfig
+	log    *slog.Logger
+	http   *http.Client
+	runner *Runner
+
+	filesToken  string
+	identityKey string
+	msiURL      string
+
+	mu       sync.Mutex
+	nodeID   string
+	account  string
+	poolID   string
+	poll     time.Duration
+	runs     map[string]*Process
+	finished []RunReport
+	config   *Config
+	dropped  bool
+	kick     chan struct{}
+}
+
+// NewAgent returns an agent for cfg; Run starts it.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Server == "" || cfg.Credential == "" || cfg.Root == "" {
+		return nil, errors.New("node: the server URL, the node credential and the root directory are required")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: cfg.CAPool, MinVersion: tls.VersionTLS12},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if cfg.Connect != "" {
+				addr = cfg.Connect
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+		MaxIdleConnsPerHost: 8,
+		ForceAttemptHTTP2:   true,
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Logger, http: &http.Client{Transport: tr},
+		runs: map[string]*Process{}, kick: make(chan struct{}, 1),
+		filesToken: randomHex(24), identityKey: randomHex(24),
+	}
+	return a, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// Run joins the pool and works until ctx is done or the server tells the
+// node to leave. Task processes die with the agent.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := os.MkdirAll(a.cfg.Root, 0o755); err != nil {
+		return err
+	}
+	_ = EnableSubreaper()
+	a.runner = NewRunner()
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("node: listen for files and identity: %w", err)
+	}
+	base := "http://" + ln.Addr().String()
+	a.msiURL = base + "/msi/token"
+	srv := &http.Server{Handler: a.localHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	defer a.killAll()
+
+	host, _ := os.Hostname()
+	var jr JoinResponse
+	for {
+		err = a.call(ctx, "/node/v1/join", JoinRequest{FilesURL: base, FilesToken: a.filesToken, AgentVersion: Version, Root: a.cfg.Root, Hostname: host}, &jr)
+		if err == nil {
+			break
+		}
+		var pe *protocolError
+		if errors.As(err, &pe) && pe.status < 500 {
+			return err
+		}
+		a.log.Warn("node: join failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	a.mu.Lock()
+	a.nodeID, a.account, a.poolID = jr.NodeID, jr.Account, jr.PoolID
+	a.poll = time.Duration(jr.PollSeconds) * time.Second
+	a.mu.Unlock()
+	a.log.Info("node joined pool", "node", jr.NodeID, "pool", jr.PoolID, "account", jr.Account)
+
+	go a.reportLoop(ctx)
+	failures := 0
+	for ctx.Err() == nil {
+		var resp SyncResponse
+		err := a.call(ctx, "/node/v1/sync", SyncRequest{Running: a.running(), HaveConfig: a.configGen()}, &resp)
+		if err != nil {
+			var pe *protocolError
+			if errors.As(err, &pe) && (pe.status == http.StatusUnauthorized || pe.status == http.StatusNotFound) {
+				a.log.Info("node: the server no longer knows this node; stopping", "err", err)
+				return nil
+			}
+			failures++
+			a.log.Warn("node: sync failed", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(time.Duration(failures)*200*time.Millisecond, 2*time.Second)):
+			}
+			continue
+		}
+		failures = 0
+		if a.apply(resp) {
+			return nil
+		}
+	}
+	return nil
+}
+
+type protocolError struct {
+	status int
+	body   string
+}
+
+func (e *protocolError) Error() string {
+	return fmt.Sprintf("server answered %d: %s", e.status, e.body)
+}
+
+func (a *Agent) call(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.cfg.Server, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", CredentialScheme+" "+a.cfg.Credential)
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return &protocolError{status: resp.StatusCode, body: string(body)}
+	}
+	if out != nil && len(body) > 0 {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}
+
+func (a *Agent) running() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.runs))
+	for id := range a.runs {
+		out = append(out, id)
+	}
+	return out
+}
+
+func (a *Agent) configGen() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.config == nil {
+		return 0
+	}
+	return a.config.Generation
+}
+
+// apply acts on a sync answer; it returns true when the agent must stop.
+func (a *Agent) apply(resp SyncResponse) bool {
+	if resp.Leave {
+		a.killAll()
+		a.dropConfig()
+		return true
+	}
+	if resp.Drop || resp.Reboot {
+		a.killAll()
+		a.dropConfig()
+	}
+	if resp.Config != nil {
+		if err := a.installConfig(resp.Config); err != nil {
+			a.log.Warn("node: install configuration", "err", err)
+		}
+	}
+	for _, id := range resp.Kill {
+		a.mu.Lock()
+		p := a.runs[id]
+		a.mu.Unlock()
+		if p != nil {
+			p.Kill()
+		}
+	}
+	for _, r := range resp.Runs {
+		a.start(r)
+	}
+	return false
+}
+
+// killAll kills every run and waits for them to be gone.
+func (a *Agent) killAll() {
+	a.mu.Lock()
+	ps := make([]*Process, 0, len(a.runs))
+	for _, p := range a.runs {
+		ps = append(ps, p)
+	}
+	a.mu.Unlock()
+	for _, p := range ps {
+		p.Kill()
+	}
+	for _, p := range ps {
+		<-p.Done()
+	}
+}
+
+// dropConfig forgets the pool's customer configuration and removes the
+// installed certificates.
+func (a *Agent) dropConfig() {
+	a.mu.Lock()
+	a.config = nil
+	a.mu.Unlock()
+	_ = os.RemoveAll(filepath.Join(a.cfg.Root, "certs"))
+}
+
+func (a *Agent) installConfig(c *Config) error {
+	dir := filepath.Join(a.cfg.Root, "certs")
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, cert := range c.Certificates {
+		data, err := base64.StdEncoding.DecodeString(cert.Data)
+		if err != nil {
+			return fmt.Errorf("certificate %s: %w", cert.Thumbprint, err)
+		}
+		ext := ".cer"
+		if strings.EqualFold(cert.Format, "pfx") {
+			ext = ".pfx"
+		}
+		name := strings.ToLower(cert.ThumbprintAlgorithm) + "-" + strings.ToLower(cert.Thumbprint)
+		if err := os.WriteFile(filepath.Join(dir, name+ext), data, 0o600); err != nil {
+			return err
+		}
+		if cert.Password != "" {
+			if err := os.WriteFile(filepath.Join(dir, name+".pw"), []byte(cert.Password), 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	a.mu.Lock()
+	a.config = c
+	a.mu.Unlock()
+	return nil
+}
+
+// RunDir returns the directory of a run under root.
+func RunDir(root string, r Run) string {
+	if r.Kind == "starttask" {
+		return filepath.Join(root, "startup")
+	}
+	return filepath.Join(root, "workitems", r.JobID, "job-1", r.TaskID)
+}
+
+func (a *Agent) start(r Run) {
+	dir := RunDir(a.cfg.Root, r)
+	a.mu.Lock()
+	if _, dup := a.runs[r.RunID]; dup {
+		a.mu.Unlock()
+		return
+	}
+	vars := map[string]string{
+		"AZ_BATCH_NODE_ID":                             a.nodeID,
+		"AZ_BATCH_POOL_ID":                             a.poolID,
+		"AZ_BATCH_ACCOUNT_NAME":                        a.account,
+		"AZ_BATCH_NODE_ROOT_DIR":                       a.cfg.Root,
+		"AZ_BATCH_NODE_SHARED_DIR":                     filepath.Join(a.cfg.Root, "shared"),
+		"AZ_BATCH_NODE_STARTUP_DIR":                    filepath.Join(a.cfg.Root, "startup"),
+		"AZ_BATCH_CERTIFICATES_DIR":                    filepath.Join(a.cfg.Root, "certs"),
+		"AZ_BATCH_TASK_DIR":                            dir,
+		"AZ_BATCH_TASK_WORKING_DIR":                    filepath.Join(dir, "wd"),
+		"AZ_BATCH_NODE_IS_DEDICATED":                   "true",
+		"AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
+	}
+	if r.Kind == "task" {
+		vars["AZ_BATCH_JOB_ID"] = r.JobID
+		vars["AZ_BATCH_TASK_ID"] = r.TaskID
+	}
+	if a.config != nil && len(a.config.Identities) > 0 {
+		vars["IDENTITY_ENDPOINT"] = a.msiURL
+		vars["IDENTITY_HEADER"] = a.identityKey
+		vars["MSI_ENDPOINT"] = a.msiURL
+	}
+	a.mu.Unlock()
+	_ = os.MkdirAll(filepath.Join(a.cfg.Root, "shared"), 0o755)
+	spec := Spec{Key: r.RunID, Dir: dir, CommandLine: r.CommandLine, Env: Env(vars, r.Env),
+		MaxWallClock: time.Duration(r.MaxWallClockMillis) * time.Millisecond}
+	p, err := a.runner.Start(spec)
+	if err != nil {
+		now := time.Now().UTC()
+		a.finish(RunReport{RunID: r.RunID, ExitCode: -1, StartTime: now, EndTime: now, StartError: err.Error()})
+		return
+	}
+	a.mu.Lock()
+	a.runs[r.RunID] = p
+	a.mu.Unlock()
+	go func() {
+		res := p.Wait()
+		a.mu.Lock()
+		delete(a.runs, r.RunID)
+		a.mu.Unlock()
+		a.finish(RunReport{RunID: r.RunID, ExitCode: res.ExitCode, StartTime: res.StartTime.UTC(), EndTime: res.EndTime.UTC(), TimedOut: res.TimedOut, Killed: res.Killed})
+	}()
+}
+
+func (a *Agent) finish(rep RunReport) {
+	a.mu.Lock()
+	a.finished = append(a.finished, rep)
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reportLoop sends finished runs as soon as they end, batching whatever
+// finished while the previous report was in flight.
+func (a *Agent) reportLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		}
+		for {
+			a.mu.Lock()
+			batch := a.finished
+			a.finished = nil
+			a.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			if err := a.call(ctx, "/node/v1/report", ReportRequest{Finished: batch}, nil); err != nil {
+				var pe *protocolError
+				if errors.As(err, &pe) && pe.status < 500 && pe.status != http.StatusTooManyRequests {
+					a.log.Warn("node: report refused; dropping it", "err", err)
+					continue
+				}
+				a.log.Warn("node: report failed; retrying", "err", err)
+				a.mu.Lock()
+				a.finished = append(batch, a.finished...)
+				a.mu.Unlock()
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+// localHandler serves node files to the server and tokens to tasks.
+func (a *Agent) localHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /msi/token", a.serveToken)
+	mux.HandleFunc("GET /files/{path...}", a.serveFiles)
+	mux.HandleFunc("HEAD /files/{path...}", a.serveFiles)
+	mux.HandleFunc("DELETE /files/{path...}", a.serveFiles)
+	return mux
+}
+
+func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-IDENTITY-HEADER") != a.identityKey || a.identityKey == "" {
+		http.Error(w, `{"error":"invalid_request","error_description":"X-IDENTITY-HEADER is missing or wrong"}`, http.StatusUnauthorized)
+		return
+	}
+	a.mu.Lock()
+	hasIdentity := a.config != nil && len(a.config.Identities) > 0
+	a.mu.Unlock()
+	if !hasIdentity {
+		http.Error(w, `{"error":"invalid_request","error_description":"no managed identity is available on this node"}`, http.StatusBadRequest)
+		return
+	}
+	q := r.URL.Query()
+	req := TokenRequest{Resource: q.Get("resource"), ClientID: q.Get("client_id"), ResourceID: q.Get("mi_res_id"), PrincipalID: q.Get("object_id")}
+	if req.Resource == "" {
+		http.Error(w, `{"error":"invalid_request","error_description":"the resource parameter is required"}`, http.StatusBadRequest)
+		return
+	}
+	var tr TokenResponse
+	if err := a.call(r.Context(), "/node/v1/token", req, &tr); err != nil {
+		status := http.StatusBadGateway
+		var pe *protocolError
+		if errors.As(err, &pe) && pe.status >= 400 && pe.status < 500 {
+			status = http.StatusBadRequest
+		}
+		b, _ := json.Marshal(map[string]string{"error": "invalid_request", "error_description": err.Error()})
+		http.Error(w, string(b), status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{
+		"access_token": tr.AccessToken, "expires_on": strconv.FormatInt(tr.ExpiresOn, 10),
+		"resource": tr.Resource, "token_type": "Bearer", "client_id": tr.ClientID,
+	})
+}
+
+// FileInfo describes a node file in listings.
+type FileInfo struct {
+	Name        string    `json:"name"`
+	IsDirectory bool      `json:"isDirectory"`
+	Size        int64     `json:"size"`
+	Mode        string    `json:"mode"`
+	Modified    time.Time `json:"modified"`
+}
+
+// FileListing is the answer for a directory.
+type FileListing struct {
+	Files []FileInfo `json:"files"`
+}
+
+func (a *Agent) serveFiles(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+a.filesToken {
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+		return
+	}
+	rel := filepath.Clean("/" + r.PathValue("path"))
+	full := filepath.Join(a.cfg.Root, rel)
+	st, err := os.Lstat(full)
+	if err != nil {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if r.Method == http.MethodDelete {
+		if st.IsDir() && r.URL.Query().Get("recursive") != "true" {
+			http.Error(w, "directory", http.StatusConflict)
+			return
+		}
+		if err := os.RemoveAll(full); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if st.IsDir() {
+		recursive := r.URL.Query().Get("recursive") == "true"
+		var out FileListing
+		filepath.WalkDir(full, func(p string, d os.DirEntry, err error) error {
+			if err != nil || p == full {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return nil
+			}
+			name, _ := filepath.Rel(full, p)
+			out.Files = append(out.Files, FileInfo{Name: filepath.ToSlash(name), IsDirectory: d.IsDir(), Size: info.Size(), Mode: fmt.Sprintf("0%o", info.Mode().Perm()), Modified: info.ModTime().UTC()})
+			if d.IsDir() && !recursive {
+				return filepath.SkipDir
+			}
+			return nil
+		})
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Custody-Directory", "true")
+		json.NewEncoder(w).Encode(out)
+		return
+	}
+	if !st.Mode().IsRegular() {
+		http.Error(w, "not a regular file", http.StatusNotFound)
+		return
+	}
+	f, err := os.Open(full)
+	if err != nil {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("X-Custody-Mode", fmt.Sprintf("0%o", st.Mode().Perm()))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", st.ModTime(), f)
+}

@@ -1,0 +1,142 @@
+package node
+
+import "time"
+
+// The node protocol: an agent talks to the server over HTTPS on the host
+// batch.{domain}, authenticated by its node credential
+// ("Authorization: CustodyNode {credential}"):
+//
+//	POST /node/v1/join    JoinRequest   -> JoinResponse
+//	POST /node/v1/sync    SyncRequest   -> SyncResponse   (long poll; also the heartbeat)
+//	POST /node/v1/report  ReportRequest -> 204            (runs that finished)
+//	POST /node/v1/token   TokenRequest  -> TokenResponse  (managed identity tokens for tasks)
+//
+// Sync returns at once when the server has something for the node (new
+// runs, runs to kill, a state change), or after the poll interval. Finished
+// runs are reported on their own request as soon as they end, so a long poll
+// in flight is never cancelled (its answer may carry new runs). A node that
+// has not synced for a few intervals is lost: its runs are requeued
+// elsewhere.
+//
+// The agent also serves, on its own loopback listener, the files of its
+// tasks to the server (GET /files/{path}, with the file token given at join)
+// and the App Service-style managed identity endpoint to its tasks
+// (GET /msi/token with X-IDENTITY-HEADER).
+
+// CredentialScheme is the Authorization scheme of node credentials.
+const CredentialScheme = "CustodyNode"
+
+// JoinRequest is sent once when an agent starts.
+type JoinRequest struct {
+	// FilesURL is where the agent serves node files (http://127.0.0.1:port).
+	FilesURL string `json:"filesUrl"`
+	// FilesToken authenticates the server to the file endpoint.
+	FilesToken   string `json:"filesToken"`
+	AgentVersion string `json:"agentVersion"`
+	Root         string `json:"root"`
+	Hostname     string `json:"hostname"`
+}
+
+// JoinResponse tells the agent who it is.
+type JoinResponse struct {
+	NodeID  string `json:"nodeId"`
+	PoolID  string `json:"poolId"`
+	Account string `json:"account"`
+	// PollSeconds is how long a sync may be held by the server.
+	PollSeconds int `json:"pollSeconds"`
+}
+
+// RunReport is the outcome of a run on the node.
+type RunReport struct {
+	RunID      string    `json:"runId"`
+	ExitCode   int       `json:"exitCode"`
+	StartTime  time.Time `json:"startTime"`
+	EndTime    time.Time `json:"endTime"`
+	TimedOut   bool      `json:"timedOut,omitempty"`
+	Killed     bool      `json:"killed,omitempty"`
+	StartError string    `json:"startError,omitempty"`
+}
+
+// SyncRequest is the agent's periodic report.
+type SyncRequest struct {
+	// Running lists the runs the agent is running now.
+	Running []string `json:"running"`
+	// HaveConfig is the config generation the agent holds (0: none).
+	HaveConfig int64 `json:"haveConfig"`
+}
+
+// ReportRequest carries runs that ended.
+type ReportRequest struct {
+	Finished []RunReport `json:"finished"`
+}
+
+// Run is a process the server asks the node to run.
+type Run struct {
+	RunID string `json:"runId"`
+	// Kind is "task" or "starttask".
+	Kind        string            `json:"kind"`
+	JobID       string            `json:"jobId,omitempty"`
+	TaskID      string            `json:"taskId,omitempty"`
+	CommandLine string            `json:"commandLine"`
+	Env         map[string]string `json:"env,omitempty"`
+	// MaxWallClockMillis is 0 for unlimited.
+	MaxWallClockMillis int64 `json:"maxWallClockMillis,omitempty"`
+}
+
+// Certificate is a certificate to install into the node's certificates
+// directory.
+type Certificate struct {
+	Thumbprint          string `json:"thumbprint"`
+	ThumbprintAlgorithm string `json:"thumbprintAlgorithm"`
+	Format              string `json:"format"`
+	// Data is the certificate as uploaded (base64 of PFX or CER).
+	Data     string `json:"data"`
+	Password string `json:"password,omitempty"`
+}
+
+// Config is the pool's customer configuration for the node; it is dropped
+// when the account locks and sent again when it unlocks.
+type Config struct {
+	Generation   int64         `json:"generation"`
+	Certificates []Certificate `json:"certificates,omitempty"`
+	// Identities lists the client ids of the pool's user-assigned
+	// identities; empty means no managed identity endpoint.
+	Identities []string `json:"identities,omitempty"`
+}
+
+// SyncResponse is the server's answer to a sync.
+type SyncResponse struct {
+	// State is the node's state as the server sees it (idle, running,
+	// unusable, leavingpool, ...).
+	State string `json:"state"`
+	// Drop tells the agent to kill every run and forget all customer data
+	// (the account's key is inaccessible).
+	Drop bool `json:"drop,omitempty"`
+	// Leave tells the agent to stop (the node was removed from the pool).
+	Leave bool `json:"leave,omitempty"`
+	// Reboot tells the agent to kill its runs and start over as if booted.
+	Reboot bool `json:"reboot,omitempty"`
+	// Config, when set, replaces the agent's configuration.
+	Config *Config `json:"config,omitempty"`
+	// Runs are new runs to start.
+	Runs []Run `json:"runs,omitempty"`
+	// Kill lists runs to kill (terminate, delete).
+	Kill []string `json:"kill,omitempty"`
+}
+
+// TokenRequest asks for a managed identity token for a task.
+type TokenRequest struct {
+	Resource string `json:"resource"`
+	ClientID string `json:"clientId,omitempty"`
+	// ResourceID selects by identity resource id (mi_res_id).
+	ResourceID  string `json:"resourceId,omitempty"`
+	PrincipalID string `json:"principalId,omitempty"`
+}
+
+// TokenResponse is an access token for a task.
+type TokenResponse struct {
+	AccessToken string `json:"accessToken"`
+	ExpiresOn   int64  `json:"expiresOn"`
+	Resource    string `json:"resource"`
+	ClientID    string `json:"clientId"`
+}
