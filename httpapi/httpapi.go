@@ -327,6 +327,59 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, statusOf(kind), azureError{Error: body})
 }
 
+// batchError is the error body of the Batch data plane (OData).
+type batchError struct {
+	Metadata string             `json:"odata.metadata"`
+	Code     string             `json:"code"`
+	Message  batchErrorMessage  `json:"message"`
+	Values   []batchErrorDetail `json:"values,omitempty"`
+}
+
+type batchErrorMessage struct {
+	Lang  string `json:"lang"`
+	Value string `json:"value"`
+}
+
+type batchErrorDetail struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// newBatchError builds the Batch error body of err; the message carries the
+// request id and time as Batch's does.
+func newBatchError(r *http.Request, requestID string, err error) batchError {
+	msg := custody.ErrorMessage(err) + "\nRequestId:" + requestID + "\nTime:" + time.Now().UTC().Format("2006-01-02T15:04:05.0000000Z")
+	body := batchError{
+		Metadata: "https://" + r.Host + "/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+		Code:     custody.ErrorCode(err),
+		Message:  batchErrorMessage{Lang: "en-US", Value: msg},
+	}
+	var ce *custody.Error
+	if errors.As(err, &ce) && ce.Target != "" {
+		body.Values = append(body.Values, batchErrorDetail{Key: "PropertyName", Value: ce.Target})
+	}
+	return body
+}
+
+// writeBatchError writes err in the Batch data plane's error shape, with
+// the status of the same statusOf table. Internal errors are logged with
+// their cause and shown only as a generic message.
+func writeBatchError(w http.ResponseWriter, r *http.Request, err error) {
+	kind := custody.ErrorKind(err)
+	reqID := w.Header().Get("x-ms-request-id")
+	if kind == custody.KindInternal {
+		lg := state(r).log
+		if lg == nil {
+			lg = slog.Default()
+		}
+		lg.Error("internal error", "method", r.Method, "path", r.URL.Path, "request_id", reqID, "err", err)
+	}
+	body := newBatchError(r, reqID, err)
+	setErrorCode(r, body.Code)
+	w.Header().Set("x-ms-error-code", body.Code)
+	writeJSON(w, statusOf(kind), body)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)

@@ -75,5 +75,9 @@ func (s *Server) openBatch(ctx context.Context) error {
 	}
 	s.RM.Cleaners = append(s.RM.Cleaners, s.Batch)
 	s.HTTP.RegisterBatchAccounts(s.Batch)
+	// Data plane: jobs, tasks and certificates, deleted with their account.
+	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB}}
+	s.Batch.Data = data
+	s.HTTP.RegisterBatchData(s.Batch, data)
 	return nil
 }

@@ -1,0 +1,356 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"custody"
+	"custody/batch"
+	"custody/identity"
+)
+
+// The batch data plane ({account}.batch.{domain}) speaks the Batch REST API
+// (api-version 2024-07-01.20.0) as azbatch calls it: jobs, tasks and
+// certificates. Every request is checked in this order: bearer token (401
+// with a challenge), account from the host name (404 AccountNotFound), role
+// on the account (Microsoft.Batch/batchAccounts/read for reads, /write
+// otherwise), then the route and the body. Errors use Batch's OData error
+// shape (writeBatchError).
+
+// BatchAccounts is what the data plane needs to find an account.
+type BatchAccounts interface {
+	Account(ctx context.Context, name string) (*batch.Account, error)
+}
+
+// batchData serves the batch data plane.
+type batchData struct {
+	s        *Server
+	accounts BatchAccounts
+	data     *batch.DataService
+}
+
+// RegisterBatchData serves the batch data plane of every account on
+// {account}.batch.{domain}.
+func (s *Server) RegisterBatchData(accounts BatchAccounts, data *batch.DataService) {
+	s.HandleBatch(&batchData{s: s, accounts: accounts, data: data})
+}
+
+// batchRequest is one data-plane request after auth, account lookup and
+// role check.
+type batchRequest struct {
+	w       http.ResponseWriter
+	r       *http.Request
+	account *batch.Account
+	segs    []string
+	ctx     context.Context
+}
+
+func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := w.Header().Get("x-ms-request-id")
+	w.Header().Set("request-id", reqID)
+	if cid := r.Header.Get("client-request-id"); cid != "" && len(cid) <= 128 {
+		w.Header().Set("client-request-id", cid)
+	}
+	authed, err := b.s.authenticate(r, identity.AudienceBatch)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer authorization_uri="`+b.s.PublicURL("login")+"/"+b.s.cfg.Identity.TenantID+`", error="invalid_token", resource="https://batch.core.windows.net/"`)
+		writeBatchError(w, r, err)
+		return
+	}
+	r = authed
+	_, name := b.s.classify(hostOnly(r.Host))
+	acct, err := b.accounts.Account(r.Context(), name)
+	if custody.IsNotFound(err) {
+		writeBatchError(w, r, custody.Errorf(custody.KindNotFound, "AccountNotFound", "The specified account does not exist: there is no batch account %q on this server. Create it first (custody batch account create).", name))
+		return
+	}
+	if err != nil {
+		writeBatchError(w, r, err)
+		return
+	}
+	caller, _ := custody.CallerFrom(r.Context())
+	action := "Microsoft.Batch/batchAccounts/write"
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		action = "Microsoft.Batch/batchAccounts/read"
+	}
+	if err := b.s.cfg.RM.Authorize(r.Context(), caller.ObjectID, acct.ID, action, false); err != nil {
+		writeBatchError(w, r, err)
+		return
+	}
+	if r.URL.Query().Get("api-version") == "" {
+		writeBatchError(w, r, custody.Errorf(custody.KindInvalid, "MissingRequiredQueryParameter", "A query parameter that's mandatory for this request is not specified: add api-version=2024-07-01.20.0."))
+		return
+	}
+	segs, err := splitEscaped(r.URL)
+	if err != nil {
+		writeBatchError(w, r, custody.Errorf(custody.KindInvalid, "InvalidUri", "The request path is not a valid URL path: %v.", err))
+		return
+	}
+	br := &batchRequest{w: w, r: r, account: acct, segs: segs, ctx: r.Context()}
+	if err := b.route(br); err != nil {
+		writeBatchError(w, r, err)
+	}
+}
+
+// route dispatches on the path and method.
+func (b *batchData) route(q *batchRequest) error {
+	s, m := q.segs, q.r.Method
+	n := len(s)
+	switch {
+	case n == 1 && strings.EqualFold(s[0], "jobs"):
+		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.listJobs, "POST": b.addJob}, q)
+	case n == 2 && strings.EqualFold(s[0], "jobs"):
+		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.getJob, "PUT": b.replaceJob, "PATCH": b.updateJob, "DELETE": b.deleteJob}, q)
+	case n == 3 && strings.EqualFold(s[0], "jobs"):
+		switch strings.ToLower(s[2]) {
+		case "disable":
+			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.disableJob}, q)
+		case "enable":
+			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.enableJob}, q)
+		case "terminate":
+			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.terminateJob}, q)
+		case "taskcounts":
+			return b.methods(m, map[string]func(*batchRequest) error{"GET": b.jobTaskCounts}, q)
+		case "tasks":
+			return b.methods(m, map[string]func(*batchRequest) error{"GET": b.listTasks, "POST": b.addTask}, q)
+		case "addtaskcollection":
+			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.addTaskCollection}, q)
+		}
+	case n == 4 && strings.EqualFold(s[0], "jobs") && strings.EqualFold(s[2], "tasks"):
+		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.getTask, "PUT": b.replaceTask, "DELETE": b.deleteTask}, q)
+	case n == 5 && strings.EqualFold(s[0], "jobs") && strings.EqualFold(s[2], "tasks") && strings.EqualFold(s[4], "terminate"):
+		return b.methods(m, map[string]func(*batchRequest) error{"POST": b.terminateTask}, q)
+	case n == 1 && strings.EqualFold(s[0], "certificates"):
+		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.listCertificates, "POST": b.addCertificate}, q)
+	case n == 1 && len(s[0]) > len("certificates(") && strings.EqualFold(s[0][:len("certificates(")], "certificates("):
+		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.getCertificate, "DELETE": b.deleteCertificate}, q)
+	}
+	return custody.Errorf(custody.KindNotFound, "InvalidUri", "The requested URI does not represent any resource on this server: %s. This server serves /jobs, /jobs/{jobId}/tasks and /certificates.", clipPath(q.r.URL.Path))
+}
+
+func clipPath(p string) string {
+	if len(p) > 200 {
+		return p[:200] + "..."
+	}
+	return p
+}
+
+func (b *batchData) methods(m string, h map[string]func(*batchRequest) error, q *batchRequest) error {
+	if f, ok := h[m]; ok {
+		return f(q)
+	}
+	allowed := make([]string, 0, len(h))
+	for k := range h {
+		allowed = append(allowed, k)
+	}
+	return custody.Errorf(custody.KindMethodNotAllowed, "UnsupportedHttpVerb", "The resource %s does not support the %s method; use %s.", clipPath(q.r.URL.Path), m, strings.Join(allowed, " or "))
+}
+
+// ---- helpers shared by the batch handlers ----
+
+// baseURL is https://{host} of the request: the account endpoint.
+func (q *batchRequest) baseURL() string { return "https://" + q.r.Host }
+
+func (q *batchRequest) metadata(fragment string) string {
+	return q.baseURL() + "/$metadata#" + fragment
+}
+
+func (q *batchRequest) ifMatch() string { return q.r.Header.Get("If-Match") }
+
+// entityHeaders sets ETag, Last-Modified and DataServiceId.
+func (q *batchRequest) entityHeaders(etag string, modified time.Time, url string) {
+	h := q.w.Header()
+	if etag != "" {
+		h.Set("ETag", etag)
+	}
+	if !modified.IsZero() {
+		h.Set("Last-Modified", rfc1123(modified))
+	}
+	if url != "" {
+		h.Set("DataServiceId", url)
+	}
+}
+
+// created answers 201 with Location and DataServiceId.
+func (q *batchRequest) created(etag string, modified time.Time, url string) error {
+	q.entityHeaders(etag, modified, url)
+	q.w.Header().Set("Location", url)
+	q.w.Header().Set("Content-Length", "0")
+	q.w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// noBody answers status with no body.
+func (q *batchRequest) noBody(status int) error {
+	if status != http.StatusNoContent {
+		q.w.Header().Set("Content-Length", "0")
+	}
+	q.w.WriteHeader(status)
+	return nil
+}
+
+// decode reads a required JSON body.
+func (q *batchRequest) decode(v any) error {
+	return batchBodyError(decodeJSON(q.r, v))
+}
+
+// decodeOptional reads a JSON body if there is one.
+func (q *batchRequest) decodeOptional(v any) (bool, error) {
+	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxBody+1))
+	if err != nil {
+		return false, custody.Errorf(custody.KindInvalid, "InvalidRequestBody", "The request body could not be read: %v.", err)
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return false, nil
+	}
+	if len(body) > maxBody {
+		return false, custody.Errorf(custody.KindTooLarge, "RequestBodyTooLarge", "The request body is larger than %d bytes.", maxBody)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return false, custody.Errorf(custody.KindInvalid, "InvalidRequestBody", "The request body is not valid: %s.", jsonErrorText(err))
+	}
+	return true, nil
+}
+
+// batchBodyError renames decodeJSON's errors to Batch's codes.
+func batchBodyError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if ce, ok := err.(*custody.Error); ok {
+		switch ce.Code {
+		case "InvalidRequestContent":
+			c := *ce
+			c.Code = "InvalidRequestBody"
+			return &c
+		case "RequestTooLarge":
+			c := *ce
+			c.Code = "RequestBodyTooLarge"
+			return &c
+		}
+	}
+	return err
+}
+
+// listQuery reads $filter, maxresults and $skiptoken.
+func (q *batchRequest) listQuery() (batch.ListQuery, error) {
+	v := q.r.URL.Query()
+	lq := batch.ListQuery{Filter: v.Get("$filter"), SkipToken: v.Get("$skiptoken")}
+	if m := v.Get("maxresults"); m != "" {
+		n, err := strconv.Atoi(m)
+		if err != nil || n < 1 || n > batch.MaxPageSize {
+			e := custody.Errorf(custody.KindInvalid, "InvalidQueryParameterValue", "The value for one of the query parameters is not valid: maxresults %q must be a number from 1 to %d.", clipPath(m), batch.MaxPageSize)
+			e.Target = "maxresults"
+			return lq, e
+		}
+		lq.MaxResults = n
+	}
+	return lq, nil
+}
+
+// nextLink is the absolute URL of the next page: the same query, with the
+// skip token of the next page.
+func (q *batchRequest) nextLink(token string) string {
+	if token == "" {
+		return ""
+	}
+	v := q.r.URL.Query()
+	v.Set("$skiptoken", token)
+	return q.baseURL() + q.r.URL.EscapedPath() + "?" + v.Encode()
+}
+
+// selectProps reads $select (comma-separated top-level properties).
+func (q *batchRequest) selectProps() []string {
+	s := q.r.URL.Query().Get("$select")
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, strings.ToLower(p))
+		}
+	}
+	return out
+}
+
+// project keeps only the selected top-level properties of v (and
+// odata.metadata).
+func project(v any, sel []string) (any, error) {
+	if len(sel) == 0 {
+		return v, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, custody.Internal(err, "encode entity")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, custody.Internal(err, "decode entity")
+	}
+	keep := map[string]bool{"odata.metadata": true}
+	for _, s := range sel {
+		keep[s] = true
+	}
+	for k := range m {
+		if !keep[strings.ToLower(k)] {
+			delete(m, k)
+		}
+	}
+	return m, nil
+}
+
+// writeList writes a list page.
+func (q *batchRequest) writeList(fragment string, items []any, next string) error {
+	sel := q.selectProps()
+	for i := range items {
+		p, err := project(items[i], sel)
+		if err != nil {
+			return err
+		}
+		items[i] = p
+	}
+	body := struct {
+		Metadata string `json:"odata.metadata"`
+		Value    []any  `json:"value"`
+		NextLink string `json:"odata.nextLink,omitempty"`
+	}{q.metadata(fragment), items, q.nextLink(next)}
+	writeJSON(q.w, http.StatusOK, body)
+	return nil
+}
+
+// writeEntity writes one entity with ETag and Last-Modified.
+func (q *batchRequest) writeEntity(v any, etag string, modified time.Time) error {
+	p, err := project(v, q.selectProps())
+	if err != nil {
+		return err
+	}
+	q.entityHeaders(etag, modified, "")
+	writeJSON(q.w, http.StatusOK, p)
+	return nil
+}
+
+// segment returns path segment i, unescaped.
+func (q *batchRequest) segment(i int) string { return q.segs[i] }
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func escapeID(id string) string { return url.PathEscape(id) }

@@ -1,0 +1,383 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"custody"
+	"custody/batch"
+)
+
+// BatchDataStore implements batch.DataStore: the jobs, tasks and
+// certificates of batch accounts. The spec column holds only sealed bytes.
+type BatchDataStore struct{ DB *DB }
+
+var _ batch.DataStore = (*BatchDataStore)(nil)
+
+// optUnix stores the zero time as 0.
+func optUnix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func optFromUnix(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return fromUnix(n)
+}
+
+func jobNotFound(id string) error {
+	return custody.Errorf(custody.KindNotFound, "JobNotFound", "The specified job does not exist: there is no job %q in this account. List the jobs to see the ids in use.", id)
+}
+
+func taskNotFound(jobID, id string) error {
+	return custody.Errorf(custody.KindNotFound, "TaskNotFound", "The specified task does not exist: job %q has no task %q. List the job's tasks to see the ids in use.", jobID, id)
+}
+
+func certNotFound(alg, tp string) error {
+	return custody.Errorf(custody.KindNotFound, "CertificateNotFound", "The specified certificate does not exist: there is no certificate %s-%s in this account. List the certificates to see the thumbprints in use.", alg, tp)
+}
+
+func conditionNotMet(kind, id string) error {
+	return custody.Errorf(custody.KindPreconditionFailed, "ConditionNotMet", "The %s %q was changed by another request; read it again and retry.", kind, id)
+}
+
+// statesClause appends "AND state IN (...)" for o.States to q, numbering
+// placeholders after args.
+func statesClause(q string, args []any, states []string) (string, []any) {
+	if len(states) == 0 {
+		return q, args
+	}
+	ph := make([]string, len(states))
+	for i, s := range states {
+		args = append(args, s)
+		ph[i] = "$" + strconv.Itoa(len(args))
+	}
+	return q + " AND state IN (" + strings.Join(ph, ", ") + ")", args
+}
+
+func limitClause(q string, args []any, limit int) (string, []any) {
+	if limit <= 0 {
+		limit = batch.MaxPageSize + 1
+	}
+	args = append(args, limit)
+	return q + " LIMIT $" + strconv.Itoa(len(args)), args
+}
+
+// ---- jobs ----
+
+const jobCols = `id, pool_id, state, previous_state, etag, created_at, last_modified, state_since, previous_state_since, start_time, end_time, spec`
+
+func jobArgs(j *batch.JobRecord) []any {
+	return []any{j.ID, j.PoolID, j.State, j.PreviousState, j.ETag, optUnix(j.CreationTime), optUnix(j.LastModified),
+		optUnix(j.StateTransitionTime), optUnix(j.PreviousStateTransitionTime), optUnix(j.StartTime), optUnix(j.EndTime), j.Sealed}
+}
+
+func scanJob(row interface{ Scan(...any) error }) (*batch.JobRecord, error) {
+	var j batch.JobRecord
+	var created, modified, since, prevSince, start, end int64
+	if err := row.Scan(&j.ID, &j.PoolID, &j.State, &j.PreviousState, &j.ETag, &created, &modified, &since, &prevSince, &start, &end, &j.Sealed); err != nil {
+		return nil, err
+	}
+	j.CreationTime, j.LastModified = optFromUnix(created), optFromUnix(modified)
+	j.StateTransitionTime, j.PreviousStateTransitionTime = optFromUnix(since), optFromUnix(prevSince)
+	j.StartTime, j.EndTime = optFromUnix(start), optFromUnix(end)
+	return &j, nil
+}
+
+func (s *BatchDataStore) CreateJob(ctx context.Context, account string, j *batch.JobRecord) error {
+	_, err := s.DB.db.ExecContext(ctx, `INSERT INTO batch_jobs (account_key, id_key, `+jobCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		append([]any{lower(account), lower(j.ID)}, jobArgs(j)...)...)
+	if isUniqueViolation(err) {
+		return custody.Errorf(custody.KindConflict, "JobExists", "The specified job already exists: this account already has a job %q (job ids compare case-insensitively). Use another id, or delete the existing job first.", j.ID)
+	}
+	return dbErr(err, "insert batch job")
+}
+
+func (s *BatchDataStore) Job(ctx context.Context, account, id string) (*batch.JobRecord, error) {
+	j, err := scanJob(s.DB.db.QueryRowContext(ctx, `SELECT `+jobCols+` FROM batch_jobs WHERE account_key = $1 AND id_key = $2`, lower(account), lower(id)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, jobNotFound(id)
+	}
+	return j, dbErr(err, "read batch job")
+}
+
+func (s *BatchDataStore) ListJobs(ctx context.Context, account string, o batch.ListOptions) ([]*batch.JobRecord, error) {
+	q, args := `SELECT `+jobCols+` FROM batch_jobs WHERE account_key = $1 AND id_key > $2`, []any{lower(account), o.After}
+	q, args = statesClause(q, args, o.States)
+	q, args = limitClause(q+` ORDER BY id_key`, args, o.Limit)
+	rows, err := s.DB.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, dbErr(err, "list batch jobs")
+	}
+	defer rows.Close()
+	var out []*batch.JobRecord
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, dbErr(err, "scan batch job")
+		}
+		out = append(out, j)
+	}
+	return out, dbErr(rows.Err(), "list batch jobs")
+}
+
+func (s *BatchDataStore) UpdateJob(ctx context.Context, account string, j *batch.JobRecord, prevETag string) error {
+	args := jobArgs(j)
+	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_jobs SET pool_id = $1, state = $2, previous_state = $3, etag = $4,
+		last_modified = $5, state_since = $6, previous_state_since = $7, start_time = $8, end_time = $9, spec = $10
+		WHERE account_key = $11 AND id_key = $12 AND etag = $13`,
+		args[1], args[2], args[3], args[4], args[6], args[7], args[8], args[9], args[10], args[11],
+		lower(account), lower(j.ID), prevETag)
+	if err != nil {
+		return dbErr(err, "update batch job")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.Job(ctx, account, j.ID); err != nil {
+			return err
+		}
+		return conditionNotMet("job", j.ID)
+	}
+	return nil
+}
+
+func (s *BatchDataStore) DeleteJob(ctx context.Context, account, id string) error {
+	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM batch_jobs WHERE account_key = $1 AND id_key = $2`, lower(account), lower(id))
+		if err != nil {
+			return dbErr(err, "delete batch job")
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return jobNotFound(id)
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id))
+		return dbErr(err, "delete batch job tasks")
+	})
+}
+
+// ---- tasks ----
+
+const taskCols = `job_id, id, state, previous_state, etag, created_at, last_modified, state_since, previous_state_since, retry_count, requeue_count, start_time, end_time, spec`
+
+func taskArgs(t *batch.TaskRecord) []any {
+	return []any{t.JobID, t.ID, t.State, t.PreviousState, t.ETag, optUnix(t.CreationTime), optUnix(t.LastModified),
+		optUnix(t.StateTransitionTime), optUnix(t.PreviousStateTransitionTime), t.RetryCount, t.RequeueCount,
+		optUnix(t.StartTime), optUnix(t.EndTime), t.Sealed}
+}
+
+func scanTask(row interface{ Scan(...any) error }) (*batch.TaskRecord, error) {
+	var t batch.TaskRecord
+	var created, modified, since, prevSince, start, end int64
+	if err := row.Scan(&t.JobID, &t.ID, &t.State, &t.PreviousState, &t.ETag, &created, &modified, &since, &prevSince,
+		&t.RetryCount, &t.RequeueCount, &start, &end, &t.Sealed); err != nil {
+		return nil, err
+	}
+	t.CreationTime, t.LastModified = optFromUnix(created), optFromUnix(modified)
+	t.StateTransitionTime, t.PreviousStateTransitionTime = optFromUnix(since), optFromUnix(prevSince)
+	t.StartTime, t.EndTime = optFromUnix(start), optFromUnix(end)
+	return &t, nil
+}
+
+func (s *BatchDataStore) CreateTasks(ctx context.Context, account string, ts []*batch.TaskRecord) ([]bool, error) {
+	created := make([]bool, len(ts))
+	err := s.DB.Tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO batch_tasks (account_key, job_key, id_key, `+taskCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+			ON CONFLICT (account_key, job_key, id_key) DO NOTHING`)
+		if err != nil {
+			return dbErr(err, "prepare task insert")
+		}
+		defer stmt.Close()
+		for i, t := range ts {
+			res, err := stmt.ExecContext(ctx, append([]any{lower(account), lower(t.JobID), lower(t.ID)}, taskArgs(t)...)...)
+			if err != nil {
+				return dbErr(err, "insert batch task")
+			}
+			n, _ := res.RowsAffected()
+			created[i] = n == 1
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+func (s *BatchDataStore) Task(ctx context.Context, account, jobID, id string) (*batch.TaskRecord, error) {
+	t, err := scanTask(s.DB.db.QueryRowContext(ctx, `SELECT `+taskCols+` FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key = $3`,
+		lower(account), lower(jobID), lower(id)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, taskNotFound(jobID, id)
+	}
+	return t, dbErr(err, "read batch task")
+}
+
+func (s *BatchDataStore) ListTasks(ctx context.Context, account, jobID string, o batch.ListOptions) ([]*batch.TaskRecord, error) {
+	q, args := `SELECT `+taskCols+` FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key > $3`, []any{lower(account), lower(jobID), o.After}
+	q, args = statesClause(q, args, o.States)
+	q, args = limitClause(q+` ORDER BY id_key`, args, o.Limit)
+	rows, err := s.DB.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, dbErr(err, "list batch tasks")
+	}
+	defer rows.Close()
+	var out []*batch.TaskRecord
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, dbErr(err, "scan batch task")
+		}
+		out = append(out, t)
+	}
+	return out, dbErr(rows.Err(), "list batch tasks")
+}
+
+func (s *BatchDataStore) UpdateTask(ctx context.Context, account string, t *batch.TaskRecord, prevETag string) error {
+	a := taskArgs(t)
+	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_tasks SET state = $1, previous_state = $2, etag = $3, last_modified = $4,
+		state_since = $5, previous_state_since = $6, retry_count = $7, requeue_count = $8, start_time = $9, end_time = $10, spec = $11
+		WHERE account_key = $12 AND job_key = $13 AND id_key = $14 AND etag = $15`,
+		a[2], a[3], a[4], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+		lower(account), lower(t.JobID), lower(t.ID), prevETag)
+	if err != nil {
+		return dbErr(err, "update batch task")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.Task(ctx, account, t.JobID, t.ID); err != nil {
+			return err
+		}
+		return conditionNotMet("task", t.ID)
+	}
+	return nil
+}
+
+func (s *BatchDataStore) DeleteTask(ctx context.Context, account, jobID, id string) error {
+	res, err := s.DB.db.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key = $3`, lower(account), lower(jobID), lower(id))
+	if err != nil {
+		return dbErr(err, "delete batch task")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return taskNotFound(jobID, id)
+	}
+	return nil
+}
+
+func (s *BatchDataStore) TaskStates(ctx context.Context, account, jobID string) (map[string]int, error) {
+	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM batch_tasks WHERE account_key = $1 AND job_key = $2 GROUP BY state`, lower(account), lower(jobID))
+	if err != nil {
+		return nil, dbErr(err, "count batch tasks")
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, dbErr(err, "scan task count")
+		}
+		out[st] = n
+	}
+	return out, dbErr(rows.Err(), "count batch tasks")
+}
+
+// ---- certificates ----
+
+const certCols = `thumbprint_algorithm, thumbprint, state, previous_state, created_at, state_since, previous_state_since, spec`
+
+func certKey(alg, tp string) string { return lower(alg) + "-" + lower(tp) }
+
+func scanCert(row interface{ Scan(...any) error }) (*batch.CertificateRecord, error) {
+	var c batch.CertificateRecord
+	var created, since, prevSince int64
+	if err := row.Scan(&c.ThumbprintAlgorithm, &c.Thumbprint, &c.State, &c.PreviousState, &created, &since, &prevSince, &c.Sealed); err != nil {
+		return nil, err
+	}
+	c.CreationTime, c.StateTransitionTime, c.PreviousStateTransitionTime = optFromUnix(created), optFromUnix(since), optFromUnix(prevSince)
+	return &c, nil
+}
+
+func (s *BatchDataStore) CreateCertificate(ctx context.Context, account string, c *batch.CertificateRecord) error {
+	_, err := s.DB.db.ExecContext(ctx, `INSERT INTO batch_certificates (account_key, id_key, `+certCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		lower(account), certKey(c.ThumbprintAlgorithm, c.Thumbprint), c.ThumbprintAlgorithm, c.Thumbprint, c.State, c.PreviousState,
+		optUnix(c.CreationTime), optUnix(c.StateTransitionTime), optUnix(c.PreviousStateTransitionTime), c.Sealed)
+	if isUniqueViolation(err) {
+		return custody.Errorf(custody.KindConflict, "CertificateExists", "The specified certificate already exists: this account already has certificate %s-%s. Delete it first to upload it again.", c.ThumbprintAlgorithm, c.Thumbprint)
+	}
+	return dbErr(err, "insert batch certificate")
+}
+
+func (s *BatchDataStore) Certificate(ctx context.Context, account, alg, tp string) (*batch.CertificateRecord, error) {
+	c, err := scanCert(s.DB.db.QueryRowContext(ctx, `SELECT `+certCols+` FROM batch_certificates WHERE account_key = $1 AND id_key = $2`, lower(account), certKey(alg, tp)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, certNotFound(alg, tp)
+	}
+	return c, dbErr(err, "read batch certificate")
+}
+
+func (s *BatchDataStore) ListCertificates(ctx context.Context, account string, o batch.ListOptions) ([]*batch.CertificateRecord, error) {
+	q, args := `SELECT `+certCols+` FROM batch_certificates WHERE account_key = $1 AND id_key > $2`, []any{lower(account), o.After}
+	q, args = statesClause(q, args, o.States)
+	q, args = limitClause(q+` ORDER BY id_key`, args, o.Limit)
+	rows, err := s.DB.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, dbErr(err, "list batch certificates")
+	}
+	defer rows.Close()
+	var out []*batch.CertificateRecord
+	for rows.Next() {
+		c, err := scanCert(rows)
+		if err != nil {
+			return nil, dbErr(err, "scan batch certificate")
+		}
+		out = append(out, c)
+	}
+	return out, dbErr(rows.Err(), "list batch certificates")
+}
+
+func (s *BatchDataStore) UpdateCertificate(ctx context.Context, account string, c *batch.CertificateRecord) error {
+	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_certificates SET state = $1, previous_state = $2, state_since = $3, previous_state_since = $4, spec = $5
+		WHERE account_key = $6 AND id_key = $7`,
+		c.State, c.PreviousState, optUnix(c.StateTransitionTime), optUnix(c.PreviousStateTransitionTime), c.Sealed,
+		lower(account), certKey(c.ThumbprintAlgorithm, c.Thumbprint))
+	if err != nil {
+		return dbErr(err, "update batch certificate")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return certNotFound(c.ThumbprintAlgorithm, c.Thumbprint)
+	}
+	return nil
+}
+
+func (s *BatchDataStore) DeleteCertificate(ctx context.Context, account, alg, tp string) error {
+	res, err := s.DB.db.ExecContext(ctx, `DELETE FROM batch_certificates WHERE account_key = $1 AND id_key = $2`, lower(account), certKey(alg, tp))
+	if err != nil {
+		return dbErr(err, "delete batch certificate")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return certNotFound(alg, tp)
+	}
+	return nil
+}
+
+// DeleteAccountData deletes all jobs, tasks and certificates of an account
+// in one transaction.
+func (s *BatchDataStore) DeleteAccountData(ctx context.Context, account string) error {
+	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
+		for _, table := range []string{"batch_tasks", "batch_jobs", "batch_certificates"} {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE account_key = $1`, lower(account)); err != nil {
+				return dbErr(err, "delete account data from "+table)
+			}
+		}
+		return nil
+	})
+}
