@@ -1,11 +1,15 @@
 package httpapi
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"custody"
 	"custody/identity"
@@ -48,8 +52,94 @@ func (s *Server) VaultHandler(kv *keyvault.Service) http.Handler {
 }
 
 type vaultAPI struct {
-	s  *Server
-	kv *keyvault.Service
+	s      *Server
+	kv     *keyvault.Service
+	tokens tokenCache
+}
+
+// tokenCache remembers verified access tokens for a short while, so that a
+// client calling many times with one token (a crypto operation per request)
+// is not verified again each time. An entry lives at most tokenCacheTTL and
+// never past the token's own expiry.
+type tokenCache struct {
+	mu sync.Mutex
+	m  map[string]cachedCaller
+}
+
+type cachedCaller struct {
+	caller custody.Caller
+	until  time.Time
+}
+
+const (
+	tokenCacheTTL = time.Minute
+	tokenCacheMax = 10000
+)
+
+func (c *tokenCache) get(raw string, now time.Time) (custody.Caller, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[raw]
+	if !ok || !now.Before(e.until) {
+		return custody.Caller{}, false
+	}
+	return e.caller, true
+}
+
+func (c *tokenCache) put(raw string, caller custody.Caller, now time.Time) {
+	until := now.Add(tokenCacheTTL)
+	if exp, ok := tokenExpiry(raw); ok && exp.Before(until) {
+		until = exp
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= tokenCacheMax {
+		c.m = map[string]cachedCaller{}
+	}
+	c.m[raw] = cachedCaller{caller: caller, until: until}
+}
+
+// tokenExpiry reads the exp claim of a JWT that has already been verified.
+func tokenExpiry(raw string) (time.Time, bool) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, false
+	}
+	var c struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(b, &c) != nil || c.Exp == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(c.Exp, 0), true
+}
+
+// authenticate is Server.authenticate for the vault audience with the
+// token cache in front.
+func (a *vaultAPI) authenticate(r *http.Request) (*http.Request, error) {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) > len(prefix) && equalFoldASCII(h[:len(prefix)], prefix) {
+		raw := h[len(prefix):]
+		now := time.Now()
+		if c, ok := a.tokens.get(raw, now); ok {
+			setCallerLog(r, c.ObjectID)
+			return r.WithContext(custody.WithCaller(r.Context(), c)), nil
+		}
+		ar, err := a.s.authenticate(r, identity.AudienceVault)
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := custody.CallerFrom(ar.Context()); ok {
+			a.tokens.put(raw, c, now)
+		}
+		return ar, nil
+	}
+	return a.s.authenticate(r, identity.AudienceVault)
 }
 
 func (a *vaultAPI) challenge(w http.ResponseWriter, r *http.Request, err error) {
@@ -63,7 +153,7 @@ func (a *vaultAPI) challenge(w http.ResponseWriter, r *http.Request, err error) 
 
 func (a *vaultAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, vault := a.s.classify(hostOnly(r.Host))
-	ar, err := a.s.authenticate(r, identity.AudienceVault)
+	ar, err := a.authenticate(r)
 	if err != nil {
 		a.challenge(w, r, err)
 		return

@@ -208,6 +208,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// vaults) and the keys data plane on {vault}.vault.{domain}.
 	s.KeyVault = &keyvault.Service{Vaults: &sqlstore.VaultStore{DB: s.DB}, Keys: &sqlstore.KeyStore{DB: s.DB}, Sealer: sealer,
 		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log}
+	if s.DB.Engine == sqlstore.SQLite {
+		// This process is the database's only writer: lookups can be cached.
+		s.KeyVault.CacheLookups()
+	}
 	s.HTTP.HandleVault(s.HTTP.VaultHandler(s.KeyVault))
 	s.RM.Cleaners = append(s.RM.Cleaners, s.KeyVault)
 	s.HTTP.RegisterKeyVault(s.KeyVault)
