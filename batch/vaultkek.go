@@ -130,6 +130,12 @@ func (c miCredential) GetToken(ctx context.Context, opts policy.TokenRequestOpti
 	if err != nil {
 		return azcore.AccessToken{}, err
 	}
+	// Each vault call gets a fresh token: a cached one would keep working
+	// after the identity is deleted, until it expires. Tokens are issued
+	// in-process, so this is cheap.
+	if now := time.Now(); exp.After(now) {
+		exp = now
+	}
 	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, nil
 }
 
