@@ -1,6 +1,7 @@
 package compat_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,7 +13,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math/big"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +29,7 @@ import (
 
 	"custody/batch"
 	"custody/rm"
+	"custody/server"
 	"custody/server/servertest"
 )
 
@@ -416,4 +422,387 @@ func TestBatchDataLifecycle(t *testing.T) {
 	}
 	_, err = c.GetCertificate(ctx, "sha1", tp, nil)
 	wantSDKError(t, "get deleted certificate", err, 404, "CertificateNotFound")
+}
+
+// TestBatchDataPagingAndFilter pages through jobs and tasks with azbatch and
+// raw requests: maxresults, absolute odata.nextLink carrying api-version,
+// $filter on state, $select.
+func TestBatchDataPagingAndFilter(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	mustBatchAccount(t, ts, "rg1", "pager")
+	c := dataClient(t, ts, "pager")
+	for i := 0; i < 23; i++ {
+		id := "job-" + string(rune('a'+i))
+		if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr(id), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p")}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if i%4 == 0 {
+			if _, err := c.DisableJob(ctx, id, azbatch.DisableJobContent{DisableTasks: to.Ptr(azbatch.DisableJobOptionWait)}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func(filter string, max int32) (n, pages int) {
+		t.Helper()
+		opts := &azbatch.ListJobsOptions{MaxResults: to.Ptr(max)}
+		if filter != "" {
+			opts.Filter = to.Ptr(filter)
+		}
+		seen := map[string]bool{}
+		p := c.NewListJobsPager(opts)
+		for p.More() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatalf("list %q: %v", filter, err)
+			}
+			pages++
+			if len(page.Value) > int(max) {
+				t.Errorf("page of %d jobs, maxresults %d", len(page.Value), max)
+			}
+			for _, j := range page.Value {
+				if seen[*j.ID] {
+					t.Errorf("job %s listed twice", *j.ID)
+				}
+				seen[*j.ID] = true
+				if filter == "state eq 'disabled'" && *j.State != azbatch.JobStateDisabled {
+					t.Errorf("filter %q returned job %s in state %s", filter, *j.ID, *j.State)
+				}
+			}
+		}
+		return len(seen), pages
+	}
+	if n, pages := count("", 5); n != 23 || pages != 5 {
+		t.Errorf("all jobs by 5: %d jobs in %d pages, want 23 in 5", n, pages)
+	}
+	if n, pages := count("state eq 'disabled'", 2); n != 6 || pages != 3 {
+		t.Errorf("disabled jobs by 2: %d in %d pages, want 6 in 3", n, pages)
+	}
+	if n, _ := count("state eq 'active' or state eq 'disabled'", 1000); n != 23 {
+		t.Errorf("active or disabled: %d, want 23", n)
+	}
+	if n, _ := count("state eq 'completed'", 10); n != 0 {
+		t.Errorf("completed: %d, want 0", n)
+	}
+
+	// The raw nextLink is absolute and keeps api-version, the filter and
+	// the page size; $select keeps only the named properties.
+	tok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	r := batchRaw(t, ts, tok, "GET", "pager", "/jobs?api-version="+dataAPIVersion+"&maxresults=3&%24filter=state%20eq%20%27active%27&%24select=id,state", "")
+	wantStatus(t, r, 200)
+	var page struct {
+		Metadata string           `json:"odata.metadata"`
+		Value    []map[string]any `json:"value"`
+		NextLink string           `json:"odata.nextLink"`
+	}
+	if err := json.Unmarshal(r.Body, &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Value) != 3 || len(page.Value[0]) != 2 || page.Value[0]["id"] == nil || page.Value[0]["state"] != "active" {
+		t.Errorf("$select page = %s", r.Body)
+	}
+	if !strings.HasPrefix(page.NextLink, batchEndpoint(ts, "pager")+"/jobs?") || !strings.Contains(page.NextLink, "api-version="+dataAPIVersion) ||
+		!strings.Contains(page.NextLink, "maxresults=3") || !strings.Contains(page.NextLink, "filter=") {
+		t.Errorf("odata.nextLink = %q, want an absolute URL with api-version, maxresults and $filter", page.NextLink)
+	}
+	if !strings.HasSuffix(page.Metadata, "$metadata#jobs") {
+		t.Errorf("odata.metadata = %q", page.Metadata)
+	}
+
+	// Tasks page the same way, with 100-task collections.
+	for k := 0; k < 3; k++ {
+		var group []azbatch.CreateTaskContent
+		for i := 0; i < 100; i++ {
+			group = append(group, azbatch.CreateTaskContent{ID: to.Ptr("t" + itoa(k*100+i)), CommandLine: to.Ptr("echo")})
+		}
+		res, err := c.CreateTaskCollection(ctx, "job-b", azbatch.TaskGroup{Value: group}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res.Value {
+			if *r.Status != azbatch.TaskAddStatusSuccess {
+				t.Fatalf("add %s: %s", *r.TaskID, *r.Status)
+			}
+		}
+	}
+	if _, err := c.TerminateTask(ctx, "job-b", "t7", nil); err != nil {
+		t.Fatal(err)
+	}
+	n, pages := 0, 0
+	tp := c.NewListTasksPager("job-b", &azbatch.ListTasksOptions{MaxResults: to.Ptr[int32](120), Filter: to.Ptr("state eq 'active'")})
+	for tp.More() {
+		pg, err := tp.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(pg.Value)
+		pages++
+	}
+	if n != 299 || pages != 3 {
+		t.Errorf("active tasks: %d in %d pages, want 299 in 3", n, pages)
+	}
+	// 101 tasks in one collection are refused as a whole.
+	var big []azbatch.CreateTaskContent
+	for i := 0; i < 101; i++ {
+		big = append(big, azbatch.CreateTaskContent{ID: to.Ptr("b" + itoa(i)), CommandLine: to.Ptr("echo")})
+	}
+	_, err := c.CreateTaskCollection(ctx, "job-c", azbatch.TaskGroup{Value: big}, nil)
+	wantSDKError(t, "add 101 tasks", err, 413, "RequestBodyTooLarge")
+	_, err = c.GetJob(ctx, "job-c", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.NewListJobsPager(&azbatch.ListJobsOptions{Filter: to.Ptr("displayName eq 'x'")}).NextPage(ctx)
+	wantSDKError(t, "filter on a sealed property", err, 400, "InvalidQueryParameterValue")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestBatchDataCanary writes distinctive strings into every customer field
+// of jobs, tasks and certificates and checks that none of them reaches the
+// database files or the server log, while they read back intact.
+func TestBatchDataCanary(t *testing.T) {
+	logs := &syncBuffer{}
+	ts := servertest.New(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	ctx := context.Background()
+	mustBatchAccount(t, ts, "rg1", "canary")
+	c := dataClient(t, ts, "canary")
+	cn := func(field string) string { return "zq9" + field + "Kx7" }
+	canaries := map[string]string{}
+	for _, f := range []string{"JobDisplay", "JobMeta", "JobEnv", "JobManagerCmd", "JobManagerEnv", "PrepCmd", "ReleaseCmd", "Subnet",
+		"TaskCmd", "TaskDisplay", "TaskEnv", "ResourceURL", "OutputURL", "UploadHeader", "Username", "RegistryPassword", "Image",
+		"DependsOn", "Affinity", "CollCmd", "CollEnv", "Terminate", "CertPassword", "CertData", "Wall"} {
+		canaries[f] = cn(f)
+	}
+	canaries["Wall"] = "P918273DT7H"
+	_, err := c.CreateJob(ctx, azbatch.CreateJobContent{
+		ID: to.Ptr("job1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("pool1")}, UsesTaskDependencies: to.Ptr(true),
+		DisplayName:               to.Ptr(canaries["JobDisplay"]),
+		Metadata:                  []azbatch.MetadataItem{meta("k", canaries["JobMeta"])},
+		CommonEnvironmentSettings: []azbatch.EnvironmentSetting{env("E", canaries["JobEnv"])},
+		Constraints:               &azbatch.JobConstraints{MaxWallClockTime: to.Ptr(canaries["Wall"])},
+		JobManagerTask: &azbatch.JobManagerTask{ID: to.Ptr("mgr"), CommandLine: to.Ptr(canaries["JobManagerCmd"]),
+			EnvironmentSettings: []azbatch.EnvironmentSetting{env("M", canaries["JobManagerEnv"])}},
+		JobPreparationTask:   &azbatch.JobPreparationTask{CommandLine: to.Ptr(canaries["PrepCmd"])},
+		JobReleaseTask:       &azbatch.JobReleaseTask{CommandLine: to.Ptr(canaries["ReleaseCmd"])},
+		NetworkConfiguration: &azbatch.JobNetworkConfiguration{SubnetID: to.Ptr(canaries["Subnet"])},
+	}, nil)
+	if err != nil {
+		t.Fatalf("create job: %v", err)
+	}
+	_, err = c.CreateTask(ctx, "job1", azbatch.CreateTaskContent{
+		ID: to.Ptr("t1"), CommandLine: to.Ptr(canaries["TaskCmd"]), DisplayName: to.Ptr(canaries["TaskDisplay"]),
+		EnvironmentSettings: []azbatch.EnvironmentSetting{env("T", canaries["TaskEnv"])},
+		ResourceFiles:       []azbatch.ResourceFile{{HTTPURL: to.Ptr("https://example.invalid/" + canaries["ResourceURL"]), FilePath: to.Ptr("in.txt")}},
+		OutputFiles: []azbatch.OutputFile{{FilePattern: to.Ptr("*.txt"), Destination: &azbatch.OutputFileDestination{Container: &azbatch.OutputFileBlobContainerDestination{
+			ContainerURL:  to.Ptr("https://example.invalid/" + canaries["OutputURL"]),
+			UploadHeaders: []azbatch.HTTPHeader{{Name: to.Ptr("x-h"), Value: to.Ptr(canaries["UploadHeader"])}}}},
+			UploadOptions: &azbatch.OutputFileUploadConfig{UploadCondition: to.Ptr(azbatch.OutputFileUploadConditionTaskCompletion)}}},
+		UserIdentity: &azbatch.UserIdentity{Username: to.Ptr(canaries["Username"])},
+		ContainerSettings: &azbatch.TaskContainerSettings{ImageName: to.Ptr(canaries["Image"]),
+			Registry: &azbatch.ContainerRegistryReference{Username: to.Ptr("u"), Password: to.Ptr(canaries["RegistryPassword"])}},
+		DependsOn:    &azbatch.TaskDependencies{TaskIDs: []string{canaries["DependsOn"]}},
+		AffinityInfo: &azbatch.AffinityInfo{AffinityID: to.Ptr(canaries["Affinity"])},
+		Constraints:  &azbatch.TaskConstraints{MaxWallClockTime: to.Ptr(canaries["Wall"])},
+	}, nil)
+	if err != nil {
+		t.Fatalf("create task: %v", err)
+	}
+	res, err := c.CreateTaskCollection(ctx, "job1", azbatch.TaskGroup{Value: []azbatch.CreateTaskContent{
+		{ID: to.Ptr("t2"), CommandLine: to.Ptr(canaries["CollCmd"]), EnvironmentSettings: []azbatch.EnvironmentSetting{env("C", canaries["CollEnv"])}},
+	}}, nil)
+	if err != nil || *res.Value[0].Status != azbatch.TaskAddStatusSuccess {
+		t.Fatalf("create task collection: %v", err)
+	}
+	certData := base64.StdEncoding.EncodeToString([]byte("pfx-" + canaries["CertData"]))
+	tp := strings.Repeat("1a", 20)
+	if _, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1"),
+		Data: to.Ptr(certData), Format: to.Ptr(azbatch.CertificateFormatPFX), Password: to.Ptr(canaries["CertPassword"])}, nil); err != nil {
+		t.Fatalf("create certificate: %v", err)
+	}
+	// A second job, terminated with a reason.
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("job2"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("pool1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TerminateJob(ctx, "job2", &azbatch.TerminateJobOptions{Parameters: &azbatch.TerminateJobContent{TerminationReason: to.Ptr(canaries["Terminate"])}}); err != nil {
+		t.Fatal(err)
+	}
+	// Errors about customer input do not carry it into the log either.
+	_, err = c.CreateTask(ctx, "job1", azbatch.CreateTaskContent{ID: to.Ptr("bad"), CommandLine: to.Ptr(canaries["TaskCmd"]),
+		Constraints: &azbatch.TaskConstraints{RetentionTime: to.Ptr(canaries["TaskDisplay"])}}, nil)
+	wantSDKError(t, "bad retention time", err, 400, "InvalidPropertyValue")
+
+	// Everything reads back (so it was stored).
+	j, err := c.GetJob(ctx, "job1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, err := c.GetTask(ctx, "job1", "t1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2, _ := c.GetJob(ctx, "job2", nil)
+	readBack := mustJSON(j.Job) + mustJSON(t1.Task) + mustJSON(j2.Job)
+	for name, v := range canaries {
+		switch name {
+		case "CollCmd", "CollEnv", "CertPassword", "CertData":
+			continue
+		}
+		if !strings.Contains(readBack, v) {
+			t.Errorf("the %s canary does not read back", name)
+		}
+	}
+	t2, err := c.GetTask(ctx, "job1", "t2", nil)
+	if err != nil || *t2.CommandLine != canaries["CollCmd"] {
+		t.Errorf("collection task does not read back: %v", err)
+	}
+
+	needles := map[string]string{"certificate data (base64)": certData}
+	for k, v := range canaries {
+		needles[k] = v
+	}
+	scan := func(when string) {
+		t.Helper()
+		hay := map[string][]byte{"server log": logs.Bytes()}
+		for _, f := range []string{"custody.db", "custody.db-wal"} {
+			b, err := os.ReadFile(filepath.Join(ts.DataDir(), f))
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			hay[f] = b
+		}
+		if !bytes.Contains(append(hay["custody.db"], hay["custody.db-wal"]...), []byte("job1")) {
+			t.Fatalf("%s: the database files do not hold the plain job id; the scan reads the wrong files", when)
+		}
+		for h, b := range hay {
+			for n, v := range needles {
+				if bytes.Contains(b, []byte(v)) {
+					t.Errorf("%s: %s contains the %s canary", when, h, n)
+				}
+			}
+		}
+	}
+	if !bytes.Contains(logs.Bytes(), []byte("/jobs/job1/tasks")) {
+		t.Fatal("the log capture misses the data plane's request log")
+	}
+	scan("while running")
+	ts.Close()
+	scan("after shutdown")
+}
+
+// TestBatchDataAuthAndErrors checks the order of checks on the data plane:
+// token (401 with a challenge), account (404 AccountNotFound), role (403),
+// and the Batch error shape of each.
+func TestBatchDataAuthAndErrors(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	mustBatchAccount(t, ts, "rg1", "authacct")
+	admin := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	path := "/jobs?api-version=" + dataAPIVersion
+
+	r := batchRaw(t, ts, "", "GET", "authacct", path, "")
+	wantBatchError(t, r, 401, "")
+	if ch := r.Header.Get("WWW-Authenticate"); !strings.HasPrefix(ch, "Bearer ") {
+		t.Errorf("WWW-Authenticate = %q, want a Bearer challenge", ch)
+	}
+	wantBatchError(t, batchRaw(t, ts, "a.b.c", "GET", "authacct", path, ""), 401, "InvalidAuthenticationToken")
+	wantBatchError(t, batchRaw(t, ts, adminToken(t, ts), "GET", "authacct", path, ""), 401, "InvalidAuthenticationToken")
+	wantBatchError(t, batchRaw(t, ts, admin, "GET", "nosuchacct", path, ""), 404, "AccountNotFound")
+	_, err := dataClient(t, ts, "nosuchacct").GetJob(ctx, "j", nil)
+	wantSDKError(t, "azbatch on a missing account", err, 404, "AccountNotFound")
+
+	// A principal without a role is refused; a Reader on the account can
+	// read but not write.
+	sp := MustServicePrincipal(t, ts, "reader")
+	spc := dataClientAs(t, ts, "authacct", spCredential(t, ts, sp.ClientID, sp.Secret))
+	_, err = spc.GetJob(ctx, "j", nil)
+	wantSDKError(t, "no role", err, 403, "AuthorizationFailed")
+	acct, _ := ts.Batch.Account(ctx, "authacct")
+	MustAssign(t, ts, adminToken(t, ts), acct.ID, rm.RoleReader, sp.ObjectID)
+	_, err = spc.GetJob(ctx, "j", nil)
+	wantSDKError(t, "reader reads a missing job", err, 404, "JobNotFound")
+	_, err = spc.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p")}}, nil)
+	wantSDKError(t, "reader writes", err, 403, "AuthorizationFailed")
+
+	// Unknown paths and methods, and the missing api-version.
+	wantBatchError(t, batchRaw(t, ts, admin, "GET", "authacct", "/nothing?api-version="+dataAPIVersion, ""), 404, "InvalidUri")
+	wantBatchError(t, batchRaw(t, ts, admin, "DELETE", "authacct", path, ""), 405, "UnsupportedHttpVerb")
+	wantBatchError(t, batchRaw(t, ts, admin, "GET", "authacct", "/jobs", ""), 400, "MissingRequiredQueryParameter")
+	e := wantBatchError(t, batchRaw(t, ts, admin, "GET", "authacct", "/jobs/nope?api-version="+dataAPIVersion, ""), 404, "JobNotFound")
+	if e.Message != nil && !strings.HasPrefix(e.Message.Value, "The specified job does not exist") {
+		t.Errorf("JobNotFound message = %q", e.Message.Value)
+	}
+	r = batchRaw(t, ts, admin, "GET", "authacct", "/jobs/nope?api-version="+dataAPIVersion, "")
+	if r.Header.Get("request-id") == "" {
+		t.Error("no request-id header")
+	}
+}
+
+// TestBatchDataLockedAccount locks an account's key: every data-plane call
+// answers AccountKeyInaccessible, and deleting the account deletes its data.
+func TestBatchDataLockedAccount(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	a := mustBatchAccount(t, ts, "rg1", "lockme")
+	c := dataClient(t, ts, "lockme")
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("t1"), CommandLine: to.Ptr("echo")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	k := a.Key
+	k.State, k.Reason, k.Since = batch.KeyInaccessible, "the key was disabled", time.Now()
+	if err := ts.Batch.Accounts.UpdateKeyState(ctx, "lockme", k); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"get job":   func() error { _, err := c.GetJob(ctx, "j1", nil); return err },
+		"list jobs": func() error { _, err := c.NewListJobsPager(nil).NextPage(ctx); return err },
+		"create job": func() error {
+			_, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j2"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p")}}, nil)
+			return err
+		},
+		"update job": func() error {
+			_, err := c.UpdateJob(ctx, "j1", azbatch.UpdateJobContent{Priority: to.Ptr[int32](1)}, nil)
+			return err
+		},
+		"delete job": func() error { _, err := c.DeleteJob(ctx, "j1", nil); return err },
+		"disable job": func() error {
+			_, err := c.DisableJob(ctx, "j1", azbatch.DisableJobContent{DisableTasks: to.Ptr(azbatch.DisableJobOptionWait)}, nil)
+			return err
+		},
+		"get task":   func() error { _, err := c.GetTask(ctx, "j1", "t1", nil); return err },
+		"list tasks": func() error { _, err := c.NewListTasksPager("j1", nil).NextPage(ctx); return err },
+		"add tasks": func() error {
+			_, err := c.CreateTaskCollection(ctx, "j1", azbatch.TaskGroup{Value: []azbatch.CreateTaskContent{{ID: to.Ptr("t2"), CommandLine: to.Ptr("echo")}}}, nil)
+			return err
+		},
+		"delete task":       func() error { _, err := c.DeleteTask(ctx, "j1", "t1", nil); return err },
+		"task counts":       func() error { _, err := c.GetJobTaskCounts(ctx, "j1", nil); return err },
+		"list certificates": func() error { _, err := c.NewListCertificatesPager(nil).NextPage(ctx); return err },
+		"create certificate": func() error {
+			_, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr("ab"), ThumbprintAlgorithm: to.Ptr("sha1"), Data: to.Ptr("AAAA"), Password: to.Ptr("p")}, nil)
+			return err
+		},
+	}
+	for name, call := range calls {
+		err := call()
+		wantSDKError(t, name, err, 409, "AccountKeyInaccessible")
+		var re *azcore.ResponseError
+		if errors.As(err, &re) && !strings.Contains(re.Error(), "the key was disabled") {
+			t.Errorf("%s: the error does not give the reason: %v", name, err)
+		}
+	}
+	if err := ts.Batch.Delete(ctx, "lockme"); err != nil {
+		t.Fatalf("delete locked account: %v", err)
+	}
+	for _, table := range []string{"batch_jobs", "batch_tasks", "batch_certificates"} {
+		var n int
+		if err := ts.DB.SQL().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s has %d rows after the account was deleted (%v)", table, n, err)
+		}
+	}
 }
