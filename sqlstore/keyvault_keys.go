@@ -295,8 +295,10 @@ func (s *KeyStore) AppendAudit(ctx context.Context, r *keyvault.AuditRecord) err
 
 // AppendAuditBatch appends records in one transaction and sets their ids.
 // Ids are the table's largest id plus one, in order, so they are unique and
-// increase with time on both engines; on PostgreSQL, where two writers can
-// pick the same ids, the loser's unique violation makes it retry.
+// increase in the order records are stored on both engines: SQLite write
+// transactions are serialized, and on PostgreSQL the transaction locks the
+// table against other writers first (a unique violation is retried all the
+// same).
 func (s *KeyStore) AppendAuditBatch(ctx context.Context, rs []*keyvault.AuditRecord) error {
 	if len(rs) == 0 {
 		return nil
@@ -304,6 +306,13 @@ func (s *KeyStore) AppendAuditBatch(ctx context.Context, rs []*keyvault.AuditRec
 	var err error
 	for attempt := 0; attempt < 10; attempt++ {
 		err = s.DB.Tx(ctx, func(tx *sql.Tx) error {
+			if s.DB.Engine == Postgres {
+				// Writers on other connections wait here instead of
+				// picking the same ids (readers are not blocked).
+				if _, err := tx.ExecContext(ctx, `LOCK TABLE kv_audit IN EXCLUSIVE MODE`); err != nil {
+					return err
+				}
+			}
 			var next int64
 			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM kv_audit`).Scan(&next); err != nil {
 				return dbErr(err, "number audit records")
