@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 
 	"custody"
 	"custody/batch"
+	"custody/compute"
 	"custody/httpapi"
 	"custody/identity"
 	"custody/keyvault"
@@ -57,6 +59,18 @@ type Config struct {
 	// keys and vaults whose retention has ended and rotates keys whose
 	// rotation policy is due (default 1 minute).
 	KeyVaultSweepInterval time.Duration
+	// DisableLocalNodes stops the server from starting the nodes pools ask
+	// for as local `custody node` processes; agents on other machines join
+	// instead.
+	DisableLocalNodes bool
+	// NodeCommand is the command line that starts a local node agent
+	// (default: this executable with the node subcommand).
+	NodeCommand []string
+	// NodeLog receives the output of local node agents (default: discarded).
+	NodeLog io.Writer
+	// NodePoll is how long a node's sync is held (default 10 s); nodes
+	// silent for 3 polls are lost and their tasks requeued.
+	NodePoll time.Duration
 }
 
 // DefaultDataDir returns $CUSTODY_DATA_DIR or ~/.custody.
@@ -112,6 +126,7 @@ type Server struct {
 	HTTP     *httpapi.Server
 	Batch    *batch.Service
 	KeyVault *keyvault.Service
+	Compute  *compute.Service
 	Admin    AdminCredentials
 	Endpoint Endpoint
 	TLS      *tls.Config
@@ -320,6 +335,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
 	go s.Batch.RunMonitor(ctx, s.log)
+	go s.Compute.Run(ctx)
 	kvDone := make(chan struct{})
 	go func() {
 		defer close(kvDone)
