@@ -53,6 +53,10 @@ type Service struct {
 	GracePeriod time.Duration
 	Now         func() time.Time
 	NewID       func() string
+	// KeyObservers are told when an account's key becomes inaccessible
+	// (locked) or accessible again; compute uses this to stop and resume
+	// the account's nodes.
+	KeyObservers []func(account string, locked bool)
 
 	mu    sync.Mutex
 	deks  map[string]*DEK        // by lower-cased account name
@@ -620,6 +624,13 @@ func (s *Service) lock(ctx context.Context, a *Account, reason string) {
 	k.State, k.Reason = KeyInaccessible, reason
 	if err := s.Accounts.UpdateKeyState(context.WithoutCancel(ctx), a.Name, k); err == nil {
 		a.Key = k
+	}
+	s.notifyKeyState(a.Name, true)
+}
+
+func (s *Service) notifyKeyState(account string, locked bool) {
+	for _, f := range s.KeyObservers {
+		f(account, locked)
 	}
 }
 

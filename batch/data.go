@@ -202,6 +202,16 @@ type DataService struct {
 	Keys  DEKSource
 	Store DataStore
 	Now   func() time.Time
+	// OnStop, if set, is called after a task (taskID) or a whole job
+	// (taskID "") was terminated or deleted, so running processes are
+	// killed on their nodes.
+	OnStop func(account, jobID, taskID string)
+}
+
+func (d *DataService) stopped(account, jobID, taskID string) {
+	if d.OnStop != nil {
+		d.OnStop(account, jobID, taskID)
+	}
 }
 
 var _ DataDeleter = (*DataService)(nil)
@@ -590,7 +600,7 @@ func (d *DataService) TerminateJob(ctx context.Context, account, id, ifMatch, re
 	if reason == "" {
 		reason = "UserTerminate"
 	}
-	return d.changeJob(ctx, account, id, ifMatch, func(j *Job) error {
+	j, err := d.changeJob(ctx, account, id, ifMatch, func(j *Job) error {
 		if err := jobWritable(j); err != nil {
 			return err
 		}
@@ -599,6 +609,10 @@ func (d *DataService) TerminateJob(ctx context.Context, account, id, ifMatch, re
 		j.EndTime, j.TerminateReason = now, reason
 		return nil
 	})
+	if err == nil {
+		d.stopped(account, id, "")
+	}
+	return j, err
 }
 
 // DeleteJob deletes a job and its tasks.
@@ -614,7 +628,11 @@ func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string
 	if err := checkIfMatch(ifMatch, r.ETag, "job", id); err != nil {
 		return err
 	}
-	return d.Store.DeleteJob(ctx, a.Name, id)
+	if err := d.Store.DeleteJob(ctx, a.Name, id); err != nil {
+		return err
+	}
+	d.stopped(a.Name, id, "")
+	return nil
 }
 
 // JobTaskCounts counts a job's tasks by state.
@@ -873,7 +891,7 @@ func (d *DataService) ReplaceTask(ctx context.Context, account, jobID, id, ifMat
 
 // TerminateTask completes an active or running task.
 func (d *DataService) TerminateTask(ctx context.Context, account, jobID, id, ifMatch string) (*Task, error) {
-	return d.changeTask(ctx, account, jobID, id, ifMatch, func(t *Task) error {
+	t, err := d.changeTask(ctx, account, jobID, id, ifMatch, func(t *Task) error {
 		if err := taskCompleted(t); err != nil {
 			return err
 		}
@@ -882,6 +900,10 @@ func (d *DataService) TerminateTask(ctx context.Context, account, jobID, id, ifM
 		t.State, t.StateTransitionTime, t.EndTime = TaskCompleted, now, now
 		return nil
 	})
+	if err == nil {
+		d.stopped(account, jobID, id)
+	}
+	return t, err
 }
 
 // DeleteTask deletes a task.
@@ -902,7 +924,11 @@ func (d *DataService) DeleteTask(ctx context.Context, account, jobID, id, ifMatc
 	if err := checkIfMatch(ifMatch, r.ETag, "task", id); err != nil {
 		return err
 	}
-	return d.Store.DeleteTask(ctx, a.Name, jobID, id)
+	if err := d.Store.DeleteTask(ctx, a.Name, jobID, id); err != nil {
+		return err
+	}
+	d.stopped(a.Name, jobID, id)
+	return nil
 }
 
 // ---- certificates ----

@@ -87,7 +87,8 @@ func (s *Service) Probe(ctx context.Context, name string) error {
 	}
 	now := s.now().UTC()
 	k := a.Key
-	if k.State != KeyAvailable {
+	unlocked := k.State != KeyAvailable
+	if unlocked {
 		k.State, k.Reason, k.Since = KeyAvailable, "", now
 	}
 	k.LastProbe = now
@@ -96,6 +97,9 @@ func (s *Service) Probe(ctx context.Context, name string) error {
 	}
 	a.Key = k
 	s.cacheDEK(a.Name, dek)
+	if unlocked {
+		s.notifyKeyState(a.Name, false)
+	}
 
 	// A versionless identifier follows the key's latest version.
 	id, err := ParseKeyID(a.Encryption.KeyIdentifier)

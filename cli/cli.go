@@ -51,7 +51,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	a.addGlobalFlags(root)
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return a.prepare(cmd) }
-	root.AddCommand(newServerCmd(),
+	root.AddCommand(newServerCmd(), nodeCmd(),
 		a.loginCmd(), a.logoutCmd(), a.accountCmd(),
 		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd(),
 		a.batchCmd())

@@ -619,3 +619,33 @@ func (s *Service) Kick() {
 	default:
 	}
 }
+
+// ResolveIdentity returns the ids of a user-assigned identity to attach to
+// a pool.
+func (s *Service) ResolveIdentity(ctx context.Context, resourceID string) (PoolIdentity, error) {
+	if s.cfg.Identities == nil {
+		return PoolIdentity{}, custody.Errorf(custody.KindInvalid, "FeatureNotSupported", "Managed identities on pools are not available on this server.")
+	}
+	u, err := s.cfg.Identities.UserAssigned(ctx, resourceID)
+	if custody.IsNotFound(err) {
+		return PoolIdentity{}, custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "The user-assigned identity %s does not exist. Create it first (custody identity create).", resourceID)
+	}
+	if err != nil {
+		return PoolIdentity{}, err
+	}
+	return PoolIdentity{ResourceID: resourceID, ClientID: u.ClientID, PrincipalID: u.PrincipalID}, nil
+}
+
+// DeleteAccountData removes an account's pools and nodes (batch.DataDeleter).
+func (s *Service) DeleteAccountData(ctx context.Context, account string) error {
+	return s.DeleteAccountPools(ctx, account)
+}
+
+// TaskExec returns the outcome of a task's last run, when the task store
+// keeps it (BatchTasks).
+func (s *Service) TaskExec(account, jobID, taskID string) (TaskExec, bool) {
+	if bt, ok := s.cfg.Tasks.(*BatchTasks); ok {
+		return bt.Exec(account, jobID, taskID)
+	}
+	return TaskExec{}, false
+}

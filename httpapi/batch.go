@@ -12,6 +12,7 @@ import (
 
 	"custody"
 	"custody/batch"
+	"custody/compute"
 	"custody/identity"
 )
 
@@ -33,6 +34,7 @@ type batchData struct {
 	s        *Server
 	accounts BatchAccounts
 	data     *batch.DataService
+	compute  *compute.Service // pools, nodes and files (compute.go)
 }
 
 // RegisterBatchData serves the batch data plane of every account on
@@ -49,6 +51,7 @@ type batchRequest struct {
 	account *batch.Account
 	segs    []string
 	ctx     context.Context
+	compute *compute.Service
 }
 
 func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +95,7 @@ func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeBatchError(w, r, custody.Errorf(custody.KindInvalid, "InvalidUri", "The request path is not a valid URL path: %v.", err))
 		return
 	}
-	br := &batchRequest{w: w, r: r, account: acct, segs: segs, ctx: r.Context()}
+	br := &batchRequest{w: w, r: r, account: acct, segs: segs, ctx: r.Context(), compute: b.compute}
 	if err := b.route(br); err != nil {
 		writeBatchError(w, r, err)
 	}
@@ -100,6 +103,9 @@ func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // route dispatches on the path and method.
 func (b *batchData) route(q *batchRequest) error {
+	if handled, err := b.routeCompute(q); handled {
+		return err
+	}
 	s, m := q.segs, q.r.Method
 	n := len(s)
 	switch {

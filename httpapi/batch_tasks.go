@@ -28,6 +28,7 @@ type taskOut struct {
 	PreviousStateTransitionTime *time.Time `json:"previousStateTransitionTime,omitempty"`
 	batch.TaskSpec
 	ExecutionInfo taskExecutionOut `json:"executionInfo"`
+	NodeInfo      *taskNodeInfoOut `json:"nodeInfo,omitempty"`
 }
 
 type taskExecutionOut struct {
@@ -35,6 +36,7 @@ type taskExecutionOut struct {
 	EndTime      *time.Time `json:"endTime,omitempty"`
 	RetryCount   int32      `json:"retryCount"`
 	RequeueCount int32      `json:"requeueCount"`
+	taskRunOut
 }
 
 func (q *batchRequest) taskURL(jobID, id string) string {
@@ -51,6 +53,7 @@ func (q *batchRequest) taskBody(t *batch.Task, withMetadata bool) taskOut {
 	if withMetadata {
 		out.Metadata = q.metadata("tasks/@Element")
 	}
+	q.addTaskRun(&out)
 	return out
 }
 

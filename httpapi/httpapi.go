@@ -59,6 +59,7 @@ type Server struct {
 	login   http.Handler
 	vault   http.Handler
 	batch   http.Handler
+	nodes   http.Handler // node channel on batch.{domain}
 	portal  http.Handler
 	graph   http.Handler
 	metrics *metrics
@@ -107,6 +108,7 @@ const (
 	hostCombined   hostClass = "combined"
 	hostVault      hostClass = "vault"
 	hostBatch      hostClass = "batch"
+	hostNodes      hostClass = "nodes"
 	hostPortal     hostClass = "portal"
 	hostGraph      hostClass = "graph"
 	hostUnknown    hostClass = "unknown"
@@ -126,6 +128,8 @@ func (s *Server) classify(host string) (hostClass, string) {
 		return hostPortal, ""
 	case host == "graph."+d:
 		return hostGraph, ""
+	case host == "batch."+d:
+		return hostNodes, ""
 	case host == d || host == "localhost" || net.ParseIP(host) != nil:
 		return hostCombined, ""
 	case strings.HasSuffix(host, ".vault."+d):
@@ -225,6 +229,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.batch.ServeHTTP(w, r)
+	case hostNodes:
+		if s.nodes == nil {
+			writeError(w, r, custody.Errorf(custody.KindNotFound, "NodeChannelNotFound", "No compute service is running on this server."))
+			return
+		}
+		s.nodes.ServeHTTP(w, r)
 	case hostPortal:
 		if s.portal == nil {
 			writeError(w, r, custody.Errorf(custody.KindNotFound, "PortalNotFound", "The portal is not enabled on this server."))

@@ -79,5 +79,6 @@ func (s *Server) openBatch(ctx context.Context) error {
 	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB}}
 	s.Batch.Data = data
 	s.HTTP.RegisterBatchData(s.Batch, data)
+	s.openCompute(data)
 	return nil
 }

@@ -1,0 +1,317 @@
+package compat_test
+
+import (
+	"context"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
+
+	"custody/node"
+	"custody/server"
+	"custody/server/servertest"
+)
+
+// The compute tests start real node agents: the test binary re-executes
+// itself as `custody node` (see TestMain).
+const agentEnv = "CUSTODY_TEST_NODE_AGENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(agentEnv) == "1" {
+		os.Exit(runTestAgent(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// runTestAgent runs a node agent with the flags the server's launcher
+// passes to `custody node`.
+func runTestAgent(args []string) int {
+	if len(args) > 0 && args[0] == "node" {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	var cfg node.AgentConfig
+	var caFile string
+	fs.StringVar(&cfg.Server, "server", "", "")
+	fs.StringVar(&cfg.Connect, "connect", "", "")
+	fs.StringVar(&caFile, "ca-file", "", "")
+	fs.StringVar(&cfg.Root, "root", "", "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg.Credential = os.Getenv(server.NodeCredentialEnv)
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg.CAPool = x509.NewCertPool()
+	cfg.CAPool.AppendCertsFromPEM(pem)
+	a, err := node.NewAgent(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := a.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// computeServer starts a server whose local nodes are this test binary.
+func computeServer(t testing.TB) *servertest.TestServer {
+	t.Helper()
+	t.Setenv(agentEnv, "1")
+	ts := servertest.New(t, func(c *server.Config) {
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = time.Second
+		if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
+			c.NodeLog = os.Stderr
+		}
+	})
+	return ts
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s (last: %s)", d, what, last)
+}
+
+func nodeStates(t testing.TB, c *azbatch.Client, pool string) []string {
+	t.Helper()
+	var out []string
+	p := c.NewListNodesPager(pool, nil)
+	for p.More() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatalf("list nodes: %v", err)
+		}
+		for _, n := range page.Value {
+			out = append(out, string(*n.State))
+		}
+	}
+	return out
+}
+
+func waitNodes(t testing.TB, c *azbatch.Client, pool string, n int, state string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d %s nodes", n, state), func() (bool, string) {
+		st := nodeStates(t, c, pool)
+		count := 0
+		for _, s := range st {
+			if s == state {
+				count++
+			}
+		}
+		return count == n && len(st) == n, strings.Join(st, ",")
+	})
+}
+
+func mustPool(t testing.TB, c *azbatch.Client, id string, nodes, slots int32) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr(id), VMSize: to.Ptr("standard_d2s_v3"),
+		TargetDedicatedNodes: to.Ptr(nodes), TaskSlotsPerNode: to.Ptr(slots)}, nil); err != nil {
+		t.Fatalf("create pool: %v", err)
+	}
+	waitNodes(t, c, id, int(nodes), "idle")
+}
+
+func taskState(t testing.TB, c *azbatch.Client, job, task string) azbatch.Task {
+	t.Helper()
+	r, err := c.GetTask(context.Background(), job, task, nil)
+	if err != nil {
+		t.Fatalf("get task %s: %v", task, err)
+	}
+	return r.Task
+}
+
+func waitTask(t testing.TB, c *azbatch.Client, job, task string, d time.Duration) azbatch.Task {
+	t.Helper()
+	var tk azbatch.Task
+	waitFor(t, d, "task "+task+" to complete", func() (bool, string) {
+		tk = taskState(t, c, job, task)
+		return *tk.State == azbatch.TaskStateCompleted, string(*tk.State)
+	})
+	return tk
+}
+
+func readTaskFile(t testing.TB, c *azbatch.Client, job, task, path string) string {
+	t.Helper()
+	r, err := c.GetTaskFile(context.Background(), job, task, path, nil)
+	if err != nil {
+		t.Fatalf("get %s of task %s: %v", path, task, err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return string(b)
+}
+
+// TestComputeFiftyTasks runs 50 tasks on a pool of 2 local nodes and reads
+// states, exit codes, retries and stdout back through azbatch.
+func TestComputeFiftyTasks(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-compute", "compute1")
+	c := dataClient(t, ts, "compute1")
+	ctx := context.Background()
+	mustPool(t, c, "p1", 2, 2)
+
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	code := func(i int) int {
+		switch {
+		case i%10 == 3:
+			return 3
+		case i%10 == 7:
+			return 1 // retried twice, then failed
+		}
+		return 0
+	}
+	for batchStart := 0; batchStart < 50; batchStart += 25 {
+		var g azbatch.TaskGroup
+		for i := batchStart; i < batchStart+25; i++ {
+			tc := azbatch.CreateTaskContent{ID: to.Ptr("t" + strconv.Itoa(i)),
+				CommandLine: to.Ptr(fmt.Sprintf(`echo "out $AZ_BATCH_TASK_ID $MY_VAR"; exit %d`, code(i))),
+				EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr("MY_VAR"), Value: to.Ptr("v" + strconv.Itoa(i))}}}
+			if code(i) == 1 {
+				tc.Constraints = &azbatch.TaskConstraints{MaxTaskRetryCount: to.Ptr[int32](2)}
+			}
+			g.Value = append(g.Value, tc)
+		}
+		r, err := c.CreateTaskCollection(ctx, "j1", g, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, res := range r.Value {
+			if *res.Status != azbatch.TaskAddStatusSuccess {
+				t.Fatalf("add %s: %v", *res.TaskID, *res.Status)
+			}
+		}
+	}
+	for i := 0; i < 50; i++ {
+		id := "t" + strconv.Itoa(i)
+		tk := waitTask(t, c, "j1", id, 60*time.Second)
+		ei := tk.ExecutionInfo
+		if ei == nil || ei.ExitCode == nil || int(*ei.ExitCode) != code(i) {
+			t.Errorf("task %s: executionInfo %+v, want exit code %d", id, ei, code(i))
+			continue
+		}
+		wantRetries := int32(0)
+		if code(i) == 1 {
+			wantRetries = 2
+		}
+		if *ei.RetryCount != wantRetries {
+			t.Errorf("task %s: retryCount %d, want %d", id, *ei.RetryCount, wantRetries)
+		}
+		wantResult := azbatch.TaskExecutionResultSuccess
+		if code(i) != 0 {
+			wantResult = azbatch.TaskExecutionResultFailure
+		}
+		if ei.Result == nil || *ei.Result != wantResult {
+			t.Errorf("task %s: result %v, want %s", id, ei.Result, wantResult)
+		}
+		if got, want := readTaskFile(t, c, "j1", id, "stdout.txt"), fmt.Sprintf("out %s v%d\n", id, i); got != want {
+			t.Errorf("task %s stdout = %q, want %q", id, got, want)
+		}
+	}
+	counts, err := c.GetJobTaskCounts(ctx, "j1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc := counts.TaskCounts; *tc.Completed != 50 {
+		t.Errorf("completed task count = %d, want 50", *tc.Completed)
+	}
+}
+
+// procAlive reports whether pid runs and is not a zombie.
+func procAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// TestComputeWallClockAndTerminate: maxWallClockTime kills a long task;
+// terminate kills a task's whole process tree.
+func TestComputeWallClockAndTerminate(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-compute2", "compute2")
+	c := dataClient(t, ts, "compute2")
+	ctx := context.Background()
+	mustPool(t, c, "p1", 1, 2)
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("slow"), CommandLine: to.Ptr("sleep 60"),
+		Constraints: &azbatch.TaskConstraints{MaxWallClockTime: to.Ptr("PT1S")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("tree"),
+		CommandLine: to.Ptr(`sleep 300 & a=$!; sh -c 'sleep 300' & b=$!; echo "$a $b" > ` + pidFile + `.tmp; mv ` + pidFile + `.tmp ` + pidFile + `; wait`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tk := waitTask(t, c, "j1", "slow", 20*time.Second)
+	if el := time.Since(start); el > 10*time.Second {
+		t.Errorf("the wall clock kill took %s", el)
+	}
+	if fi := tk.ExecutionInfo.FailureInfo; fi == nil || *fi.Code != "MaxWallClockTimeExceeded" || *tk.ExecutionInfo.Result != azbatch.TaskExecutionResultFailure {
+		t.Errorf("slow task executionInfo = %+v, want failure MaxWallClockTimeExceeded", tk.ExecutionInfo)
+	}
+	var pids []int
+	waitFor(t, 20*time.Second, "the tree task to start its children", func() (bool, string) {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, f := range strings.Fields(string(b)) {
+			n, _ := strconv.Atoi(f)
+			pids = append(pids, n)
+		}
+		return len(pids) == 2, string(b)
+	})
+	for _, p := range pids {
+		if !procAlive(p) {
+			t.Fatalf("process %d of the tree is not running before terminate", p)
+		}
+	}
+	if _, err := c.TerminateTask(ctx, "j1", "tree", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the process tree to be gone", func() (bool, string) {
+		for _, p := range pids {
+			if procAlive(p) {
+				return false, "pid " + strconv.Itoa(p) + " alive"
+			}
+		}
+		return true, ""
+	})
+	if tk := taskState(t, c, "j1", "tree"); *tk.State != azbatch.TaskStateCompleted {
+		t.Errorf("terminated task state = %s", *tk.State)
+	}
+}

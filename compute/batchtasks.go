@@ -1,0 +1,378 @@
+package compute
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"custody"
+	"custody/batch"
+	"custody/node"
+)
+
+// BatchTasks implements Tasks over the batch data plane's store: task
+// states, times and retry/requeue counts are written to the task records;
+// the outcome of each run (exit code, result, failure, node) is kept in
+// memory for the API (TaskExec).
+type BatchTasks struct {
+	Keys  Keys
+	Data  *batch.DataService
+	Store batch.DataStore
+
+	mu   sync.Mutex
+	exec map[string]*TaskExec
+}
+
+// TaskExec is what the API reports about a task's last run beyond the
+// stored task record.
+type TaskExec struct {
+	ExitCode       *int
+	Result         string // success, failure
+	FailureCode    string
+	FailureMessage string
+	PoolID         string
+	NodeID         string
+	LastRetryTime  time.Time
+	LastRequeue    time.Time
+}
+
+var _ Tasks = (*BatchTasks)(nil)
+
+func execKey(account, job, task string) string {
+	return strings.ToLower(account) + "/" + strings.ToLower(job) + "/" + strings.ToLower(task)
+}
+
+// Exec returns the last run outcome of a task.
+func (b *BatchTasks) Exec(account, job, task string) (TaskExec, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.exec[execKey(account, job, task)]
+	if e == nil {
+		return TaskExec{}, false
+	}
+	return *e, true
+}
+
+func (b *BatchTasks) setExec(account, job, task string, fn func(*TaskExec)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.exec == nil {
+		b.exec = map[string]*TaskExec{}
+	}
+	k := execKey(account, job, task)
+	if b.exec[k] == nil {
+		b.exec[k] = &TaskExec{}
+	}
+	fn(b.exec[k])
+}
+
+func taskRef(job, id string) batch.Ref {
+	return batch.Ref{Kind: batch.KindTask, ID: strings.ToLower(job) + "/" + strings.ToLower(id), Field: "spec"}
+}
+
+func openTask(a *batch.Account, dek *batch.DEK, r *batch.TaskRecord) (*batch.TaskSpec, error) {
+	b, err := dek.Open(a.UID, taskRef(r.JobID, r.ID), r.Sealed)
+	if err != nil {
+		return nil, custody.Internal(err, "open task %s", r.ID)
+	}
+	var s batch.TaskSpec
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, custody.Internal(err, "decode task %s", r.ID)
+	}
+	return &s, nil
+}
+
+func newTaskETag() string {
+	b := make([]byte, 7)
+	_, _ = rand.Read(b)
+	return "0x8DD" + strings.ToUpper(hex.EncodeToString(b))
+}
+
+// Runnable lists active tasks of the pool's active jobs whose
+// dependencies are met, jobs by priority (then id), tasks in id order.
+func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit int) ([]RunnableTask, error) {
+	a, dek, err := b.Keys.DEK(ctx, account)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := b.Store.ListJobs(ctx, a.Name, batch.ListOptions{States: []string{batch.JobActive}, Limit: batch.MaxPageSize})
+	if err != nil {
+		return nil, err
+	}
+	var out []RunnableTask
+	for _, jr := range jobs {
+		if !strings.EqualFold(jr.PoolID, poolID) || len(out) >= limit {
+			continue
+		}
+		tasks, err := b.Store.ListTasks(ctx, a.Name, jr.ID, batch.ListOptions{States: []string{batch.TaskActive}, Limit: max(4*limit, 64)})
+		if err != nil {
+			return nil, err
+		}
+		if len(tasks) == 0 {
+			continue
+		}
+		job, err := b.Data.GetJob(ctx, a.Name, jr.ID)
+		if err != nil {
+			return nil, err
+		}
+		usesDeps := job.Spec.UsesTaskDependencies != nil && *job.Spec.UsesTaskDependencies
+		for _, tr := range tasks {
+			if len(out) >= limit {
+				break
+			}
+			spec, err := openTask(a, dek, tr)
+			if err != nil {
+				return nil, err
+			}
+			if usesDeps && spec.DependsOn != nil {
+				met, _ := DependenciesMet(depsOf(spec.DependsOn), func(id string) (DependencyState, bool) {
+					return b.depState(ctx, a.Name, jr.ID, id)
+				})
+				if !met {
+					continue
+				}
+			}
+			slots := 1
+			if spec.RequiredSlots != nil {
+				slots = int(*spec.RequiredSlots)
+			}
+			out = append(out, RunnableTask{JobID: jr.ID, TaskID: tr.ID, RequiredSlots: slots})
+		}
+	}
+	return out, nil
+}
+
+func depsOf(d *batch.TaskDependencies) Dependencies {
+	out := Dependencies{TaskIDs: d.TaskIDs}
+	for _, r := range d.TaskIDRanges {
+		out.Ranges = append(out.Ranges, [2]int{int(r.Start), int(r.End)})
+	}
+	return out
+}
+
+func (b *BatchTasks) depState(ctx context.Context, account, job, id string) (DependencyState, bool) {
+	r, err := b.Store.Task(ctx, account, job, id)
+	if err != nil {
+		return DepWaiting, false
+	}
+	if r.State != batch.TaskCompleted {
+		return DepWaiting, true
+	}
+	if e, ok := b.Exec(account, job, id); ok && e.Result == "failure" {
+		return DepFailed, true
+	}
+	return DepSatisfied, true
+}
+
+// StartTask moves an active task to running.
+func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (TaskRun, bool, error) {
+	a, dek, err := b.Keys.DEK(ctx, account)
+	if err != nil {
+		return TaskRun{}, false, err
+	}
+	r, err := b.Store.Task(ctx, a.Name, jobID, taskID)
+	if err != nil {
+		if custody.IsNotFound(err) {
+			return TaskRun{}, false, nil
+		}
+		return TaskRun{}, false, err
+	}
+	if r.State != batch.TaskActive {
+		return TaskRun{}, false, nil
+	}
+	spec, err := openTask(a, dek, r)
+	if err != nil {
+		return TaskRun{}, false, err
+	}
+	job, err := b.Data.GetJob(ctx, a.Name, jobID)
+	if err != nil {
+		return TaskRun{}, false, err
+	}
+	prev := r.ETag
+	r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
+	r.State, r.StateTransitionTime, r.StartTime, r.LastModified = batch.TaskRunning, at, at, at
+	r.EndTime = time.Time{}
+	r.ETag = newTaskETag()
+	if err := b.Store.UpdateTask(ctx, a.Name, r, prev); err != nil {
+		if custody.ErrorKind(err) == custody.KindPreconditionFailed || custody.IsNotFound(err) {
+			return TaskRun{}, false, nil
+		}
+		return TaskRun{}, false, err
+	}
+	run := TaskRun{Env: map[string]string{}, RetryCount: int(r.RetryCount)}
+	for _, e := range job.Spec.CommonEnvironmentSettings {
+		run.Env[e.Name] = deref(e.Value)
+	}
+	for _, e := range spec.EnvironmentSettings {
+		run.Env[e.Name] = deref(e.Value)
+	}
+	run.CommandLine = spec.CommandLine
+	if c := job.Spec.Constraints; c != nil && c.MaxTaskRetryCount != nil {
+		run.MaxRetries = int(*c.MaxTaskRetryCount)
+	}
+	if c := spec.Constraints; c != nil {
+		if c.MaxTaskRetryCount != nil {
+			run.MaxRetries = int(*c.MaxTaskRetryCount)
+		}
+		if c.MaxWallClockTime != nil {
+			if d, err := parseDuration(*c.MaxWallClockTime); err == nil && d < 100*365*24*time.Hour {
+				run.MaxWallClock = d
+			}
+		}
+	}
+	b.setExec(a.Name, jobID, taskID, func(e *TaskExec) {
+		e.NodeID, e.PoolID = nodeID, job.PoolID
+		e.ExitCode, e.Result, e.FailureCode, e.FailureMessage = nil, "", "", ""
+	})
+	return run, true, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// FinishTask records a run's end on the task.
+func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID string, res RunResult) error {
+	for attempt := 0; attempt < 5; attempt++ {
+		r, err := b.Store.Task(ctx, account, jobID, taskID)
+		if custody.IsNotFound(err) {
+			return nil // deleted
+		}
+		if err != nil {
+			return err
+		}
+		if r.State != batch.TaskRunning {
+			return nil // terminated meanwhile
+		}
+		if e, ok := b.Exec(account, jobID, taskID); ok && e.NodeID != "" && e.NodeID != res.NodeID {
+			return nil // running elsewhere now
+		}
+		now := time.Now().UTC()
+		prev := r.ETag
+		r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
+		r.StateTransitionTime, r.LastModified, r.ETag = now, now, newTaskETag()
+		switch res.Outcome {
+		case OutcomeSucceeded, OutcomeFailed:
+			r.State, r.EndTime = batch.TaskCompleted, res.EndTime
+			if !res.StartTime.IsZero() {
+				r.StartTime = res.StartTime
+			}
+		case OutcomeRetry:
+			r.State = batch.TaskActive
+			r.RetryCount++
+		case OutcomeRequeue:
+			r.State = batch.TaskActive
+			r.RequeueCount++
+		}
+		err = b.Store.UpdateTask(ctx, account, r, prev)
+		if custody.ErrorKind(err) == custody.KindPreconditionFailed {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b.setExec(account, jobID, taskID, func(e *TaskExec) {
+			switch res.Outcome {
+			case OutcomeSucceeded, OutcomeFailed:
+				code := res.ExitCode
+				e.ExitCode = &code
+				e.Result = "success"
+				if res.Outcome == OutcomeFailed {
+					e.Result = "failure"
+				}
+				e.FailureCode, e.FailureMessage = res.FailureCode, res.FailureMessage
+			case OutcomeRetry:
+				code := res.ExitCode
+				e.ExitCode, e.LastRetryTime, e.NodeID = &code, now, ""
+			case OutcomeRequeue:
+				e.LastRequeue, e.NodeID = now, ""
+			}
+		})
+		if r.State == batch.TaskCompleted {
+			b.maybeTerminateJob(ctx, account, jobID)
+		}
+		return nil
+	}
+	return custody.Errorf(custody.KindConflict, "TaskChanged", "Task %q kept changing while its run was recorded.", taskID)
+}
+
+// maybeTerminateJob ends a job with onAllTasksComplete terminatejob once
+// all of its tasks are completed.
+func (b *BatchTasks) maybeTerminateJob(ctx context.Context, account, jobID string) {
+	job, err := b.Data.GetJob(ctx, account, jobID)
+	if err != nil || job.Spec.OnAllTasksComplete == nil || !strings.EqualFold(*job.Spec.OnAllTasksComplete, "terminatejob") {
+		return
+	}
+	states, err := b.Store.TaskStates(ctx, account, jobID)
+	if err != nil || states[batch.TaskActive] > 0 || states[batch.TaskRunning] > 0 || states[batch.TaskCompleted] == 0 {
+		return
+	}
+	_, _ = b.Data.TerminateJob(ctx, account, jobID, "", "AllTasksComplete")
+}
+
+// NodeCertificate gives a node a certificate's data (Certificates).
+func (b *BatchTasks) NodeCertificate(ctx context.Context, account, alg, thumbprint string) (node.Certificate, error) {
+	c, err := b.Data.GetCertificate(ctx, account, alg, thumbprint)
+	if err != nil {
+		return node.Certificate{}, err
+	}
+	return node.Certificate{Thumbprint: c.Thumbprint, ThumbprintAlgorithm: c.ThumbprintAlgorithm, Format: c.Spec.Format,
+		Data: c.Spec.Data, Password: deref(c.Spec.Password)}, nil
+}
+
+// parseDuration parses an ISO 8601 duration (PT1H30M, P1DT2S, PT0.5S).
+func parseDuration(s string) (time.Duration, error) {
+	bad := custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "%q is not an ISO 8601 duration.", s)
+	up := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(up, "P") || len(up) < 3 {
+		return 0, bad
+	}
+	var d float64
+	inTime := false
+	num := ""
+	for _, c := range up[1:] {
+		switch {
+		case c == 'T':
+			inTime = true
+		case (c >= '0' && c <= '9') || c == '.':
+			num += string(c)
+		default:
+			f, err := strconv.ParseFloat(num, 64)
+			if err != nil {
+				return 0, bad
+			}
+			num = ""
+			var u time.Duration
+			switch {
+			case !inTime && c == 'D':
+				u = 24 * time.Hour
+			case !inTime && c == 'W':
+				u = 7 * 24 * time.Hour
+			case inTime && c == 'H':
+				u = time.Hour
+			case inTime && c == 'M':
+				u = time.Minute
+			case inTime && c == 'S':
+				u = time.Second
+			default:
+				return 0, bad
+			}
+			d += f * float64(u)
+		}
+	}
+	if num != "" {
+		return 0, bad
+	}
+	if d > float64(1<<62) {
+		return time.Duration(1 << 62), nil
+	}
+	return time.Duration(d), nil
+}

@@ -1,0 +1,822 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"custody"
+	"custody/batch"
+	"custody/compute"
+	"custody/node"
+)
+
+// Compute routes of the batch data plane (pools, compute nodes, node and
+// task files), served by compute.Service:
+//
+//	GET|POST          /pools
+//	GET|HEAD|PATCH|DELETE /pools/{pool}
+//	POST              /pools/{pool}/updateproperties|resize|stopresize|removenodes
+//	GET               /pools/{pool}/nodes
+//	GET               /pools/{pool}/nodes/{node}
+//	POST              /pools/{pool}/nodes/{node}/reboot
+//	GET               /pools/{pool}/nodes/{node}/files[/{path}]  (HEAD, DELETE)
+//	GET               /jobs/{job}/tasks/{task}/files[/{path}]    (HEAD, DELETE)
+//	GET               /nodecounts
+
+// RegisterCompute adds the compute routes to the batch data plane.
+func (s *Server) RegisterCompute(c *compute.Service) {
+	if b, ok := s.batch.(*batchData); ok {
+		b.compute = c
+	}
+	s.nodes = &nodeChannel{c: c}
+}
+
+// routeCompute serves the compute routes; handled is false for other paths.
+func (b *batchData) routeCompute(q *batchRequest) (bool, error) {
+	if b.compute == nil {
+		return false, nil
+	}
+	s, m := q.segs, q.r.Method
+	n := len(s)
+	type hs = map[string]func(*batchRequest) error
+	switch {
+	case n == 1 && strings.EqualFold(s[0], "nodecounts"):
+		return true, b.methods(m, hs{"GET": b.nodeCounts}, q)
+	case n >= 1 && strings.EqualFold(s[0], "pools"):
+	case n >= 5 && strings.EqualFold(s[0], "jobs") && strings.EqualFold(s[2], "tasks") && strings.EqualFold(s[4], "files"):
+		return true, b.methods(m, hs{"GET": b.taskFile, "HEAD": b.taskFile, "DELETE": b.taskFile}, q)
+	default:
+		return false, nil
+	}
+	switch {
+	case n == 1:
+		return true, b.methods(m, hs{"GET": b.listPools, "POST": b.addPool}, q)
+	case n == 2:
+		return true, b.methods(m, hs{"GET": b.getPool, "HEAD": b.getPool, "PATCH": b.patchPool, "DELETE": b.deletePool}, q)
+	case n == 3:
+		switch strings.ToLower(s[2]) {
+		case "updateproperties":
+			return true, b.methods(m, hs{"POST": b.replacePoolProperties}, q)
+		case "resize":
+			return true, b.methods(m, hs{"POST": b.resizePool}, q)
+		case "stopresize":
+			return true, b.methods(m, hs{"POST": b.stopResize}, q)
+		case "removenodes":
+			return true, b.methods(m, hs{"POST": b.removeNodes}, q)
+		case "nodes":
+			return true, b.methods(m, hs{"GET": b.listNodes}, q)
+		}
+	case n == 4 && strings.EqualFold(s[2], "nodes"):
+		return true, b.methods(m, hs{"GET": b.getNode}, q)
+	case n == 5 && strings.EqualFold(s[2], "nodes") && strings.EqualFold(s[4], "reboot"):
+		return true, b.methods(m, hs{"POST": b.rebootNode}, q)
+	case n >= 5 && strings.EqualFold(s[2], "nodes") && strings.EqualFold(s[4], "files"):
+		return true, b.methods(m, hs{"GET": b.nodeFile, "HEAD": b.nodeFile, "DELETE": b.nodeFile}, q)
+	}
+	return false, nil
+}
+
+// ---- pools ----
+
+type startTaskIO = compute.StartTask
+
+type poolIdentityIO struct {
+	Type                   string                 `json:"type"`
+	UserAssignedIdentities []compute.PoolIdentity `json:"userAssignedIdentities,omitempty"`
+}
+
+type taskSchedulingPolicyIO struct {
+	NodeFillType string `json:"nodeFillType"`
+}
+
+// poolIn is CreatePoolContent and the bodies of update and replace.
+type poolIn struct {
+	ID                          string                          `json:"id"`
+	DisplayName                 *string                         `json:"displayName"`
+	VMSize                      string                          `json:"vmSize"`
+	VirtualMachineConfiguration json.RawMessage                 `json:"virtualMachineConfiguration"`
+	NetworkConfiguration        json.RawMessage                 `json:"networkConfiguration"`
+	ResourceTags                json.RawMessage                 `json:"resourceTags"`
+	ResizeTimeout               *string                         `json:"resizeTimeout"`
+	TargetDedicatedNodes        *int                            `json:"targetDedicatedNodes"`
+	TargetLowPriorityNodes      *int                            `json:"targetLowPriorityNodes"`
+	EnableAutoScale             *bool                           `json:"enableAutoScale"`
+	TaskSlotsPerNode            *int                            `json:"taskSlotsPerNode"`
+	TaskSchedulingPolicy        *taskSchedulingPolicyIO         `json:"taskSchedulingPolicy"`
+	StartTask                   *startTaskIO                    `json:"startTask"`
+	CertificateReferences       *[]compute.CertificateReference `json:"certificateReferences"`
+	Metadata                    *[]compute.NameValue            `json:"metadata"`
+	Identity                    *poolIdentityIO                 `json:"identity"`
+}
+
+type poolOut struct {
+	OData                         string                         `json:"odata.metadata,omitempty"`
+	ID                            string                         `json:"id"`
+	DisplayName                   string                         `json:"displayName,omitempty"`
+	URL                           string                         `json:"url"`
+	ETag                          string                         `json:"eTag"`
+	LastModified                  time.Time                      `json:"lastModified"`
+	CreationTime                  time.Time                      `json:"creationTime"`
+	State                         string                         `json:"state"`
+	StateTransitionTime           time.Time                      `json:"stateTransitionTime"`
+	AllocationState               string                         `json:"allocationState"`
+	AllocationStateTransitionTime time.Time                      `json:"allocationStateTransitionTime"`
+	VMSize                        string                         `json:"vmSize"`
+	VirtualMachineConfiguration   json.RawMessage                `json:"virtualMachineConfiguration,omitempty"`
+	NetworkConfiguration          json.RawMessage                `json:"networkConfiguration,omitempty"`
+	ResourceTags                  json.RawMessage                `json:"resourceTags,omitempty"`
+	ResizeTimeout                 string                         `json:"resizeTimeout"`
+	ResizeErrors                  []compute.ResizeError          `json:"resizeErrors,omitempty"`
+	CurrentDedicatedNodes         int                            `json:"currentDedicatedNodes"`
+	CurrentLowPriorityNodes       int                            `json:"currentLowPriorityNodes"`
+	TargetDedicatedNodes          int                            `json:"targetDedicatedNodes"`
+	TargetLowPriorityNodes        int                            `json:"targetLowPriorityNodes"`
+	EnableAutoScale               bool                           `json:"enableAutoScale"`
+	EnableInterNodeCommunication  bool                           `json:"enableInterNodeCommunication"`
+	TaskSlotsPerNode              int                            `json:"taskSlotsPerNode"`
+	TaskSchedulingPolicy          taskSchedulingPolicyIO         `json:"taskSchedulingPolicy"`
+	StartTask                     *compute.StartTask             `json:"startTask,omitempty"`
+	CertificateReferences         []compute.CertificateReference `json:"certificateReferences,omitempty"`
+	Metadata                      []compute.NameValue            `json:"metadata,omitempty"`
+	Identity                      *poolIdentityIO                `json:"identity,omitempty"`
+}
+
+func (q *batchRequest) poolURL(id string) string { return q.baseURL() + "/pools/" + escapeID(id) }
+
+func (b *batchData) poolBody(q *batchRequest, p *compute.Pool, withMetadata bool) poolOut {
+	dedicated, low := 0, 0
+	if ns, err := b.compute.Nodes(q.ctx, q.account.Name, p.ID); err == nil {
+		for _, n := range ns {
+			if n.IsDedicated {
+				dedicated++
+			} else {
+				low++
+			}
+		}
+	}
+	out := poolOut{ID: p.ID, DisplayName: p.Spec.DisplayName, URL: q.poolURL(p.ID), ETag: p.ETag, LastModified: p.LastModified,
+		CreationTime: p.CreatedAt, State: p.State, StateTransitionTime: p.StateTransitionTime, AllocationState: p.AllocationState,
+		AllocationStateTransitionTime: p.AllocationTime, VMSize: p.VMSize, VirtualMachineConfiguration: p.Spec.VirtualMachineConfiguration,
+		NetworkConfiguration: p.Spec.NetworkConfiguration, ResourceTags: p.Spec.ResourceTags,
+		ResizeTimeout: isoDuration(p.ResizeTimeout), ResizeErrors: p.ResizeErrors,
+		CurrentDedicatedNodes: dedicated, CurrentLowPriorityNodes: low, TargetDedicatedNodes: p.TargetDedicated, TargetLowPriorityNodes: p.TargetLowPriority,
+		TaskSlotsPerNode: p.TaskSlotsPerNode, TaskSchedulingPolicy: taskSchedulingPolicyIO{p.NodeFillType},
+		StartTask: p.Spec.StartTask, CertificateReferences: p.Certificates, Metadata: p.Spec.Metadata}
+	if len(p.Identities) > 0 {
+		out.Identity = &poolIdentityIO{Type: "UserAssigned", UserAssignedIdentities: p.Identities}
+	}
+	if withMetadata {
+		out.OData = q.metadata("pools/@Element")
+	}
+	return out
+}
+
+// isoDuration formats d as ISO 8601 (PT15M).
+func isoDuration(d time.Duration) string {
+	if d <= 0 {
+		d = 15 * time.Minute
+	}
+	s := "PT"
+	if h := int(d / time.Hour); h > 0 {
+		s += strconv.Itoa(h) + "H"
+		d -= time.Duration(h) * time.Hour
+	}
+	if m := int(d / time.Minute); m > 0 {
+		s += strconv.Itoa(m) + "M"
+		d -= time.Duration(m) * time.Minute
+	}
+	if d > 0 || s == "PT" {
+		s += strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "S"
+	}
+	return s
+}
+
+// ParseISODuration parses an ISO 8601 duration such as PT1H30M, P1DT2S or
+// PT0.5S.
+func ParseISODuration(s string) (time.Duration, error) {
+	bad := custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "%q is not an ISO 8601 duration (for example PT15M or P1DT2H).", s)
+	up := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(up, "P") || len(up) < 3 {
+		return 0, bad
+	}
+	var d time.Duration
+	inTime := false
+	num := ""
+	for _, c := range up[1:] {
+		switch {
+		case c == 'T':
+			inTime = true
+		case (c >= '0' && c <= '9') || c == '.':
+			num += string(c)
+		default:
+			f, err := strconv.ParseFloat(num, 64)
+			if err != nil || num == "" {
+				return 0, bad
+			}
+			num = ""
+			unit := map[rune]time.Duration{'D': 24 * time.Hour, 'W': 7 * 24 * time.Hour}
+			if inTime {
+				unit = map[rune]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second}
+			}
+			u, ok := unit[c]
+			if !ok {
+				return 0, bad
+			}
+			if f > 1e7 {
+				return time.Duration(1<<63 - 1), nil // "unlimited"
+			}
+			d += time.Duration(f * float64(u))
+		}
+	}
+	if num != "" {
+		return 0, bad
+	}
+	return d, nil
+}
+
+// resolveIdentities fills in the ids of a pool's user-assigned identities.
+func (b *batchData) poolIdentities(ctx context.Context, in *poolIdentityIO) ([]compute.PoolIdentity, error) {
+	if in == nil || strings.EqualFold(in.Type, "None") || in.Type == "" {
+		if in != nil && len(in.UserAssignedIdentities) > 0 && !strings.EqualFold(in.Type, "UserAssigned") {
+			return nil, custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "identity.userAssignedIdentities needs identity.type UserAssigned.")
+		}
+		return nil, nil
+	}
+	if !strings.EqualFold(in.Type, "UserAssigned") {
+		return nil, custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "identity.type %q is not valid for a pool: use UserAssigned or None (the account's system-assigned identity is not available on nodes).", in.Type)
+	}
+	if len(in.UserAssignedIdentities) == 0 {
+		return nil, custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "identity.type UserAssigned needs at least one entry in userAssignedIdentities.")
+	}
+	var out []compute.PoolIdentity
+	for _, id := range in.UserAssignedIdentities {
+		u, err := b.compute.ResolveIdentity(ctx, id.ResourceID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+func (b *batchData) applyPoolIn(q *batchRequest, p *compute.Pool, in *poolIn, replace bool) error {
+	if in.DisplayName != nil {
+		p.Spec.DisplayName = *in.DisplayName
+	}
+	if in.StartTask != nil || replace {
+		p.Spec.StartTask = in.StartTask
+	}
+	if in.Metadata != nil {
+		p.Spec.Metadata = *in.Metadata
+	} else if replace {
+		p.Spec.Metadata = nil
+	}
+	if in.CertificateReferences != nil {
+		p.Certificates = *in.CertificateReferences
+	} else if replace {
+		p.Certificates = nil
+	}
+	if in.Identity != nil {
+		ids, err := b.poolIdentities(q.ctx, in.Identity)
+		if err != nil {
+			return err
+		}
+		p.Identities = ids
+	}
+	return nil
+}
+
+func (b *batchData) addPool(q *batchRequest) error {
+	var in poolIn
+	if err := q.decode(&in); err != nil {
+		return err
+	}
+	if in.ID == "" {
+		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "The pool has no id.")
+	}
+	if in.EnableAutoScale != nil && *in.EnableAutoScale {
+		return custody.Errorf(custody.KindInvalid, "FeatureNotSupported", "Autoscale is not supported on this server; set targetDedicatedNodes and resize instead.")
+	}
+	p := &compute.Pool{ID: in.ID, VMSize: in.VMSize, Spec: compute.PoolSpec{VirtualMachineConfiguration: in.VirtualMachineConfiguration,
+		NetworkConfiguration: in.NetworkConfiguration, ResourceTags: in.ResourceTags}}
+	if in.TargetDedicatedNodes != nil {
+		p.TargetDedicated = *in.TargetDedicatedNodes
+	}
+	if in.TargetLowPriorityNodes != nil {
+		p.TargetLowPriority = *in.TargetLowPriorityNodes
+	}
+	if in.TaskSlotsPerNode != nil {
+		p.TaskSlotsPerNode = *in.TaskSlotsPerNode
+	}
+	if in.TaskSchedulingPolicy != nil {
+		p.NodeFillType = in.TaskSchedulingPolicy.NodeFillType
+	}
+	if in.ResizeTimeout != nil {
+		d, err := ParseISODuration(*in.ResizeTimeout)
+		if err != nil {
+			return err
+		}
+		p.ResizeTimeout = d
+	}
+	if err := b.applyPoolIn(q, p, &in, false); err != nil {
+		return err
+	}
+	p, err := b.compute.CreatePool(q.ctx, q.account.Name, p)
+	if err != nil {
+		return err
+	}
+	return q.created(p.ETag, p.LastModified, q.poolURL(p.ID))
+}
+
+func (b *batchData) getPool(q *batchRequest) error {
+	p, err := b.compute.Pool(q.ctx, q.account.Name, q.segs[1])
+	if err != nil {
+		if q.r.Method == http.MethodHead && custody.IsNotFound(err) {
+			q.w.WriteHeader(http.StatusNotFound)
+			return nil
+		}
+		return err
+	}
+	if q.r.Method == http.MethodHead {
+		q.entityHeaders(p.ETag, p.LastModified, "")
+		q.w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	return q.writeEntity(b.poolBody(q, p, true), p.ETag, p.LastModified)
+}
+
+func (b *batchData) listPools(q *batchRequest) error {
+	ps, err := b.compute.ListPools(q.ctx, q.account.Name)
+	if err != nil {
+		return err
+	}
+	items := make([]any, 0, len(ps))
+	for _, p := range ps {
+		items = append(items, b.poolBody(q, p, false))
+	}
+	return q.writeList("pools", items, "")
+}
+
+func (b *batchData) patchPool(q *batchRequest) error {
+	var in poolIn
+	if err := q.decode(&in); err != nil {
+		return err
+	}
+	p, err := b.compute.UpdatePool(q.ctx, q.account.Name, q.segs[1], q.ifMatch(), func(p *compute.Pool) error {
+		return b.applyPoolIn(q, p, &in, false)
+	})
+	if err != nil {
+		return err
+	}
+	q.entityHeaders(p.ETag, p.LastModified, q.poolURL(p.ID))
+	return q.noBody(http.StatusOK)
+}
+
+func (b *batchData) replacePoolProperties(q *batchRequest) error {
+	var in poolIn
+	if err := q.decode(&in); err != nil {
+		return err
+	}
+	if in.CertificateReferences == nil || in.Metadata == nil {
+		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "updateproperties replaces certificateReferences, applicationPackageReferences and metadata: all are required (send [] to clear).")
+	}
+	p, err := b.compute.UpdatePool(q.ctx, q.account.Name, q.segs[1], q.ifMatch(), func(p *compute.Pool) error {
+		return b.applyPoolIn(q, p, &in, true)
+	})
+	if err != nil {
+		return err
+	}
+	q.entityHeaders(p.ETag, p.LastModified, q.poolURL(p.ID))
+	return q.noBody(http.StatusNoContent)
+}
+
+func (b *batchData) deletePool(q *batchRequest) error {
+	if err := b.compute.DeletePool(q.ctx, q.account.Name, q.segs[1]); err != nil {
+		return err
+	}
+	return q.noBody(http.StatusAccepted)
+}
+
+func (b *batchData) resizePool(q *batchRequest) error {
+	var in struct {
+		TargetDedicatedNodes   *int    `json:"targetDedicatedNodes"`
+		TargetLowPriorityNodes *int    `json:"targetLowPriorityNodes"`
+		ResizeTimeout          *string `json:"resizeTimeout"`
+	}
+	if err := q.decode(&in); err != nil {
+		return err
+	}
+	p, err := b.compute.Pool(q.ctx, q.account.Name, q.segs[1])
+	if err != nil {
+		return err
+	}
+	d, l := p.TargetDedicated, p.TargetLowPriority
+	if in.TargetDedicatedNodes != nil {
+		d = *in.TargetDedicatedNodes
+	}
+	if in.TargetLowPriorityNodes != nil {
+		l = *in.TargetLowPriorityNodes
+	}
+	var timeout time.Duration
+	if in.ResizeTimeout != nil {
+		if timeout, err = ParseISODuration(*in.ResizeTimeout); err != nil {
+			return err
+		}
+	}
+	if err := b.compute.Resize(q.ctx, q.account.Name, p.ID, q.ifMatch(), d, l, timeout); err != nil {
+		return err
+	}
+	return q.noBody(http.StatusAccepted)
+}
+
+func (b *batchData) stopResize(q *batchRequest) error {
+	if err := b.compute.StopResize(q.ctx, q.account.Name, q.segs[1], q.ifMatch()); err != nil {
+		return err
+	}
+	return q.noBody(http.StatusAccepted)
+}
+
+func (b *batchData) removeNodes(q *batchRequest) error {
+	var in struct {
+		NodeList []string `json:"nodeList"`
+	}
+	if err := q.decode(&in); err != nil {
+		return err
+	}
+	if err := b.compute.RemoveNodes(q.ctx, q.account.Name, q.segs[1], in.NodeList); err != nil {
+		return err
+	}
+	return q.noBody(http.StatusAccepted)
+}
+
+// ---- nodes ----
+
+type nodeOut struct {
+	Metadata              string                 `json:"odata.metadata,omitempty"`
+	ID                    string                 `json:"id"`
+	URL                   string                 `json:"url"`
+	State                 string                 `json:"state"`
+	SchedulingState       string                 `json:"schedulingState"`
+	StateTransitionTime   time.Time              `json:"stateTransitionTime"`
+	LastBootTime          *time.Time             `json:"lastBootTime,omitempty"`
+	AllocationTime        time.Time              `json:"allocationTime"`
+	IPAddress             string                 `json:"ipAddress,omitempty"`
+	AffinityID            string                 `json:"affinityId"`
+	VMSize                string                 `json:"vmSize"`
+	TotalTasksRun         int                    `json:"totalTasksRun"`
+	RunningTasksCount     int                    `json:"runningTasksCount"`
+	RunningTaskSlotsCount int                    `json:"runningTaskSlotsCount"`
+	TotalTasksSucceeded   int                    `json:"totalTasksSucceeded"`
+	RecentTasks           []recentTaskOut        `json:"recentTasks,omitempty"`
+	StartTaskInfo         *compute.StartTaskInfo `json:"startTaskInfo,omitempty"`
+	Errors                []compute.NodeError    `json:"errors,omitempty"`
+	IsDedicated           bool                   `json:"isDedicated"`
+	NodeAgentInfo         struct {
+		Version        string    `json:"version"`
+		LastUpdateTime time.Time `json:"lastUpdateTime"`
+	} `json:"nodeAgentInfo"`
+}
+
+type recentTaskOut struct {
+	TaskURL   string `json:"taskUrl"`
+	JobID     string `json:"jobId"`
+	TaskID    string `json:"taskId"`
+	TaskState string `json:"taskState"`
+}
+
+func (q *batchRequest) nodeURL(pool, id string) string {
+	return q.poolURL(pool) + "/nodes/" + escapeID(id)
+}
+
+func (q *batchRequest) nodeBody(n *compute.Node, withMetadata bool) nodeOut {
+	out := nodeOut{ID: n.ID, URL: q.nodeURL(n.PoolID, n.ID), State: n.State, SchedulingState: "enabled", StateTransitionTime: n.StateTransitionTime,
+		LastBootTime: optTime(n.LastBootTime), AllocationTime: n.AllocationTime, IPAddress: n.IPAddress, AffinityID: "TVM:" + n.ID, VMSize: n.VMSize,
+		TotalTasksRun: n.TotalTasksRun, RunningTasksCount: n.RunningTasks, RunningTaskSlotsCount: n.RunningSlots, TotalTasksSucceeded: n.TotalTasksSucceeded,
+		StartTaskInfo: n.StartTask, Errors: n.Errors, IsDedicated: n.IsDedicated}
+	if !n.SchedulingEnabled {
+		out.SchedulingState = "disabled"
+	}
+	out.NodeAgentInfo.Version, out.NodeAgentInfo.LastUpdateTime = n.AgentVersion, n.LastBootTime
+	for _, t := range n.RecentTasks {
+		out.RecentTasks = append(out.RecentTasks, recentTaskOut{TaskURL: q.taskURL(t.JobID, t.TaskID), JobID: t.JobID, TaskID: t.TaskID, TaskState: t.State})
+	}
+	if withMetadata {
+		out.Metadata = q.metadata("nodes/@Element")
+	}
+	return out
+}
+
+func (b *batchData) listNodes(q *batchRequest) error {
+	ns, err := b.compute.Nodes(q.ctx, q.account.Name, q.segs[1])
+	if err != nil {
+		return err
+	}
+	items := make([]any, 0, len(ns))
+	for _, n := range ns {
+		items = append(items, q.nodeBody(n, false))
+	}
+	return q.writeList("nodes", items, "")
+}
+
+func (b *batchData) getNode(q *batchRequest) error {
+	n, err := b.compute.GetNode(q.ctx, q.account.Name, q.segs[1], q.segs[3])
+	if err != nil {
+		return err
+	}
+	return q.writeEntity(q.nodeBody(n, true), "", time.Time{})
+}
+
+func (b *batchData) rebootNode(q *batchRequest) error {
+	if err := b.compute.RebootNode(q.ctx, q.account.Name, q.segs[1], q.segs[3]); err != nil {
+		return err
+	}
+	return q.noBody(http.StatusAccepted)
+}
+
+func (b *batchData) nodeCounts(q *batchRequest) error {
+	ps, err := b.compute.ListPools(q.ctx, q.account.Name)
+	if err != nil {
+		return err
+	}
+	items := make([]any, 0, len(ps))
+	for _, p := range ps {
+		ns, err := b.compute.Nodes(q.ctx, q.account.Name, p.ID)
+		if err != nil {
+			return err
+		}
+		counts := map[string]int{}
+		for _, n := range ns {
+			counts[n.State]++
+		}
+		c := map[string]int{"total": len(ns)}
+		for _, k := range []string{"creating", "idle", "offline", "preempted", "rebooting", "reimaging", "running", "starting", "startTaskFailed",
+			"leavingPool", "unknown", "unusable", "waitingForStartTask", "deallocated", "deallocating", "upgradingOS"} {
+			c[k] = counts[strings.ToLower(k)]
+		}
+		items = append(items, map[string]any{"poolId": p.ID, "dedicated": c, "lowPriority": map[string]int{"total": 0}})
+	}
+	return q.writeList("poolnodecounts", items, "")
+}
+
+// ---- files ----
+
+var fileClient = &http.Client{Timeout: 60 * time.Second}
+
+type nodeFileOut struct {
+	Name        string            `json:"name"`
+	URL         string            `json:"url"`
+	IsDirectory bool              `json:"isDirectory"`
+	Properties  *nodeFilePropsOut `json:"properties,omitempty"`
+}
+
+type nodeFilePropsOut struct {
+	CreationTime  time.Time `json:"creationTime"`
+	LastModified  time.Time `json:"lastModified"`
+	ContentLength string    `json:"contentLength"`
+	ContentType   string    `json:"contentType"`
+	FileMode      string    `json:"fileMode"`
+}
+
+func (b *batchData) nodeFile(q *batchRequest) error {
+	base, token, err := b.compute.FileEndpoint(q.ctx, q.account.Name, q.segs[1], q.segs[3])
+	if err != nil {
+		return err
+	}
+	rel := strings.Join(q.segs[5:], "/")
+	return b.proxyFile(q, base, token, rel, "", q.nodeURL(q.segs[1], q.segs[3])+"/files")
+}
+
+func (b *batchData) taskFile(q *batchRequest) error {
+	if _, err := b.data.GetTask(q.ctx, q.account.Name, q.segs[1], q.segs[3]); err != nil {
+		return err
+	}
+	base, token, dir, err := b.compute.TaskFileEndpoint(q.ctx, q.account.Name, q.segs[1], q.segs[3])
+	if errors.Is(err, compute.ErrNoNode) {
+		return custody.Errorf(custody.KindConflict, "TaskNotStarted", "The task %q has not run on a node yet, so it has no files.", q.segs[3])
+	}
+	if err != nil {
+		return err
+	}
+	rel := strings.Join(q.segs[5:], "/")
+	return b.proxyFile(q, base, token, rel, dir, q.taskURL(q.segs[1], q.segs[3])+"/files")
+}
+
+// proxyFile reads a file or directory listing from a node's file endpoint.
+// prefix is the task directory relative to the node root ("" for node
+// files); names in listings are relative to it.
+func (b *batchData) proxyFile(q *batchRequest, base, token, rel, prefix, listURL string) error {
+	if strings.Contains("/"+rel+"/", "/../") {
+		return custody.Errorf(custody.KindInvalid, "InvalidUri", "The file path %q may not contain '..'.", rel)
+	}
+	full := strings.Trim(prefix+"/"+rel, "/")
+	u := base + "/files/" + escapePath(full)
+	if q.r.URL.Query().Get("recursive") == "true" {
+		u += "?recursive=true"
+	}
+	method := q.r.Method
+	if rel == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(q.ctx, method, u, nil)
+	if err != nil {
+		return custody.Internal(err, "node file request")
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if rg := q.r.Header.Get("ocp-range"); rg != "" {
+		req.Header.Set("Range", rg)
+	}
+	resp, err := fileClient.Do(req)
+	if err != nil {
+		return custody.Errorf(custody.KindUnavailable, "NodeNotReachable", "The node holding the file cannot be reached right now; retry shortly.")
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return custody.Errorf(custody.KindNotFound, "FileNotFound", "The specified file %q does not exist.", rel)
+	case resp.StatusCode == http.StatusConflict:
+		return custody.Errorf(custody.KindConflict, "FileIsDirectory", "%q is a directory; add recursive=true to delete it.", rel)
+	case resp.StatusCode >= 300:
+		return custody.Errorf(custody.KindUnavailable, "NodeFileError", "The node could not serve the file (status %d).", resp.StatusCode)
+	}
+	if q.r.Method == http.MethodDelete {
+		return q.noBody(http.StatusOK)
+	}
+	if resp.Header.Get("X-Custody-Directory") == "true" {
+		if rel != "" && q.r.Method != http.MethodHead {
+			return custody.Errorf(custody.KindInvalid, "FileIsDirectory", "%q is a directory; list it with the files listing and recursive=true.", rel)
+		}
+		var l node.FileListing
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&l); err != nil {
+			return custody.Internal(err, "decode node listing")
+		}
+		if q.r.Method == http.MethodHead {
+			q.w.Header().Set("ocp-batch-file-isdirectory", "true")
+			q.w.WriteHeader(http.StatusOK)
+			return nil
+		}
+		items := make([]any, 0, len(l.Files))
+		for _, f := range l.Files {
+			name := f.Name
+			if rel != "" {
+				name = rel + "/" + f.Name
+			}
+			item := nodeFileOut{Name: name, URL: listURL + "/" + escapePath(name), IsDirectory: f.IsDirectory}
+			item.Properties = &nodeFilePropsOut{CreationTime: f.Modified, LastModified: f.Modified, ContentLength: strconv.FormatInt(f.Size, 10), ContentType: "application/octet-stream", FileMode: f.Mode}
+			if f.IsDirectory {
+				item.Properties.ContentLength = "0"
+			}
+			items = append(items, item)
+		}
+		return q.writeList("files", items, "")
+	}
+	h := q.w.Header()
+	mod := resp.Header.Get("Last-Modified")
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", resp.Header.Get("Content-Length"))
+	h.Set("Last-Modified", mod)
+	h.Set("ocp-creation-time", mod)
+	h.Set("ocp-batch-file-isdirectory", "false")
+	h.Set("ocp-batch-file-url", listURL+"/"+escapePath(rel))
+	h.Set("ocp-batch-file-mode", resp.Header.Get("X-Custody-Mode"))
+	status := http.StatusOK
+	if resp.StatusCode == http.StatusPartialContent {
+		status = http.StatusPartialContent
+		h.Set("Content-Range", resp.Header.Get("Content-Range"))
+	}
+	q.w.WriteHeader(status)
+	if q.r.Method != http.MethodHead {
+		_, _ = io.Copy(q.w, resp.Body)
+	}
+	return nil
+}
+
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}
+
+// ---- the node channel (batch.{domain}) ----
+
+// nodeChannel serves node agents: join, sync, report, token.
+type nodeChannel struct{ c *compute.Service }
+
+func nodeCredential(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > len(node.CredentialScheme)+1 && strings.EqualFold(h[:len(node.CredentialScheme)], node.CredentialScheme) {
+		return strings.TrimSpace(h[len(node.CredentialScheme)+1:])
+	}
+	return ""
+}
+
+func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		writeError(w, r, custody.Errorf(custody.KindMethodNotAllowed, "MethodNotAllowed", "The node channel takes POST only."))
+		return
+	}
+	cred := nodeCredential(r)
+	var out any
+	var err error
+	switch strings.ToLower(r.URL.Path) {
+	case "/node/v1/join":
+		var in node.JoinRequest
+		if err = decodeJSON(r, &in); err == nil {
+			out, err = nc.c.Join(r.Context(), cred, in)
+		}
+	case "/node/v1/sync":
+		var in node.SyncRequest
+		if err = decodeJSON(r, &in); err == nil {
+			out, err = nc.c.Sync(r.Context(), cred, in)
+		}
+	case "/node/v1/report":
+		var in node.ReportRequest
+		if err = decodeJSON(r, &in); err == nil {
+			err = nc.c.Report(r.Context(), cred, in)
+		}
+	case "/node/v1/token":
+		var in node.TokenRequest
+		if err = decodeJSON(r, &in); err == nil {
+			out, err = nc.c.Token(r.Context(), cred, in)
+		}
+	default:
+		err = custody.Errorf(custody.KindNotFound, "NotFound", "batch.{domain} serves the node channel only (/node/v1/join, sync, report, token); account data planes are at {account}.batch.{domain}.")
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if out == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+var _ = batch.KindTask
+
+// taskRunOut is the part of a task's executionInfo the compute service
+// knows: its last run's exit code, result and failure.
+type taskRunOut struct {
+	ExitCode        *int            `json:"exitCode,omitempty"`
+	Result          string          `json:"result,omitempty"`
+	FailureInfo     *failureInfoOut `json:"failureInfo,omitempty"`
+	LastRetryTime   *time.Time      `json:"lastRetryTime,omitempty"`
+	LastRequeueTime *time.Time      `json:"lastRequeueTime,omitempty"`
+}
+
+type failureInfoOut struct {
+	Category string `json:"category"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+}
+
+type taskNodeInfoOut struct {
+	AffinityID           string `json:"affinityId"`
+	NodeURL              string `json:"nodeUrl"`
+	PoolID               string `json:"poolId"`
+	NodeID               string `json:"nodeId"`
+	TaskRootDirectory    string `json:"taskRootDirectory"`
+	TaskRootDirectoryURL string `json:"taskRootDirectoryUrl"`
+}
+
+// addTaskRun adds what the compute service knows about a task's runs.
+func (q *batchRequest) addTaskRun(out *taskOut) {
+	if q.compute == nil {
+		return
+	}
+	e, ok := q.compute.TaskExec(q.account.Name, out.jobID(), out.ID)
+	if !ok {
+		return
+	}
+	r := &out.ExecutionInfo.taskRunOut
+	r.ExitCode, r.Result = e.ExitCode, e.Result
+	if e.FailureCode != "" {
+		r.FailureInfo = &failureInfoOut{Category: "usererror", Code: e.FailureCode, Message: e.FailureMessage}
+	}
+	r.LastRetryTime, r.LastRequeueTime = optTime(e.LastRetryTime), optTime(e.LastRequeue)
+	if e.NodeID != "" {
+		dir := "workitems/" + out.jobID() + "/job-1/" + out.ID
+		out.NodeInfo = &taskNodeInfoOut{AffinityID: "TVM:" + e.NodeID, NodeURL: q.nodeURL(e.PoolID, e.NodeID), PoolID: e.PoolID, NodeID: e.NodeID,
+			TaskRootDirectory: dir, TaskRootDirectoryURL: q.nodeURL(e.PoolID, e.NodeID) + "/files/" + escapePath(dir)}
+	}
+}
+
+// jobID recovers the job id from the task's URL.
+func (t *taskOut) jobID() string {
+	i := strings.Index(t.URL, "/jobs/")
+	j := strings.LastIndex(t.URL, "/tasks/")
+	if i < 0 || j < i {
+		return ""
+	}
+	id, _ := url.PathUnescape(t.URL[i+len("/jobs/") : j])
+	return id
+}
