@@ -54,7 +54,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newServerCmd(), nodeCmd(),
 		a.loginCmd(), a.logoutCmd(), a.accountCmd(),
 		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd(),
-		a.batchCmd())
+		a.batchCmd(), a.keyvaultCmd())
 	return root
 }
 

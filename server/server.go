@@ -227,7 +227,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// This process is the database's only writer: lookups can be cached.
 		s.KeyVault.CacheLookups()
 	}
-	s.HTTP.HandleVault(s.HTTP.VaultHandler(s.KeyVault))
+	s.HTTP.HandleVault(s.HTTP.VaultAuditHandler(s.KeyVault, s.HTTP.VaultHandler(s.KeyVault)))
 	s.RM.Cleaners = append(s.RM.Cleaners, s.KeyVault)
 	s.HTTP.RegisterKeyVault(s.KeyVault)
 	s.Endpoint = Endpoint{Address: s.listener.Addr().String(), Domain: cfg.Domain, Port: port, CAFile: filepath.Join(cfg.DataDir, tlsca.CAFile)}
