@@ -10,15 +10,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/keyvault/armkeyvault"
 
 	"custody/node"
 	"custody/server"
 	"custody/server/servertest"
+	"custody/sqlstore"
 )
 
 // The compute tests start real node agents: the test binary re-executes
@@ -314,4 +317,166 @@ func TestComputeWallClockAndTerminate(t *testing.T) {
 	if tk := taskState(t, c, "j1", "tree"); *tk.State != azbatch.TaskStateCompleted {
 		t.Errorf("terminated task state = %s", *tk.State)
 	}
+}
+
+// TestComputeKeyLossAndReturn revokes a customer-managed key while tasks
+// run: the nodes go unusable, the task processes are killed and requeued;
+// when access returns every task runs again and completes exactly once.
+func TestComputeKeyLossAndReturn(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) {
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = time.Second
+		c.KeyProbeInterval = probeInterval
+	})
+	t.Setenv(agentEnv, "1")
+	e := &cmkEnv{t: t, ts: ts, ctx: context.Background(), tok: adminToken(t, ts), accts: batchClient(t, ts), rg: "rg-cmk"}
+	MustGroup(t, ts, e.tok, e.rg)
+	var err error
+	if e.vaults, err = armkeyvault.NewVaultsClient(ts.Admin.SubscriptionID, adminCredential(t, ts), armOptions(ts)); err != nil {
+		t.Fatal(err)
+	}
+	cs := e.newCase("loss", true)
+	c := dataClient(t, ts, cs.account)
+	ctx := context.Background()
+	mustPool(t, c, "p1", 2, 2)
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const n = 4
+	for i := 0; i < n; i++ {
+		id := "t" + strconv.Itoa(i)
+		cmd := fmt.Sprintf(`echo $$ >> %[1]s/%[2]s.pid; echo start >> %[1]s/%[2]s; sleep 2; echo end >> %[1]s/%[2]s`, dir, id)
+		if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr(cmd)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readLines := func(name string) []string {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		return strings.Fields(string(b))
+	}
+	waitFor(t, 20*time.Second, "all tasks to start", func() (bool, string) {
+		for i := 0; i < n; i++ {
+			if len(readLines("t"+strconv.Itoa(i))) == 0 {
+				return false, "t" + strconv.Itoa(i)
+			}
+		}
+		return true, ""
+	})
+	var pids []int
+	for i := 0; i < n; i++ {
+		for _, f := range readLines("t" + strconv.Itoa(i) + ".pid") {
+			p, _ := strconv.Atoi(f)
+			pids = append(pids, p)
+		}
+	}
+
+	// Revoke: remove the identity's access policy.
+	e.policy(cs.vault, cs.principal, armkeyvault.AccessPolicyUpdateKindRemove)
+	e.waitLocked(cs.account, cs.keyName)
+	waitFor(t, 10*time.Second, "nodes to become unusable", func() (bool, string) {
+		st := ts.Compute.NodeStates(cs.account, "p1")
+		for _, s := range st {
+			if s != "unusable" {
+				return false, strings.Join(st, ",")
+			}
+		}
+		return len(st) == 2, strings.Join(st, ",")
+	})
+	waitFor(t, 10*time.Second, "the task processes to be gone", func() (bool, string) {
+		for _, p := range pids {
+			if procAlive(p) {
+				return false, strconv.Itoa(p)
+			}
+		}
+		return true, ""
+	})
+	store := &sqlstore.BatchDataStore{DB: ts.DB}
+	for i := 0; i < n; i++ {
+		r, err := store.Task(ctx, cs.account, "j1", "t"+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.RequeueCount < 1 || r.State != "active" {
+			t.Errorf("task %s after the key loss: state %s requeueCount %d, want active and requeued", r.ID, r.State, r.RequeueCount)
+		}
+	}
+	// Nothing starts while locked.
+	time.Sleep(1500 * time.Millisecond)
+	for i := 0; i < n; i++ {
+		if got := readLines("t" + strconv.Itoa(i)); len(got) != 1 {
+			t.Errorf("task t%d ran while the key was inaccessible: %v", i, got)
+		}
+	}
+
+	// Restore access: the nodes come back and every task completes once.
+	e.grant(cs.vault, cs.principal)
+	e.waitAvailable(cs.account)
+	for i := 0; i < n; i++ {
+		id := "t" + strconv.Itoa(i)
+		tk := waitTask(t, c, "j1", id, 30*time.Second)
+		if *tk.ExecutionInfo.ExitCode != 0 || *tk.ExecutionInfo.RequeueCount < 1 {
+			t.Errorf("task %s: %+v", id, tk.ExecutionInfo)
+		}
+		lines := readLines(id)
+		ends := 0
+		for _, l := range lines {
+			if l == "end" {
+				ends++
+			}
+		}
+		if ends != 1 || len(lines) != 3 {
+			t.Errorf("task %s ran %v; want start (killed), start, end", id, lines)
+		}
+	}
+	waitNodes(t, c, "p1", 2, "idle")
+}
+
+// TestComputeNodeLossRequeues kills a node agent while its tasks run: they
+// are requeued and complete on the other node.
+func TestComputeNodeLossRequeues(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-compute3", "compute3")
+	c := dataClient(t, ts, "compute3")
+	ctx := context.Background()
+	mustPool(t, c, "p1", 2, 1)
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr("sleep 2; echo ran on $AZ_BATCH_NODE_ID")}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var victim string
+	waitFor(t, 20*time.Second, "task a to run", func() (bool, string) {
+		tk := taskState(t, c, "j1", "a")
+		if *tk.State == azbatch.TaskStateRunning && tk.NodeInfo != nil {
+			victim = *tk.NodeInfo.NodeID
+			return true, ""
+		}
+		return false, string(*tk.State)
+	})
+	// Kill the agent process of that node (SIGKILL: no goodbye).
+	entries, _ := os.ReadDir("/proc")
+	killed := false
+	for _, ent := range entries {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + ent.Name() + "/cmdline")
+		if strings.Contains(string(cmdline), victim) && strings.Contains(string(cmdline), "--root") {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatalf("found no agent process for node %s", victim)
+	}
+	tk := waitTask(t, c, "j1", "a", 30*time.Second)
+	if *tk.ExecutionInfo.RequeueCount < 1 || *tk.ExecutionInfo.ExitCode != 0 || *tk.NodeInfo.NodeID == victim {
+		t.Errorf("task a after its node died: %+v on %v", tk.ExecutionInfo, tk.NodeInfo.NodeID)
+	}
+	waitTask(t, c, "j1", "b", 30*time.Second)
 }

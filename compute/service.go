@@ -649,3 +649,15 @@ func (s *Service) TaskExec(account, jobID, taskID string) (TaskExec, bool) {
 	}
 	return TaskExec{}, false
 }
+
+// NodeStates returns the states of a pool's nodes whatever the state of the
+// account's key (they hold no customer data); for operators and tests.
+func (s *Service) NodeStates(account, poolID string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, n := range s.poolNodes(account, poolID) {
+		out = append(out, n.State)
+	}
+	return out
+}
