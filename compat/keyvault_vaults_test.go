@@ -704,3 +704,41 @@ func TestVaultResourceGroupDelete(t *testing.T) {
 		t.Errorf("vaults in rg1 after recover = %v, want %v", got, want)
 	}
 }
+
+// TestVaultAuditRoute checks the audit log route on a vault's host: it
+// needs a vault token and an administrative role on the vault; an access
+// policy is not enough.
+func TestVaultAuditRoute(t *testing.T) {
+	ts := servertest.New(t, nil)
+	createGroup(t, ts, "rg1")
+	c := kvmClient(t, ts, nil)
+	sp := MustServicePrincipal(t, ts, "policy-only")
+	p := kvmProps(ts)
+	p.AccessPolicies = []*armkeyvault.AccessPolicyEntry{{TenantID: to.Ptr(ts.Admin.TenantID), ObjectID: to.Ptr(sp.ObjectID),
+		Permissions: &armkeyvault.Permissions{Keys: []*armkeyvault.KeyPermissions{to.Ptr(armkeyvault.KeyPermissionsAll)}}}}
+	kvmMustCreate(t, c, "rg1", "audited", armkeyvault.VaultCreateOrUpdateParameters{Properties: p})
+	const scope = "https://vault.azure.net/.default"
+	admin := MustToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret, scope)
+	// Records to read: a key create by the policy holder.
+	spTok := MustToken(t, ts, sp.ClientID, sp.Secret, scope)
+	wantStatus(t, MustDo(t, ts, spTok, "POST", "audited.vault", "/keys/k1/create?api-version=2025-07-01", `{"kty":"RSA"}`), http.StatusOK)
+
+	r := MustDo(t, ts, admin, "GET", "audited.vault", "/audit?api-version=2025-07-01&key=k1&top=5", "")
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.Body), `"operation":"KeyCreate"`) || !strings.Contains(string(r.Body), sp.ObjectID) {
+		t.Errorf("audit body lacks the key create: %s", r.Body)
+	}
+	r = MustDo(t, ts, "", "GET", "audited.vault", "/audit?api-version=2025-07-01", "")
+	wantStatus(t, r, http.StatusUnauthorized)
+	if r.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("401 without a challenge")
+	}
+	wantARMError(t, MustDo(t, ts, spTok, "GET", "audited.vault", "/audit?api-version=2025-07-01", ""), http.StatusForbidden, "Forbidden")
+	wantARMError(t, MustDo(t, ts, admin, "GET", "audited.vault", "/audit?api-version=2025-07-01&top=0", ""), http.StatusBadRequest, "BadParameter")
+	wantARMError(t, MustDo(t, ts, admin, "GET", "audited.vault", "/audit", ""), http.StatusBadRequest, "BadParameter")
+	wantARMError(t, MustDo(t, ts, admin, "POST", "audited.vault", "/audit?api-version=2025-07-01", "{}"), http.StatusMethodNotAllowed, "")
+	wantARMError(t, MustDo(t, ts, admin, "GET", "nosuchvault.vault", "/audit?api-version=2025-07-01", ""), http.StatusNotFound, "VaultNotFound")
+	// A Key Vault Administrator at the vault may read it.
+	MustAssign(t, ts, adminToken(t, ts), kvmPath(ts, "rg1", "audited"), rm.RoleKeyVaultAdministrator, sp.ObjectID)
+	wantStatus(t, MustDo(t, ts, spTok, "GET", "audited.vault", "/audit?api-version=2025-07-01", ""), http.StatusOK)
+}
