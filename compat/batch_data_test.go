@@ -170,8 +170,12 @@ func meta(name, value string) azbatch.MetadataItem {
 
 // TestBatchDataLifecycle drives every job, task and certificate operation
 // through azbatch.
-func TestBatchDataLifecycle(t *testing.T) {
-	ts := servertest.New(t, nil)
+func TestBatchDataLifecycle(t *testing.T) { batchDataLifecycle(t, servertest.New(t, nil)) }
+
+// TestBatchDataLifecyclePostgres runs the same on PostgreSQL.
+func TestBatchDataLifecyclePostgres(t *testing.T) { batchDataLifecycle(t, MustPostgresServer(t)) }
+
+func batchDataLifecycle(t *testing.T, ts *servertest.TestServer) {
 	ctx := context.Background()
 	mustBatchAccount(t, ts, "rg1", "acct1")
 	c := dataClient(t, ts, "acct1")
