@@ -3,6 +3,8 @@ package compat_test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/keyvault/armkeyvault"
 
@@ -31,6 +35,9 @@ const agentEnv = "CUSTODY_TEST_NODE_AGENT"
 func TestMain(m *testing.M) {
 	if os.Getenv(agentEnv) == "1" {
 		os.Exit(runTestAgent(os.Args[1:]))
+	}
+	if os.Getenv(msiEnv) != "" {
+		os.Exit(runTestMSI(os.Getenv(msiEnv)))
 	}
 	os.Exit(m.Run())
 }
@@ -479,4 +486,76 @@ func TestComputeNodeLossRequeues(t *testing.T) {
 		t.Errorf("task a after its node died: %+v on %v", tk.ExecutionInfo, tk.NodeInfo.NodeID)
 	}
 	waitTask(t, c, "j1", "b", 30*time.Second)
+}
+
+// msiEnv makes the test binary, run as a task, get a token with
+// azidentity's ManagedIdentityCredential for the client id it names.
+const msiEnv = "CUSTODY_TEST_MSI_CLIENT_ID"
+
+func runTestMSI(clientID string) int {
+	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(clientID)})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	tok, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://management.azure.com/.default"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(tok.Token)
+	return 0
+}
+
+// TestComputeManagedIdentityInTask: a task on a pool with a user-assigned
+// identity gets a token for it through azidentity's App Service source.
+func TestComputeManagedIdentityInTask(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-msi", "computemsi")
+	tok := adminToken(t, ts)
+	principal := MustIdentity(t, ts, tok, "rg-msi", "pool-id")
+	rid := identityPath(ts, "rg-msi", "pool-id")
+	c := dataClient(t, ts, "computemsi")
+	ctx := context.Background()
+	// azbatch has no identity on CreatePoolContent (Azure sets it through
+	// the management plane); the data plane here takes it in the body.
+	body := `{"id":"p1","vmSize":"standard_a1_v2","targetDedicatedNodes":1,"identity":{"type":"UserAssigned","userAssignedIdentities":[{"resourceId":"` + rid + `"}]}}`
+	if r := batchRaw(t, ts, batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret), "POST", "computemsi", "/pools?api-version="+dataAPIVersion, body); r.Status != 201 {
+		t.Fatalf("create pool: %d %s", r.Status, r.Body)
+	}
+	waitNodes(t, c, "p1", 1, "idle")
+	p, err := c.GetPool(ctx, "p1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Identity == nil || len(p.Identity.UserAssignedIdentities) != 1 || *p.Identity.UserAssignedIdentities[0].PrincipalID != principal {
+		t.Fatalf("pool identity = %+v", p.Identity)
+	}
+	clientID := *p.Identity.UserAssignedIdentities[0].ClientID
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("msi"), CommandLine: to.Ptr(os.Args[0]),
+		EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr(msiEnv), Value: to.Ptr(clientID)}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tk := waitTask(t, c, "j1", "msi", 30*time.Second)
+	if *tk.ExecutionInfo.ExitCode != 0 {
+		t.Fatalf("the task failed: %s", readTaskFile(t, c, "j1", "msi", "stderr.txt"))
+	}
+	jwt := strings.TrimSpace(readTaskFile(t, c, "j1", "msi", "stdout.txt"))
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("stdout is not a JWT: %q", jwt)
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cl struct {
+		OID string `json:"oid"`
+	}
+	if err := json.Unmarshal(claims, &cl); err != nil || cl.OID != principal {
+		t.Errorf("token oid = %q, want the pool identity %s (%v)", cl.OID, principal, err)
+	}
 }
