@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -94,6 +95,9 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the CA, root key, admin credentials and the SQLite database (env CUSTODY_DATA_DIR)")
 	f.StringVar(&cfg.Database, "database", cfg.Database, "postgres://... URL to use PostgreSQL instead of the embedded SQLite database")
 	f.StringVar(&cfg.RootKeyFile, "root-key-file", "", "file holding the root key (base64, 32 bytes); default: env CUSTODY_ROOT_KEY, else {data-dir}/root.key")
+	f.DurationVar(&cfg.KeyProbeInterval, "key-probe-interval", 5*time.Second, "how often each customer-managed key is probed; a refused key locks its account, a restored one unlocks it")
+	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
+	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
