@@ -206,6 +206,9 @@ type DataService struct {
 	// (taskID "") was terminated or deleted, so running processes are
 	// killed on their nodes.
 	OnStop func(account, jobID, taskID string)
+	// OnAdd, if set, is called after tasks were added to a job, so the
+	// scheduler looks for work at once.
+	OnAdd func(account, jobID string)
 }
 
 func (d *DataService) stopped(account, jobID, taskID string) {
@@ -765,6 +768,9 @@ func (d *DataService) AddTasks(ctx context.Context, account, jobID string, tasks
 		if !created[k] {
 			results[i].Task, results[i].Err = nil, taskExists(tasks[i].ID, jobID)
 		}
+	}
+	if d.OnAdd != nil {
+		d.OnAdd(account, jobID)
 	}
 	return results, nil
 }

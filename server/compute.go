@@ -102,6 +102,7 @@ func (s *Server) openCompute(data *batch.DataService) {
 	}
 	s.Compute = compute.New(cfg)
 	data.OnStop = func(account, jobID, taskID string) { s.Compute.KillTask(account, jobID, taskID) }
+	data.OnAdd = func(string, string) { s.Compute.Kick() }
 	s.Batch.KeyObservers = append(s.Batch.KeyObservers, s.Compute.OnKeyState)
 	s.Batch.Data = accountDataDeleters{data, s.Compute}
 	s.HTTP.RegisterCompute(s.Compute)
