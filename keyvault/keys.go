@@ -19,13 +19,18 @@ import (
 
 // This file is the keys data plane: every operation of the Key Vault REST API
 // for keys, as azkeys calls it. Each exported method checks, in Azure's
-// order: the vault exists and is live (404 VaultNotFound), the key or
-// version exists (404 KeyNotFound), the key is not soft-deleted (409
-// ObjectIsDeletedButRecoverable, when creating over it), the caller may do the operation (403
-// ForbiddenByPolicy or ForbiddenByRbac), the version is enabled and inside
-// its nbf/exp window and permits the operation (403), and only then reads
-// the request body (400). Every call, successful or not, is appended to the
-// audit log.
+// order: the vault exists and is live (404 VaultNotFound); the key or version
+// exists and is not soft-deleted (404 KeyNotFound), or, when creating,
+// importing or restoring, the name is not held by a soft-deleted key (409
+// ObjectIsDeletedButRecoverable); the caller may do the operation (403
+// ForbiddenByPolicy or ForbiddenByRbac); the version is enabled, inside its
+// nbf/exp window and permits the operation (403); and only then it reads the
+// request body (400). Every call, successful or not, is appended to the audit
+// log.
+//
+// Key types: "RSA-HSM" and "EC-HSM" keys are software keys, like "RSA" and
+// "EC" ones, labelled HSM so that clients asking for them work; Custody has
+// no hardware security module.
 
 // Decoder fills v from a request body. The data plane passes
 // httpapi.DecodeJSON bound to the request; Go callers can pass JSONBody.
