@@ -1,9 +1,21 @@
 package cli_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/keyvault/armkeyvault"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
+	"custody/server"
 	"custody/server/servertest"
 )
 
@@ -114,4 +126,125 @@ func TestBatchAccountCommands(t *testing.T) {
 		t.Errorf("create --no-wait printed %q", out)
 	}
 	mustRun(t, dir, "batch", "account", "show", "-n", "acct5", "-g", "myResourceGroup")
+}
+
+// TestBatchAccountSeedWalkthrough runs the CMK page's CLI commands, with
+// their underscore spellings, against a vault and keys made with the SDK
+// (the key vault commands are not the subject here), then loses the key.
+func TestBatchAccountSeedWalkthrough(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) { c.KeyProbeInterval = 200 * time.Millisecond })
+	dir := ts.DataDir()
+	ctx := context.Background()
+	mustRun(t, dir, "group", "create", "-n", "myResourceGroup", "-l", "westus2")
+	mustRun(t, dir, "batch", "account", "create", "-n", "mybatchaccount", "-g", "myResourceGroup",
+		"--locations", "regionName=West US 2", "--identity", "SystemAssigned")
+	principal := strings.TrimSpace(mustRun(t, dir, "batch", "account", "show", "-n", "mybatchaccount", "-g", "myResourceGroup", "--query", "identity.principalId", "-o", "tsv"))
+	if principal == "" {
+		t.Fatal("no principalId")
+	}
+
+	// The vault (soft delete, purge protection), the access policy with
+	// Get, Wrap Key and Unwrap Key, and an RSA-2048 key.
+	admin, err := ts.Identity.Store.PrincipalByAppID(ctx, ts.Admin.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cloud.Configuration{
+		ActiveDirectoryAuthorityHost: ts.URL("login") + "/",
+		Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
+			cloud.ResourceManager: {Endpoint: ts.URL("management"), Audience: "https://management.azure.com/"},
+		},
+	}
+	cred, err := azidentity.NewClientSecretCredential(ts.Admin.TenantID, ts.Admin.ClientID, ts.Admin.ClientSecret, &azidentity.ClientSecretCredentialOptions{
+		ClientOptions: policy.ClientOptions{Cloud: cfg, Transport: ts.Client}, DisableInstanceDiscovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vaults, err := armkeyvault.NewVaultsClient(ts.Admin.SubscriptionID, cred, &arm.ClientOptions{ClientOptions: policy.ClientOptions{Cloud: cfg, Transport: ts.Client}, DisableRPRegistration: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyFor := func(oid string, perms ...armkeyvault.KeyPermissions) *armkeyvault.AccessPolicyEntry {
+		var kp []*armkeyvault.KeyPermissions
+		for _, p := range perms {
+			kp = append(kp, to.Ptr(p))
+		}
+		return &armkeyvault.AccessPolicyEntry{TenantID: to.Ptr(ts.Admin.TenantID), ObjectID: to.Ptr(oid), Permissions: &armkeyvault.Permissions{Keys: kp}}
+	}
+	poller, err := vaults.BeginCreateOrUpdate(ctx, "myResourceGroup", "mykv", armkeyvault.VaultCreateOrUpdateParameters{
+		Location: to.Ptr("westus2"),
+		Properties: &armkeyvault.VaultProperties{
+			TenantID: to.Ptr(ts.Admin.TenantID), SKU: &armkeyvault.SKU{Family: to.Ptr(armkeyvault.SKUFamilyA), Name: to.Ptr(armkeyvault.SKUNameStandard)},
+			EnableSoftDelete: to.Ptr(true), EnablePurgeProtection: to.Ptr(true),
+			AccessPolicies: []*armkeyvault.AccessPolicyEntry{policyFor(admin.ObjectID, armkeyvault.KeyPermissionsAll)},
+		},
+	}, nil)
+	if err == nil {
+		_, err = poller.PollUntilDone(ctx, &runtime.PollUntilDoneOptions{Frequency: 100 * time.Millisecond})
+	}
+	if err != nil {
+		t.Fatalf("create vault: %v", err)
+	}
+	accountPolicy := armkeyvault.VaultAccessPolicyParameters{Properties: &armkeyvault.VaultAccessPolicyProperties{AccessPolicies: []*armkeyvault.AccessPolicyEntry{
+		policyFor(principal, armkeyvault.KeyPermissionsGet, armkeyvault.KeyPermissionsWrapKey, armkeyvault.KeyPermissionsUnwrapKey)}}}
+	if _, err := vaults.UpdateAccessPolicy(ctx, "myResourceGroup", "mykv", armkeyvault.AccessPolicyUpdateKindAdd, accountPolicy, nil); err != nil {
+		t.Fatalf("add access policy: %v", err)
+	}
+	keys, err := azkeys.NewClient(ts.URL("mykv.vault"), cred, &azkeys.ClientOptions{ClientOptions: policy.ClientOptions{Transport: ts.Client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := func(name string) string {
+		k, err := keys.CreateKey(ctx, name, azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA), KeySize: to.Ptr[int32](2048)}, nil)
+		if err != nil {
+			t.Fatalf("create key %s: %v", name, err)
+		}
+		return string(*k.Key.KID)
+	}
+	inUse := func() string {
+		return strings.TrimSpace(mustRun(t, dir, "batch", "account", "show", "-n", "mybatchaccount", "-g", "myResourceGroup", "--query", "encryptionStatus.keyVersionInUse", "-o", "tsv"))
+	}
+
+	// Enable customer-managed keys, as the page writes it.
+	k1 := newKey("key1")
+	set := decode[map[string]any](t, mustRun(t, dir, "batch", "account", "set", "-n", "mybatchaccount", "-g", "myResourceGroup",
+		"--encryption_key_source", "Microsoft.KeyVault", "--encryption_key_identifier", k1))
+	enc, _ := set["encryption"].(map[string]any)
+	if enc["keySource"] != "Microsoft.KeyVault" || inUse() != k1 {
+		t.Fatalf("after set: encryption %v, in use %s", enc, inUse())
+	}
+	// Update the key version; use a different key (the identifier alone).
+	k1v2 := newKey("key1")
+	mustRun(t, dir, "batch", "account", "set", "-n", "mybatchaccount", "-g", "myResourceGroup", "--encryption_key_identifier", k1v2)
+	if inUse() != k1v2 {
+		t.Fatalf("in use %s, want %s", inUse(), k1v2)
+	}
+	k2 := newKey("key2")
+	mustRun(t, dir, "batch", "account", "set", "-n", "mybatchaccount", "-g", "myResourceGroup", "--encryption-key-identifier", k2)
+	if inUse() != k2 {
+		t.Fatalf("in use %s, want %s", inUse(), k2)
+	}
+
+	// Lose the key: the account locks; show still works, set does not.
+	if _, err := vaults.UpdateAccessPolicy(ctx, "myResourceGroup", "mykv", armkeyvault.AccessPolicyUpdateKindRemove, accountPolicy, nil); err != nil {
+		t.Fatalf("remove access policy: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		st := strings.TrimSpace(mustRun(t, dir, "batch", "account", "show", "-n", "mybatchaccount", "-g", "myResourceGroup", "--query", "encryptionStatus.state", "-o", "tsv"))
+		if st == "KeyInaccessible" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the account did not lock: state %s", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	msg := mustFail(t, dir, "ERROR: (AccountKeyInaccessible)", "batch", "account", "set", "-n", "mybatchaccount", "-g", "myResourceGroup", "--encryption-key-source", "Microsoft.Batch")
+	if !strings.Contains(msg, "mybatchaccount") {
+		t.Errorf("the error does not name the account: %s", msg)
+	}
+	mustFail(t, dir, "ERROR: (AccountKeyInaccessible)", "batch", "account", "set", "-n", "mybatchaccount", "-g", "myResourceGroup", "--tags", "a=b")
+	mustRun(t, dir, "batch", "account", "delete", "-n", "mybatchaccount", "-g", "myResourceGroup", "-y")
+	mustFail(t, dir, "ERROR: (ResourceNotFound)", "batch", "account", "show", "-n", "mybatchaccount", "-g", "myResourceGroup")
 }
