@@ -559,3 +559,109 @@ func TestComputeManagedIdentityInTask(t *testing.T) {
 		t.Errorf("token oid = %q, want the pool identity %s (%v)", cl.OID, principal, err)
 	}
 }
+
+// TestComputePoolLifecycle: start task before work, node files, resize up
+// and down, remove a node, reboot, node counts, update and delete.
+func TestComputePoolLifecycle(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-pools", "computepools")
+	c := dataClient(t, ts, "computepools")
+	ctx := context.Background()
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_d2s_v3"), TargetDedicatedNodes: to.Ptr[int32](1),
+		DisplayName: to.Ptr("first pool"), Metadata: []azbatch.MetadataItem{{Name: to.Ptr("team"), Value: to.Ptr("blue")}},
+		StartTask: &azbatch.StartTask{CommandLine: to.Ptr(`echo started $GREETING; echo ready > $AZ_BATCH_NODE_SHARED_DIR/ready`), WaitForSuccess: to.Ptr(true),
+			EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr("GREETING"), Value: to.Ptr("hi")}}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_d2s_v3")}, nil); err == nil || !strings.Contains(err.Error(), "PoolExists") {
+		t.Errorf("second create: %v, want PoolExists", err)
+	}
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p2"), VMSize: to.Ptr("no_such_size")}, nil); err == nil || !strings.Contains(err.Error(), "InvalidPropertyValue") {
+		t.Errorf("bad vmSize: %v", err)
+	}
+	waitNodes(t, c, "p1", 1, "idle")
+	p, err := c.GetPool(ctx, "p1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *p.DisplayName != "first pool" || *p.AllocationState != azbatch.AllocationStateSteady || *p.CurrentDedicatedNodes != 1 || *p.StartTask.CommandLine == "" || len(p.Metadata) != 1 {
+		t.Errorf("pool = %+v", p.Pool)
+	}
+	var nodeID string
+	pager := c.NewListNodesPager("p1", nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range page.Value {
+			nodeID = *n.ID
+			if n.StartTaskInfo == nil || *n.StartTaskInfo.State != azbatch.StartTaskStateCompleted || *n.StartTaskInfo.ExitCode != 0 {
+				t.Errorf("start task info = %+v", n.StartTaskInfo)
+			}
+		}
+	}
+	f, err := c.GetNodeFile(ctx, "p1", nodeID, "startup/stdout.txt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f.Body)
+	f.Body.Close()
+	if string(b) != "started hi\n" {
+		t.Errorf("start task stdout = %q", b)
+	}
+	names := map[string]bool{}
+	fp := c.NewListNodeFilesPager("p1", nodeID, &azbatch.ListNodeFilesOptions{Recursive: to.Ptr(true)})
+	for fp.More() {
+		page, err := fp.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nf := range page.Value {
+			names[*nf.Name] = true
+		}
+	}
+	if !names["startup/stdout.txt"] || !names["shared/ready"] {
+		t.Errorf("node files = %v", names)
+	}
+
+	// Grow to 2, shrink by removing the first node.
+	if _, err := c.ResizePool(ctx, "p1", azbatch.ResizePoolContent{TargetDedicatedNodes: to.Ptr[int32](2)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, c, "p1", 2, "idle")
+	if _, err := c.RemoveNodes(ctx, "p1", azbatch.RemoveNodeContent{NodeList: []string{nodeID}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, c, "p1", 1, "idle")
+	if _, err := c.GetNode(ctx, "p1", nodeID, nil); err == nil || !strings.Contains(err.Error(), "NodeNotFound") {
+		t.Errorf("removed node: %v", err)
+	}
+	pager = c.NewListNodesPager("p1", nil)
+	page, err := pager.NextPage(ctx)
+	if err != nil || len(page.Value) != 1 {
+		t.Fatalf("nodes after removal: %v %v", page.Value, err)
+	}
+	if _, err := c.RebootNode(ctx, "p1", *page.Value[0].ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, c, "p1", 1, "idle")
+	counts := c.NewListPoolNodeCountsPager(nil)
+	cp, err := counts.NextPage(ctx)
+	if err != nil || len(cp.Value) != 1 || *cp.Value[0].Dedicated.Idle != 1 {
+		t.Errorf("node counts: %+v %v", cp.Value, err)
+	}
+	if _, err := c.UpdatePool(ctx, "p1", azbatch.UpdatePoolContent{Metadata: []azbatch.MetadataItem{{Name: to.Ptr("team"), Value: to.Ptr("red")}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.GetPool(ctx, "p1", nil); err != nil || *p.Metadata[0].Value != "red" || *p.DisplayName != "first pool" {
+		t.Errorf("after update: %+v %v", p.Metadata, err)
+	}
+	if _, err := c.DeletePool(ctx, "p1", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the pool to be gone", func() (bool, string) {
+		_, err := c.GetPool(ctx, "p1", nil)
+		return err != nil && strings.Contains(err.Error(), "PoolNotFound"), fmt.Sprint(err)
+	})
+}

@@ -104,6 +104,12 @@ func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (
 		s.mu.Unlock()
 		return node.SyncResponse{}, err
 	}
+	if n.reboot {
+		n.reboot = false
+		n.LastSync = s.now()
+		s.mu.Unlock()
+		return node.SyncResponse{State: NodeRebooting, Reboot: true}, nil
+	}
 	if !n.joined {
 		s.mu.Unlock()
 		return node.SyncResponse{}, custody.Errorf(custody.KindConflict, "NodeNotJoined", "The node has not joined its pool; call join first.")

@@ -124,8 +124,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go srv.Serve(ln)
 	defer srv.Close()
 	defer a.killAll()
+	reporting := false
 
 	host, _ := os.Hostname()
+join:
 	var jr JoinResponse
 	for {
 		err = a.call(ctx, "/node/v1/join", JoinRequest{FilesURL: base, FilesToken: a.filesToken, AgentVersion: Version, Root: a.cfg.Root, Hostname: host}, &jr)
@@ -149,7 +151,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("node joined pool", "node", jr.NodeID, "pool", jr.PoolID, "account", jr.Account)
 
-	go a.reportLoop(ctx)
+	if !reporting {
+		reporting = true
+		go a.reportLoop(ctx)
+	}
 	failures := 0
 	for ctx.Err() == nil {
 		var resp SyncResponse
@@ -171,6 +176,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		failures = 0
 		if a.apply(resp) {
 			return nil
+		}
+		if resp.Reboot {
+			a.log.Info("node: rebooting (runs killed, joining again)")
+			goto join
 		}
 	}
 	return nil
