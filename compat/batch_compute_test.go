@@ -665,3 +665,59 @@ func TestComputePoolLifecycle(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "PoolNotFound"), fmt.Sprint(err)
 	})
 }
+
+// TestComputeDependenciesSlotsAndJobEnd: dependsOn by ids and ranges, a
+// failed dependency blocks, requiredSlots, and onAllTasksComplete
+// terminatejob.
+func TestComputeDependenciesSlotsAndJobEnd(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-deps", "computedeps")
+	c := dataClient(t, ts, "computedeps")
+	ctx := context.Background()
+	mustPool(t, c, "p1", 1, 2)
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}, UsesTaskDependencies: to.Ptr(true)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "order")
+	task := func(id, cmd string, deps *azbatch.TaskDependencies, slots int32) azbatch.CreateTaskContent {
+		return azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr(cmd), DependsOn: deps, RequiredSlots: to.Ptr(slots)}
+	}
+	g := azbatch.TaskGroup{Value: []azbatch.CreateTaskContent{
+		task("3", "echo 3 >> "+log, &azbatch.TaskDependencies{TaskIDRanges: []azbatch.TaskIDRange{{Start: to.Ptr[int32](1), End: to.Ptr[int32](2)}}}, 1),
+		task("1", "sleep 0.3; echo 1 >> "+log, nil, 1),
+		task("2", "sleep 0.3; echo 2 >> "+log, nil, 1),
+		task("wide", "echo wide >> "+log, &azbatch.TaskDependencies{TaskIDs: []string{"3"}}, 2),
+		task("bad", "exit 4", nil, 1),
+		task("blocked", "echo blocked >> "+log, &azbatch.TaskDependencies{TaskIDs: []string{"bad"}}, 1),
+	}}
+	if _, err := c.CreateTaskCollection(ctx, "j1", g, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, c, "j1", "wide", 20*time.Second)
+	waitTask(t, c, "j1", "bad", 20*time.Second)
+	b, _ := os.ReadFile(log)
+	lines := strings.Fields(string(b))
+	if len(lines) != 4 || lines[2] != "3" || lines[3] != "wide" {
+		t.Errorf("run order = %v, want 1 and 2 (any order), then 3, then wide", lines)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if tk := taskState(t, c, "j1", "blocked"); *tk.State != azbatch.TaskStateActive {
+		t.Errorf("task blocked by a failed dependency is %s, want active", *tk.State)
+	}
+	// A job that ends when its tasks do.
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j2"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")},
+		OnAllTasksComplete: to.Ptr(azbatch.OnAllTasksCompleteTerminateJob)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTaskCollection(ctx, "j2", azbatch.TaskGroup{Value: []azbatch.CreateTaskContent{task("x", "true", nil, 1), task("y", "true", nil, 1)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "job j2 to complete", func() (bool, string) {
+		j, err := c.GetJob(ctx, "j2", nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		return *j.State == azbatch.JobStateCompleted, string(*j.State)
+	})
+}
