@@ -420,4 +420,50 @@ func TestBatchAccountRawProtocol(t *testing.T) {
 	wantStatus(t, MustARM(t, ts, tok, "GET", strings.TrimPrefix(dl, ts.URL("management")), ""), 204)
 	wantStatus(t, MustARM(t, ts, tok, "DELETE", path, ""), 204)
 	wantStatus(t, MustARM(t, ts, tok, "GET", path, ""), http.StatusNotFound)
+
+	// A missing group is ResourceGroupNotFound for every operation.
+	missing := batchAccountPath(ts, "nosuchgroup", "rawacct") + "?api-version=" + batchAPIVersion
+	wantARMError(t, MustARM(t, ts, tok, "DELETE", missing, ""), 404, "ResourceGroupNotFound")
+	wantARMError(t, MustARM(t, ts, tok, "PATCH", missing, `{"tags":{}}`), 404, "ResourceGroupNotFound")
+	wantARMError(t, MustARM(t, ts, tok, "GET", groupPath(ts, "nosuchgroup")+"/providers/Microsoft.Batch/batchAccounts?api-version="+batchAPIVersion, ""), 404, "ResourceGroupNotFound")
+}
+
+// TestBatchAccountOddBodies sends unusual but well-formed bodies to create
+// and update: each is answered with success or a 4xx in Azure's shape.
+func TestBatchAccountOddBodies(t *testing.T) {
+	ts := servertest.New(t, nil)
+	tok := adminToken(t, ts)
+	MustGroup(t, ts, tok, "rg1")
+	base := batchAccountPath(ts, "rg1", "odd") + "?api-version=" + batchAPIVersion
+	wantStatus(t, MustARM(t, ts, tok, "PUT", base, `{"location":"westus2"}`), 202)
+	bodies := []string{
+		`{}`, `null`, `{"identity":null}`, `{"properties":null}`, `{"properties":{"encryption":null}}`,
+		`{"properties":{"encryption":{}}}`, `{"properties":{"encryption":{"keySource":""}}}`,
+		`{"properties":{"encryption":{"keyVaultProperties":{"keyIdentifier":""}}}}`,
+		`{"properties":{"encryption":{"keySource":"microsoft.keyvault","keyVaultProperties":{"keyIdentifier":"https://x.vault.localhost/keys/k"}}}}`,
+		`{"identity":{}}`, `{"identity":{"type":""}}`, `{"identity":{"type":"systemassigned"}}`,
+		`{"identity":{"userAssignedIdentities":{"bad":{}}}}`,
+		`{"identity":{"type":"UserAssigned","userAssignedIdentities":{"/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/z":null}}}`,
+		`{"identity":{"type":"UserAssigned"}}`, `{"identity":{"type":"None","userAssignedIdentities":{}}}`,
+		`{"location":"","tags":null}`, `{"location":"   "}`, `{"location":"westus2","properties":{"publicNetworkAccess":"Weird"}}`,
+		`{"location":"westus2","properties":{"autoStorage":{"storageAccountId":"x"}}}`,
+		`{"location":"westus2","properties":{"allowedAuthenticationModes":["AAD"]}}`,
+		`{"tags":{"":""}}`, `{"tags":{"k":"` + strings.Repeat("v", 5000) + `"}}`,
+	}
+	for _, method := range []string{"PATCH", "PUT"} {
+		for _, b := range bodies {
+			r := MustARM(t, ts, tok, method, base, b)
+			if r.Status >= 500 {
+				t.Errorf("%s %s: %d %s", method, b, r.Status, r.Body)
+			}
+			if r.Status >= 400 {
+				wantARMError(t, r, r.Status, "")
+			}
+		}
+	}
+	// The account is still readable and usable.
+	wantStatus(t, MustARM(t, ts, tok, "GET", base, ""), 200)
+	if _, _, err := ts.Batch.DEK(context.Background(), "odd"); err != nil {
+		t.Errorf("data key after odd bodies: %v", err)
+	}
 }

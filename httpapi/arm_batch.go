@@ -545,10 +545,11 @@ func (h *batchARM) patch(w http.ResponseWriter, r *ARMRequest) error {
 }
 
 // delete deletes an account whatever the state of its key. Deleting an
-// account that is not there is success (204), as in ARM.
+// account that is not there is success (204), as in ARM; a missing resource
+// group is ResourceGroupNotFound, also as in ARM.
 func (h *batchARM) delete(w http.ResponseWriter, r *ARMRequest) error {
 	a, err := h.account(r)
-	if custody.IsNotFound(err) {
+	if custody.IsNotFound(err) && custody.ErrorCode(err) != "ResourceGroupNotFound" {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
