@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -443,4 +442,3 @@ func (a *app) batchTaskCmd() *cobra.Command {
 	return cmd
 }
 
-var _ = io.EOF

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -720,4 +721,50 @@ func TestComputeDependenciesSlotsAndJobEnd(t *testing.T) {
 		}
 		return *j.State == azbatch.JobStateCompleted, string(*j.State)
 	})
+}
+
+// TestComputeRemoteAgent: with local nodes off, an admin issues a node
+// credential and an agent started by hand joins and runs tasks.
+func TestComputeRemoteAgent(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) { c.DisableLocalNodes = true; c.NodePoll = time.Second })
+	mustBatchAccount(t, ts, "rg-remote", "computeremote")
+	c := dataClient(t, ts, "computeremote")
+	ctx := context.Background()
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_d2s_v3"), TargetDedicatedNodes: to.Ptr[int32](1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := nodeStates(t, c, "p1"); len(st) != 0 {
+		t.Fatalf("local nodes are off, yet the pool has nodes %v", st)
+	}
+	tok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	r := batchRaw(t, ts, tok, "POST", "computeremote", "/pools/p1/nodecredentials?api-version="+dataAPIVersion, "")
+	if r.Status != 201 {
+		t.Fatalf("node credential: %d %s", r.Status, r.Body)
+	}
+	var nc struct{ NodeID, Credential, Server string }
+	if err := json.Unmarshal(r.Body, &nc); err != nil || nc.Credential == "" {
+		t.Fatalf("node credential body %s: %v", r.Body, err)
+	}
+	cmd := exec.Command(os.Args[0], "node", "--server", nc.Server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile, "--root", t.TempDir())
+	cmd.Env = append(os.Environ(), agentEnv+"=1", server.NodeCredentialEnv+"="+nc.Credential)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitNodes(t, c, "p1", 1, "idle")
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("t"), CommandLine: to.Ptr("echo remote $AZ_BATCH_NODE_ID")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, c, "j1", "t", 20*time.Second)
+	if got := readTaskFile(t, c, "j1", "t", "stdout.txt"); got != "remote "+nc.NodeID+"\n" {
+		t.Errorf("stdout = %q", got)
+	}
+	// A wrong credential is refused.
+	bad := MustDo(t, ts, "", "POST", "batch", "/node/v1/sync", `{"running":[]}`)
+	if bad.Status != 401 {
+		t.Errorf("sync without a credential: %d %s", bad.Status, bad.Body)
+	}
 }

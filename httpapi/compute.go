@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"custody"
-	"custody/batch"
 	"custody/compute"
 	"custody/node"
 )
@@ -29,6 +28,8 @@ import (
 //	GET               /pools/{pool}/nodes/{node}/files[/{path}]  (HEAD, DELETE)
 //	GET               /jobs/{job}/tasks/{task}/files[/{path}]    (HEAD, DELETE)
 //	GET               /nodecounts
+//	POST              /pools/{pool}/nodecredentials  (Custody extension: a node
+//	                  credential for an agent on another machine; answered once)
 
 // RegisterCompute adds the compute routes to the batch data plane.
 func (s *Server) RegisterCompute(c *compute.Service) {
@@ -70,6 +71,8 @@ func (b *batchData) routeCompute(q *batchRequest) (bool, error) {
 			return true, b.methods(m, hs{"POST": b.stopResize}, q)
 		case "removenodes":
 			return true, b.methods(m, hs{"POST": b.removeNodes}, q)
+		case "nodecredentials":
+			return true, b.methods(m, hs{"POST": b.addNodeCredential}, q)
 		case "nodes":
 			return true, b.methods(m, hs{"GET": b.listNodes}, q)
 		}
@@ -456,6 +459,18 @@ func (b *batchData) removeNodes(q *batchRequest) error {
 	return q.noBody(http.StatusAccepted)
 }
 
+// addNodeCredential registers a node for an agent that will join from
+// elsewhere and returns its credential (stored only hashed).
+func (b *batchData) addNodeCredential(q *batchRequest) error {
+	id, cred, err := b.compute.AddRemoteNode(q.ctx, q.account.Name, q.segs[1])
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusCreated, map[string]string{"nodeId": id, "credential": cred,
+		"server": "https://batch." + b.s.cfg.Domain + ":" + strconv.Itoa(b.s.cfg.Port)})
+	return nil
+}
+
 // ---- nodes ----
 
 type nodeOut struct {
@@ -761,7 +776,6 @@ func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-var _ = batch.KindTask
 
 // taskRunOut is the part of a task's executionInfo the compute service
 // knows: its last run's exit code, result and failure.
