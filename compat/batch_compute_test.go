@@ -768,3 +768,35 @@ func TestComputeRemoteAgent(t *testing.T) {
 		t.Errorf("sync without a credential: %d %s", bad.Status, bad.Body)
 	}
 }
+
+// TestComputePoolCertificates: certificates a pool references are
+// installed in each node's certificates directory.
+func TestComputePoolCertificates(t *testing.T) {
+	ts := computeServer(t)
+	mustBatchAccount(t, ts, "rg-certs", "computecerts")
+	c := dataClient(t, ts, "computecerts")
+	ctx := context.Background()
+	der, tp := selfSignedCert(t, "pool-cert")
+	if _, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1"),
+		Data: to.Ptr(base64.StdEncoding.EncodeToString(der)), Format: to.Ptr(azbatch.CertificateFormatCER)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_a1_v2"), TargetDedicatedNodes: to.Ptr[int32](1),
+		CertificateReferences: []azbatch.CertificateReference{{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1")}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, c, "p1", 1, "idle")
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	waitFor(t, 20*time.Second, "the certificate on the node", func() (bool, string) {
+		id := "t" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr("sha1sum < $AZ_BATCH_CERTIFICATES_DIR/sha1-" + tp + ".cer")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitTask(t, c, "j1", id, 10*time.Second)
+		out = readTaskFile(t, c, "j1", id, "stdout.txt")
+		return strings.HasPrefix(out, tp), out
+	})
+}

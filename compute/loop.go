@@ -235,6 +235,9 @@ func (s *Service) detectLost(ctx context.Context) {
 	for _, n := range s.nodes {
 		limit := s.cfg.LostAfter
 		if !n.joined {
+			if !n.Local {
+				continue // a remote agent may join whenever it is started
+			}
 			limit = max(limit, time.Minute) // agents take a moment to start
 		}
 		if now.Sub(n.LastSync) > limit && !n.leave {
