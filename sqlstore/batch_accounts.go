@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 
 	"custody"
 	"custody/batch"
@@ -123,15 +125,26 @@ func (s *BatchAccountStore) UpdateAccount(ctx context.Context, a *batch.Account,
 	if err != nil {
 		return custody.Internal(err, "encode account")
 	}
-	// args follow accountCols; the SET list takes those from location on
-	// (index 5), skipping created_at (index 21).
-	set := append(append([]any{}, args[5:21]...), args[22])
-	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_accounts SET
-		location = $1, tags = $2, identity = $3, key_source = $4, key_identifier = $5, properties = $6,
-		dek_generation = $7, dek_key_source = $8, dek_key_id = $9, dek_algorithm = $10, dek_identity = $11, dek_wrapped = $12,
-		key_state = $13, key_reason = $14, key_since = $15, key_last_probe = $16, updated_at = $17
-		WHERE name_key = $18 AND uid = $19 AND dek_key_id = $20`,
-		append(set, lower(a.Name), a.UID, prevKeyID)...)
+	// args follow accountCols: location..dek_wrapped are 5..16, the key
+	// state 17..20, created_at 21, updated_at 22. The key state columns are written only with a new wrap (a key change
+	// proved by a round trip); otherwise a concurrent lock by the key
+	// monitor must not be overwritten by a tag or identity update that read
+	// the account before the lock.
+	cols := []string{"location", "tags", "identity", "key_source", "key_identifier", "properties",
+		"dek_generation", "dek_key_source", "dek_key_id", "dek_algorithm", "dek_identity", "dek_wrapped", "updated_at"}
+	vals := append(append([]any{}, args[5:17]...), args[22])
+	if prevKeyID != a.Key.Wrapped.KeyID {
+		cols = append(cols, "key_state", "key_reason", "key_since", "key_last_probe")
+		vals = append(vals, args[17:21]...)
+	}
+	set := make([]string, len(cols))
+	for i, c := range cols {
+		set[i] = fmt.Sprintf("%s = $%d", c, i+1)
+	}
+	n := len(cols)
+	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_accounts SET `+strings.Join(set, ", ")+
+		fmt.Sprintf(` WHERE name_key = $%d AND uid = $%d AND dek_key_id = $%d`, n+1, n+2, n+3),
+		append(vals, lower(a.Name), a.UID, prevKeyID)...)
 	if err != nil {
 		return dbErr(err, "update batch account")
 	}
