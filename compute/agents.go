@@ -92,7 +92,7 @@ func (s *Service) prepareNode(ctx context.Context, account, poolID string, n *li
 
 // usable reports whether a node may take tasks. Caller holds s.mu.
 func (n *liveNode) usable() bool {
-	return n.joined && n.SchedulingEnabled && !n.drop && !n.leave && !n.reboot &&
+	return n.joined && n.SchedulingEnabled && !n.drop && !n.dropPending && !n.leave && !n.reboot &&
 		(n.State == NodeIdle || n.State == NodeRunning)
 }
 
@@ -142,8 +142,9 @@ func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (
 // nothing to say yet.
 func (s *Service) syncAnswer(ctx context.Context, n *liveNode, req node.SyncRequest) (node.SyncResponse, bool) {
 	s.mu.Lock()
-	resp := node.SyncResponse{State: n.State, Drop: n.drop, Leave: n.leave, Reboot: n.reboot}
-	ready := n.leave || n.reboot || len(n.kill) > 0 || len(n.outbox) > 0
+	resp := node.SyncResponse{State: n.State, Drop: n.drop || n.dropPending, Leave: n.leave, Reboot: n.reboot}
+	ready := n.leave || n.reboot || n.dropPending || len(n.kill) > 0 || len(n.outbox) > 0
+	n.dropPending = false
 	if n.drop && req.HaveConfig != 0 {
 		ready = true
 	}

@@ -70,9 +70,8 @@ func (s *Service) OnKeyState(account string, locked bool) {
 		}
 		if locked {
 			requeue = append(requeue, lost{s.takeRuns(n), n.ID})
-			n.kill = nil // the drop kills everything
 			n.outbox = nil
-			n.drop = true
+			n.drop, n.dropPending = true, true
 			s.setState(n, NodeUnusable)
 			n.Errors = append(n.Errors[:0:0], NodeError{Code: "AccountKeyInaccessible", Message: "The account's customer-managed key is inaccessible; the node cannot run tasks until access is restored."})
 		} else {

@@ -110,23 +110,26 @@ type run struct {
 // liveNode is a node's state in memory.
 type liveNode struct {
 	Node
-	credHash  string
-	filesURL  string
-	filesTok  string
-	slots     int
-	fill      string
-	joined    bool
-	outbox    []node.Run
-	kill      []string
-	runs      map[string]*run
-	wake      chan struct{}
-	drop      bool
-	leave     bool
-	reboot    bool
-	configGen int64
-	stop      func()
-	startRun  *node.Run
-	seq       int
+	credHash string
+	filesURL string
+	filesTok string
+	slots    int
+	fill     string
+	joined   bool
+	outbox   []node.Run
+	kill     []string
+	runs     map[string]*run
+	wake     chan struct{}
+	drop     bool
+	// dropPending is set until the agent has been told to drop, so a
+	// quick unlock cannot skip the kill of runs started before the lock.
+	dropPending bool
+	leave       bool
+	reboot      bool
+	configGen   int64
+	stop        func()
+	startRun    *node.Run
+	seq         int
 }
 
 // New returns a compute service.
