@@ -55,7 +55,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newServerCmd(), nodeCmd(),
 		a.loginCmd(), a.logoutCmd(), a.accountCmd(),
 		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd(),
-		a.batchCmd(), a.keyvaultCmd())
+		a.batchCmd(), a.keyvaultCmd(), a.portalCmd())
 	return root
 }
 
@@ -98,6 +98,7 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.KeyProbeInterval, "key-probe-interval", 5*time.Second, "how often each customer-managed key is probed; a refused key locks its account, a restored one unlocks it")
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
 	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
+	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd

@@ -71,9 +71,10 @@ type Authority struct {
 }
 
 type signingKey struct {
-	kid  string
-	priv *rsa.PrivateKey
-	pub  jose.JSONWebKey
+	kid     string
+	priv    *rsa.PrivateKey
+	pub     jose.JSONWebKey
+	created time.Time
 }
 
 // NewAuthority loads the signing keys from store, creating the first one if
@@ -113,6 +114,7 @@ func (a *Authority) reload(ctx context.Context) error {
 			return fmt.Errorf("parse signing key %s: %w", s.KID, err)
 		}
 		k := newSigningKey(s.KID, priv)
+		k.created = s.CreatedAt
 		keys[s.KID] = k
 		if s.Active {
 			active = k
@@ -150,10 +152,25 @@ func (a *Authority) Rotate(ctx context.Context) (string, error) {
 		return "", err
 	}
 	k := newSigningKey(kid, priv)
+	k.created = sk.CreatedAt
 	a.mu.Lock()
 	a.keys[kid], a.active = k, k
 	a.mu.Unlock()
 	return kid, nil
+}
+
+// RotateIfOlder rotates the signing key when the active one is older than
+// maxAge, and reports whether it did. The server calls it at start and
+// periodically, so keys rotate without an operator.
+func (a *Authority) RotateIfOlder(ctx context.Context, maxAge time.Duration) (bool, error) {
+	a.mu.RLock()
+	created := a.active.created
+	a.mu.RUnlock()
+	if maxAge <= 0 || a.now().Sub(created) < maxAge {
+		return false, nil
+	}
+	_, err := a.Rotate(ctx)
+	return err == nil, err
 }
 
 // JWKS returns the public signing keys.

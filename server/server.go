@@ -59,6 +59,10 @@ type Config struct {
 	// keys and vaults whose retention has ended and rotates keys whose
 	// rotation policy is due (default 1 minute).
 	KeyVaultSweepInterval time.Duration
+	// SigningKeyMaxAge is the age at which the token signing key is rotated
+	// (default 30 days); older keys stay published so their tokens verify
+	// until they expire.
+	SigningKeyMaxAge time.Duration
 	// DisableLocalNodes stops the server from starting the nodes pools ask
 	// for as local `custody node` processes; agents on other machines join
 	// instead.
@@ -194,6 +198,15 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.SigningKeyMaxAge == 0 {
+		cfg.SigningKeyMaxAge = 30 * 24 * time.Hour
+		s.cfg.SigningKeyMaxAge = cfg.SigningKeyMaxAge
+	}
+	if rotated, err := authority.RotateIfOlder(ctx, cfg.SigningKeyMaxAge); err != nil {
+		return nil, fmt.Errorf("rotate token signing key: %w", err)
+	} else if rotated {
+		s.log.Info("rotated the token signing key", "kid", authority.ActiveKID())
+	}
 	loginURL := publicURL("login", cfg.Domain, port)
 	s.Identity = &identity.Service{
 		Store: idStore, Authority: authority, TenantID: tenant,
@@ -236,6 +249,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if err := s.openBatch(ctx); err != nil {
 		return nil, fmt.Errorf("batch service: %w", err)
+	}
+	if err := s.openPortal(); err != nil {
+		return nil, fmt.Errorf("portal: %w", err)
 	}
 	s.srv = &http.Server{
 		Handler:           s.HTTP.Handler(),
@@ -335,6 +351,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
 	go s.Batch.RunMonitor(ctx, s.log)
+	go s.rotateSigningKeys(ctx)
 	go s.Compute.Run(ctx)
 	kvDone := make(chan struct{})
 	go func() {
@@ -383,3 +400,22 @@ func (s *Server) Port() int { return s.Endpoint.Port }
 
 // DataDir returns the data directory.
 func (s *Server) DataDir() string { return s.cfg.DataDir }
+
+// rotateSigningKeys rotates the token signing key once it is older than
+// SigningKeyMaxAge, checking hourly until ctx is done.
+func (s *Server) rotateSigningKeys(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if rotated, err := s.Identity.Authority.RotateIfOlder(ctx, s.cfg.SigningKeyMaxAge); err != nil {
+				s.log.Warn("rotate token signing key", "err", err)
+			} else if rotated {
+				s.log.Info("rotated the token signing key", "kid", s.Identity.Authority.ActiveKID())
+			}
+		}
+	}
+}
