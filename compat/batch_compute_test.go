@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -72,7 +73,9 @@ func runTestAgent(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := a.Run(context.Background()); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -799,4 +802,44 @@ func TestComputePoolCertificates(t *testing.T) {
 		out = readTaskFile(t, c, "j1", id, "stdout.txt")
 		return strings.HasPrefix(out, tp), out
 	})
+}
+
+// TestComputeRestartRequeues: tasks left running when the server stops are
+// requeued when it starts again, and run on the new nodes.
+func TestComputeRestartRequeues(t *testing.T) {
+	t.Setenv(agentEnv, "1")
+	dir := t.TempDir()
+	cfg := func(c *server.Config) {
+		c.DataDir = dir
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = time.Second
+	}
+	ts := servertest.New(t, cfg)
+	mustBatchAccount(t, ts, "rg-restart", "computerestart")
+	c := dataClient(t, ts, "computerestart")
+	ctx := context.Background()
+	mustPool(t, c, "p1", 1, 1)
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(t.TempDir(), "marker")
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("t"),
+		CommandLine: to.Ptr("if [ -f " + marker + " ]; then echo second; else touch " + marker + "; sleep 60; fi")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the task to start", func() (bool, string) {
+		_, err := os.Stat(marker)
+		return err == nil, fmt.Sprint(err)
+	})
+	ts.Close()
+
+	ts2 := servertest.New(t, cfg)
+	c2 := dataClient(t, ts2, "computerestart")
+	tk := waitTask(t, c2, "j1", "t", 30*time.Second)
+	if *tk.ExecutionInfo.RequeueCount != 1 || *tk.ExecutionInfo.ExitCode != 0 {
+		t.Errorf("after restart: %+v", tk.ExecutionInfo)
+	}
+	if got := readTaskFile(t, c2, "j1", "t", "stdout.txt"); got != "second\n" {
+		t.Errorf("stdout = %q", got)
+	}
 }

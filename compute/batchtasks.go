@@ -376,3 +376,37 @@ func parseDuration(s string) (time.Duration, error) {
 	}
 	return time.Duration(d), nil
 }
+
+// RequeueRunning puts every running task of an account back to active
+// (requeueCount+1). Node state lives in the server's memory, so after a
+// restart no node runs them any more.
+func (b *BatchTasks) RequeueRunning(ctx context.Context, account string) error {
+	jobs, err := b.Store.ListJobs(ctx, account, batch.ListOptions{Limit: batch.MaxPageSize})
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		after := ""
+		for {
+			ts, err := b.Store.ListTasks(ctx, account, j.ID, batch.ListOptions{States: []string{batch.TaskRunning}, Limit: batch.MaxPageSize, After: after})
+			if err != nil {
+				return err
+			}
+			for _, r := range ts {
+				now := time.Now().UTC()
+				prev := r.ETag
+				r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
+				r.State, r.StateTransitionTime, r.LastModified, r.ETag = batch.TaskActive, now, now, newTaskETag()
+				r.RequeueCount++
+				if err := b.Store.UpdateTask(ctx, account, r, prev); err != nil && custody.ErrorKind(err) != custody.KindPreconditionFailed {
+					return err
+				}
+				after = strings.ToLower(r.ID)
+			}
+			if len(ts) < batch.MaxPageSize {
+				break
+			}
+		}
+	}
+	return nil
+}

@@ -12,6 +12,9 @@ import (
 // Run keeps pools at their targets, detects lost nodes and places tasks
 // until ctx is done. Work is triggered by Kick and by a short ticker.
 func (s *Service) Run(ctx context.Context) {
+	if s.cfg.Recover != nil {
+		s.cfg.Recover(ctx)
+	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	slow := time.Now()

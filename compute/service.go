@@ -76,6 +76,9 @@ type Config struct {
 	LostAfter time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// Recover, if set, runs once when Run starts, before any scheduling
+	// (the server requeues tasks left running by a previous process).
+	Recover func(ctx context.Context)
 }
 
 // Service runs pools: it keeps their nodes at the target count, talks to

@@ -97,6 +97,18 @@ func (s *Server) openCompute(data *batch.DataService) {
 			return tok.Raw, tok.ExpiresAt, nil
 		},
 	}
+	cfg.Recover = func(ctx context.Context) {
+		as, err := s.Batch.Accounts.ListAccounts(ctx, "", "")
+		if err != nil {
+			s.log.Warn("compute: list accounts to requeue running tasks", "err", err)
+			return
+		}
+		for _, a := range as {
+			if err := tasks.RequeueRunning(ctx, a.Name); err != nil {
+				s.log.Warn("compute: requeue running tasks", "account", a.Name, "err", err)
+			}
+		}
+	}
 	if !s.cfg.DisableLocalNodes {
 		cfg.Launcher = localLauncher{s}
 	}
