@@ -1,0 +1,224 @@
+package portal_test
+
+import (
+	"context"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"custody/batch"
+	"custody/portal"
+	"custody/rm"
+	"custody/server/servertest"
+)
+
+// browser is a plain HTTP client with cookies, for the tests that need no
+// JavaScript.
+type browser struct {
+	t    *testing.T
+	c    *http.Client
+	base string
+}
+
+func newBrowser(t *testing.T, ts *servertest.TestServer) *browser {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Transport: ts.Client.Transport, Jar: jar, Timeout: ts.Client.Timeout}
+	return &browser{t: t, c: c, base: ts.URL("portal")}
+}
+
+func (b *browser) get(path string) (int, string) {
+	b.t.Helper()
+	resp, err := b.c.Get(b.base + path)
+	if err != nil {
+		b.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func (b *browser) post(path string, form url.Values) (int, string) {
+	b.t.Helper()
+	resp, err := b.c.PostForm(b.base+path, form)
+	if err != nil {
+		b.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+var hiddenRE = regexp.MustCompile(`name="(csrf|token)" value="([^"]*)"`)
+
+// hidden returns the value of the first hidden csrf or token field.
+func hidden(t *testing.T, page, name string) string {
+	t.Helper()
+	for _, m := range hiddenRE.FindAllStringSubmatch(page, -1) {
+		if m[1] == name {
+			return html.UnescapeString(m[2])
+		}
+	}
+	t.Fatalf("no %s field in page:\n%s", name, page)
+	return ""
+}
+
+// signIn signs in with a client id and secret and returns the CSRF token of
+// the session.
+func (b *browser) signIn(clientID, secret string) string {
+	b.t.Helper()
+	_, page := b.get("/signin")
+	status, page := b.post("/signin", url.Values{"csrf": {hidden(b.t, page, "csrf")}, "clientId": {clientID}, "secret": {secret}, "next": {"/"}})
+	if status != http.StatusOK || !strings.Contains(page, "Signed in as") {
+		b.t.Fatalf("sign in: status %d, page:\n%s", status, page)
+	}
+	return hidden(b.t, page, "csrf")
+}
+
+func TestSignInFailures(t *testing.T) {
+	ts := servertest.New(t, nil)
+	b := newBrowser(t, ts)
+
+	// Signed-out pages send the browser to the sign-in page.
+	status, page := b.get("/batch/create")
+	if status != http.StatusOK || !strings.Contains(page, `action="/signin"`) {
+		t.Fatalf("GET /batch/create signed out: status %d, want the sign-in form", status)
+	}
+	tok := hidden(t, page, "csrf")
+
+	cases := []struct {
+		name     string
+		form     url.Values
+		status   int
+		contains string
+	}{
+		{"wrong secret", url.Values{"csrf": {tok}, "clientId": {ts.Admin.ClientID}, "secret": {"not-the-secret"}}, http.StatusUnauthorized, "Sign-in failed"},
+		{"unknown client", url.Values{"csrf": {tok}, "clientId": {"00000000-0000-0000-0000-000000000000"}, "secret": {"x"}}, http.StatusUnauthorized, "was not found in the directory"},
+		{"missing secret", url.Values{"csrf": {tok}, "clientId": {ts.Admin.ClientID}}, http.StatusBadRequest, "Enter both the client id"},
+		{"no form token", url.Values{"clientId": {ts.Admin.ClientID}, "secret": {ts.Admin.ClientSecret}}, http.StatusForbidden, "sign-in form expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Each answer sets a fresh form token; use the one of the page.
+			_, page := b.get("/signin")
+			if tc.form.Has("csrf") {
+				tc.form.Set("csrf", hidden(t, page, "csrf"))
+			}
+			status, page := b.post("/signin", tc.form)
+			if status != tc.status || !strings.Contains(page, tc.contains) {
+				t.Fatalf("POST /signin: status %d, want %d with %q; page:\n%s", status, tc.status, tc.contains, page)
+			}
+			if strings.Contains(page, "Signed in as") {
+				t.Fatalf("POST /signin signed in")
+			}
+		})
+	}
+	if status, _ := b.get("/"); status != http.StatusOK {
+		t.Fatalf("GET / = %d", status)
+	}
+	if _, page := b.get("/"); strings.Contains(page, "Signed in as") {
+		t.Fatalf("a failed sign-in left a session")
+	}
+}
+
+func TestOneTimeLink(t *testing.T) {
+	ts := servertest.New(t, nil)
+	link, err := portal.MintSignInLink(ts.DataDir(), ts.URL("portal"))
+	if err != nil {
+		t.Fatalf("MintSignInLink: %v", err)
+	}
+	u, _ := url.Parse(link)
+	b := newBrowser(t, ts)
+	_, page := b.get(u.RequestURI())
+	tok := hidden(t, page, "token")
+	status, page := b.post("/signin/link", url.Values{"token": {tok}})
+	if status != http.StatusOK || !strings.Contains(page, "Signed in as") {
+		t.Fatalf("POST /signin/link: status %d, page:\n%s", status, page)
+	}
+	// The link works once.
+	b2 := newBrowser(t, ts)
+	status, page = b2.post("/signin/link", url.Values{"token": {tok}})
+	if status != http.StatusUnauthorized || !strings.Contains(page, "already used") {
+		t.Fatalf("second POST /signin/link: status %d, want 401 saying the link is used; page:\n%s", status, page)
+	}
+	status, page = b2.post("/signin/link", url.Values{"token": {"made-up"}})
+	if status != http.StatusUnauthorized || strings.Contains(page, "Signed in as") {
+		t.Fatalf("POST /signin/link with a made-up token: status %d", status)
+	}
+}
+
+func TestCSRFRefused(t *testing.T) {
+	ts := servertest.New(t, nil)
+	b := newBrowser(t, ts)
+	csrf := b.signIn(ts.Admin.ClientID, ts.Admin.ClientSecret)
+	form := url.Values{"name": {"csrfvault1"}, "resourceGroup": {"rg1"}, "location": {"westus2"}, "retentionDays": {"90"}, "purgeProtection": {"on"}, "accessModel": {"policy"}}
+	for _, tok := range []string{"", "wrong" + csrf} {
+		f := url.Values{}
+		for k, v := range form {
+			f[k] = v
+		}
+		if tok != "" {
+			f.Set("csrf", tok)
+		}
+		status, page := b.post("/vaults/create", f)
+		if status != http.StatusForbidden || !strings.Contains(page, "security token") {
+			t.Fatalf("POST /vaults/create with csrf %q: status %d, want 403 about the security token; page:\n%s", tok, status, page)
+		}
+	}
+	if _, err := ts.KeyVault.GetVault(context.Background(), ts.RM.SubscriptionID, "rg1", "csrfvault1"); err == nil {
+		t.Fatalf("a refused form created the vault")
+	}
+	// With the token the same form works.
+	form.Set("csrf", csrf)
+	if status, page := b.post("/vaults/create", form); status != http.StatusOK || !strings.Contains(page, "was created") {
+		t.Fatalf("POST /vaults/create with the token: status %d; page:\n%s", status, page)
+	}
+}
+
+func TestAuthorizationRefusal(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	if _, err := ts.RM.PutResourceGroup(ctx, &rm.ResourceGroup{SubscriptionID: ts.RM.SubscriptionID, Name: "rg1", Location: "westus2"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := ts.Batch.CreateAccount(ctx, &batch.Account{ID: rm.ResourceID(ts.RM.SubscriptionID, "rg1", "Microsoft.Batch", "batchAccounts", "secretacct"),
+		SubscriptionID: ts.RM.SubscriptionID, ResourceGroup: "rg1", Name: "secretacct", Location: "westus2",
+		Identity: batch.AccountIdentity{Type: batch.IdentitySystemAssigned}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, secret, err := ts.Identity.CreateServicePrincipal(ctx, "no-roles", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, ts)
+	csrf := b.signIn(p.AppID, secret)
+
+	if _, page := b.get("/"); strings.Contains(page, "secretacct") {
+		t.Fatalf("home page lists an account the principal cannot read")
+	}
+	for _, path := range []string{"/batch/secretacct", "/batch/secretacct/encryption", "/batch/secretacct/jobs"} {
+		status, page := b.get(path)
+		if status != http.StatusForbidden || !strings.Contains(page, "does not have authorization to perform action &#39;Microsoft.Batch/batchAccounts/read&#39;") {
+			t.Fatalf("GET %s without a role: status %d, want 403 with the refusal; page:\n%s", path, status, page)
+		}
+		if strings.Contains(page, a.Identity.PrincipalID) {
+			t.Fatalf("GET %s without a role shows the account's principal id", path)
+		}
+	}
+	status, page := b.post("/batch/create", url.Values{"csrf": {csrf}, "go": {"create"}, "name": {"mine1"}, "resourceGroup": {"rg1"}, "location": {"westus2"}, "identityType": {"None"}, "encryption": {"Microsoft.Batch"}})
+	if status != http.StatusForbidden || !strings.Contains(page, "Microsoft.Batch/batchAccounts/write") {
+		t.Fatalf("POST /batch/create without a role: status %d, want 403; page:\n%s", status, page)
+	}
+	if _, err := ts.Batch.Account(ctx, "mine1"); err == nil {
+		t.Fatalf("an account was created without a role")
+	}
+	status, page = b.post("/batch/secretacct/encryption", url.Values{"csrf": {csrf}, "action": {"save"}, "keySource": {"Microsoft.Batch"}})
+	if status != http.StatusForbidden {
+		t.Fatalf("POST encryption without a role: status %d; page:\n%s", status, page)
+	}
+}
