@@ -439,6 +439,7 @@ func (a *app) batchTaskCmd() *cobra.Command {
 	download.Flags().StringVar(&dest, "destination", "", "the local file or directory to write")
 	file.AddCommand(list, download)
 	cmd.AddCommand(file)
+	a.addTaskCommands(cmd)
 	return cmd
 }
 
