@@ -125,27 +125,22 @@ func (s *Service) RestoreKey(ctx context.Context, vault string, body Decoder) (_
 	}
 	now := s.now().UTC()
 	k := &Key{VaultName: v.Name, Name: b.Name, Tags: b.Tags, Managed: b.Managed, CreatedAt: b.CreatedAt, UpdatedAt: now, RotationPolicy: b.RotationPolicy}
-	var last *KeyVersion
+	versions := make([]*KeyVersion, 0, len(b.Versions))
 	for _, bv := range b.Versions {
 		der := bv.PrivateKey
 		if _, err := x509.ParsePKCS8PrivateKey(der); err != nil {
 			return nil, bad("The backup blob holds a damaged key version; it cannot be restored.")
 		}
-		kv := &KeyVersion{
+		versions = append(versions, &KeyVersion{
 			VaultName: v.Name, KeyName: b.Name, Version: strings.ToLower(bv.Version), Kty: bv.Kty, Crv: bv.Crv, KeySize: bv.KeySize,
 			KeyOps: bv.KeyOps, Enabled: bv.Enabled, NotBefore: bv.NotBefore, Expires: bv.Expires, Tags: bv.Tags,
 			CreatedAt: bv.CreatedAt, UpdatedAt: bv.UpdatedAt, PublicJWK: bv.PublicJWK,
 			PrivateSealed: s.Sealer.Seal(der, sealAAD(v.Name, b.Name, bv.Version)),
-		}
+		})
 		clear(der)
-		k.Tags = b.Tags
-		if err := s.Keys.CreateKeyVersion(ctx, k, kv); err != nil {
-			return nil, err
-		}
-		last = kv
 	}
-	k.Tags, k.RotationPolicy = b.Tags, b.RotationPolicy
-	if err := s.Keys.UpdateKey(ctx, k); err != nil {
+	last := versions[len(versions)-1]
+	if err := s.Keys.RestoreKey(ctx, k, versions); err != nil {
 		return nil, err
 	}
 	latest, err := s.Keys.LatestKeyVersion(ctx, v.Name, k.Name)

@@ -168,6 +168,8 @@ type KeyStore interface {
 	// CreateKeyVersion stores a new version, creating the key if needed, in
 	// one transaction; tags of kv also become the key's tags.
 	CreateKeyVersion(ctx context.Context, k *Key, kv *KeyVersion) error
+	// RestoreKey stores a key and all its versions in one transaction.
+	RestoreKey(ctx context.Context, k *Key, versions []*KeyVersion) error
 	Key(ctx context.Context, vault, name string) (*Key, error)
 	KeyVersion(ctx context.Context, vault, name, version string) (*KeyVersion, error)
 	// LatestKeyVersion returns the most recently created version.

@@ -95,6 +95,33 @@ func keyNotFound(name string) error {
 // CreateKeyVersion stores kv, creating its key k if needed, in one
 // transaction. kv's tags become the key's tags.
 func (s *KeyStore) CreateKeyVersion(ctx context.Context, k *keyvault.Key, kv *keyvault.KeyVersion) error {
+	return s.DB.Tx(ctx, func(tx *sql.Tx) error { return insertKeyVersion(ctx, tx, k, kv) })
+}
+
+// RestoreKey stores a key restored from a backup with all its versions, in
+// one transaction: a failure part way leaves no trace.
+func (s *KeyStore) RestoreKey(ctx context.Context, k *keyvault.Key, versions []*keyvault.KeyVersion) error {
+	tags, err := json.Marshal(nonNilTags(k.Tags))
+	if err != nil {
+		return custody.Internal(err, "encode key tags")
+	}
+	policy, err := policyText(k.RotationPolicy)
+	if err != nil {
+		return custody.Internal(err, "encode rotation policy")
+	}
+	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
+		for _, kv := range versions {
+			if err := insertKeyVersion(ctx, tx, k, kv); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE kv_keys SET tags = $1, rotation_policy = $2, updated_at = $3 WHERE vault_key = $4 AND name_key = $5`,
+			string(tags), policy, unix(k.UpdatedAt), lower(k.VaultName), lower(k.Name))
+		return dbErr(err, "write restored key")
+	})
+}
+
+func insertKeyVersion(ctx context.Context, tx *sql.Tx, k *keyvault.Key, kv *keyvault.KeyVersion) error {
 	tags, err := json.Marshal(nonNilTags(kv.Tags))
 	if err != nil {
 		return custody.Internal(err, "encode key tags")
@@ -108,27 +135,25 @@ func (s *KeyStore) CreateKeyVersion(ctx context.Context, k *keyvault.Key, kv *ke
 		return custody.Internal(err, "encode rotation policy")
 	}
 	vault, name := lower(k.VaultName), lower(k.Name)
-	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO kv_keys (vault_key, name_key, name, tags, managed, rotation_policy, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-			ON CONFLICT (vault_key, name_key) DO UPDATE SET tags = excluded.tags, updated_at = excluded.updated_at`,
-			vault, name, k.Name, string(tags), k.Managed, policy, unix(k.CreatedAt), unix(kv.CreatedAt))
-		if err != nil {
-			return dbErr(err, "write key")
-		}
-		var seq int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) + 1 FROM kv_key_versions WHERE vault_key = $1 AND key_name_key = $2`, vault, name).Scan(&seq); err != nil {
-			return dbErr(err, "number key version")
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO kv_key_versions (`+versionCols+`, seq)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-			vault, name, lower(kv.Version), kv.Kty, kv.Crv, int64(kv.KeySize), string(ops), kv.Enabled, nullTime(kv.NotBefore), nullTime(kv.Expires),
-			kv.Exportable, string(tags), string(kv.PublicJWK), kv.PrivateSealed, unix(kv.CreatedAt), unix(kv.UpdatedAt), seq)
-		if isUniqueViolation(err) {
-			return custody.Errorf(custody.KindConflict, "Conflict", "Key %s already has a version %s.", k.Name, kv.Version)
-		}
-		return dbErr(err, "write key version")
-	})
+	_, err = tx.ExecContext(ctx, `INSERT INTO kv_keys (vault_key, name_key, name, tags, managed, rotation_policy, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (vault_key, name_key) DO UPDATE SET tags = excluded.tags, updated_at = excluded.updated_at`,
+		vault, name, k.Name, string(tags), k.Managed, policy, unix(k.CreatedAt), unix(kv.CreatedAt))
+	if err != nil {
+		return dbErr(err, "write key")
+	}
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) + 1 FROM kv_key_versions WHERE vault_key = $1 AND key_name_key = $2`, vault, name).Scan(&seq); err != nil {
+		return dbErr(err, "number key version")
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO kv_key_versions (`+versionCols+`, seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		vault, name, lower(kv.Version), kv.Kty, kv.Crv, int64(kv.KeySize), string(ops), kv.Enabled, nullTime(kv.NotBefore), nullTime(kv.Expires),
+		kv.Exportable, string(tags), string(kv.PublicJWK), kv.PrivateSealed, unix(kv.CreatedAt), unix(kv.UpdatedAt), seq)
+	if isUniqueViolation(err) {
+		return custody.Errorf(custody.KindConflict, "Conflict", "Key %s already has a version %s.", k.Name, kv.Version)
+	}
+	return dbErr(err, "write key version")
 }
 
 // Key returns the live or soft-deleted key name of vault.
