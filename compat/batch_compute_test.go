@@ -249,6 +249,27 @@ func TestComputeFiftyTasks(t *testing.T) {
 			t.Errorf("task %s stdout = %q, want %q", id, got, want)
 		}
 	}
+	files := map[string]bool{}
+	fp := c.NewListTaskFilesPager("j1", "t0", &azbatch.ListTaskFilesOptions{Recursive: to.Ptr(true)})
+	for fp.More() {
+		page, err := fp.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range page.Value {
+			files[*f.Name] = *f.IsDirectory
+		}
+	}
+	if isDir, ok := files["wd"]; !ok || !isDir || files["stdout.txt"] || files["stderr.txt"] {
+		t.Errorf("task files = %v, want stdout.txt, stderr.txt and the directory wd", files)
+	}
+	if _, ok := files["stdout.txt"]; !ok {
+		t.Errorf("task files = %v lack stdout.txt", files)
+	}
+	props, err := c.GetTaskFileProperties(ctx, "j1", "t0", "stdout.txt", nil)
+	if err != nil || props.ContentLength == nil || *props.ContentLength != int64(len("out t0 v0\n")) {
+		t.Errorf("stdout.txt properties: %+v %v", props, err)
+	}
 	counts, err := c.GetJobTaskCounts(ctx, "j1", nil)
 	if err != nil {
 		t.Fatal(err)
