@@ -433,7 +433,7 @@ func TestKeyVaultKeys(t *testing.T) {
 		if r.CallerOID == mi && r.Operation == "KeyWrap" && r.Outcome == "success" && r.Version != "" {
 			sawWrap = true
 		}
-		if r.CallerOID == mi && r.Outcome == "Forbidden" {
+		if r.CallerOID == mi && r.Outcome == "Forbidden/ForbiddenByPolicy" {
 			sawRefusal = true
 		}
 	}

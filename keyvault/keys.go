@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"slices"
 	"strings"
@@ -575,6 +576,10 @@ func (c *call) end(errp *error) {
 	outcome := "success"
 	if *errp != nil {
 		outcome = custody.ErrorCode(*errp)
+		var ce *custody.Error
+		if errors.As(*errp, &ce) && ce.Inner != "" {
+			outcome += "/" + ce.Inner // e.g. Forbidden/ForbiddenByPolicy
+		}
 	}
 	oid := "system"
 	if cl, ok := custody.CallerFrom(c.ctx); ok {
