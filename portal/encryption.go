@@ -181,6 +181,17 @@ func (p *Portal) allVersions(ctx context.Context, vault, key string) ([]versionO
 		}
 		return ci > cj
 	})
+	// Versions made in the same second tie on their creation time: the
+	// current version (the one a versionless identifier means) goes first.
+	if cur, err := p.cfg.KeyVault.GetKey(ctx, vault, key, ""); err == nil {
+		for i, o := range out {
+			if o.Kid == cur.Key.Kid && i > 0 {
+				copy(out[1:i+1], out[0:i])
+				out[0] = o
+				break
+			}
+		}
+	}
 	return out, nil
 }
 
