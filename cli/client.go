@@ -76,6 +76,9 @@ func decodeError(resp *http.Response, body []byte) *Error {
 		}
 	}
 	if e.Code == "" {
+		e.Code, e.Message = batchErrorBody(body)
+	}
+	if e.Code == "" {
 		e.Code = resp.Header.Get("x-ms-error-code")
 	}
 	if e.Code == "" {
@@ -85,6 +88,32 @@ func decodeError(resp *http.Response, body []byte) *Error {
 		e.Message = fmt.Sprintf("%s %s answered %s.", resp.Request.Method, resp.Request.URL.Redacted(), resp.Status)
 	}
 	return e
+}
+
+// batchErrorBody reads the Batch data plane's error shape,
+// {"code", "message": {"lang", "value"}, "values": [{"key", "value"}]}, as
+// az prints it: the message, then one "key: value" line per detail.
+func batchErrorBody(body []byte) (code, msg string) {
+	var be struct {
+		Code    string          `json:"code"`
+		Message json.RawMessage `json:"message"`
+		Values  []struct {
+			Key, Value string
+		} `json:"values"`
+	}
+	if json.Unmarshal(body, &be) != nil || be.Code == "" {
+		return "", ""
+	}
+	var m struct{ Value string }
+	if json.Unmarshal(be.Message, &m) != nil || m.Value == "" {
+		_ = json.Unmarshal(be.Message, &msg)
+	} else {
+		msg = m.Value
+	}
+	for _, d := range be.Values {
+		msg += "\n" + d.Key + ": " + d.Value
+	}
+	return be.Code, msg
 }
 
 // credentials are what the CLI signs in with: a service principal of the
