@@ -11,7 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"custody"
 	"custody/batch"
+	"custody/keyvault"
 	"custody/portal"
 	"custody/rm"
 	"custody/server/servertest"
@@ -220,5 +222,58 @@ func TestAuthorizationRefusal(t *testing.T) {
 	status, page = b.post("/batch/secretacct/encryption", url.Values{"csrf": {csrf}, "action": {"save"}, "keySource": {"Microsoft.Batch"}})
 	if status != http.StatusForbidden {
 		t.Fatalf("POST encryption without a role: status %d; page:\n%s", status, page)
+	}
+}
+
+// TestEncryptionErrorsNextToField: a key in a vault without purge
+// protection is refused by the batch service, and the page shows the
+// service's message next to the key identifier; the account is unchanged.
+func TestEncryptionErrorsNextToField(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	admin, err := ts.Identity.Store.PrincipalByAppID(ctx, ts.Admin.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := custody.WithCaller(ctx, custody.Caller{ObjectID: admin.ObjectID, AppID: admin.AppID})
+	sub := ts.RM.SubscriptionID
+	if _, err := ts.RM.PutResourceGroup(ctx, &rm.ResourceGroup{SubscriptionID: sub, Name: "rg", Location: "westus2"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := ts.Batch.CreateAccount(ctx, &batch.Account{ID: rm.ResourceID(sub, "rg", "Microsoft.Batch", "batchAccounts", "nopurge"),
+		SubscriptionID: sub, ResourceGroup: "rg", Name: "nopurge", Location: "westus2", Identity: batch.AccountIdentity{Type: batch.IdentitySystemAssigned}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, tenant, family, sku := "westus2", ts.Identity.TenantID, "A", "standard"
+	if _, _, err := ts.KeyVault.PutVault(actx, sub, "rg", "nopurgevault", keyvault.VaultUpdate{Location: &loc, TenantID: &tenant, SKUFamily: &family, SKU: &sku}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.KeyVault.UpdateAccessPolicies(actx, sub, "rg", "nopurgevault", keyvault.AccessPolicyAdd, []keyvault.AccessPolicy{{TenantID: tenant, ObjectID: a.Identity.PrincipalID, Keys: []string{"get", "wrapKey", "unwrapKey"}}}); err != nil {
+		t.Fatal(err)
+	}
+	kb, err := ts.KeyVault.CreateKey(actx, "nopurgevault", "cmk", keyvault.JSONBody([]byte(`{"kty":"RSA","key_size":2048}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, ts)
+	csrf := b.signIn(ts.Admin.ClientID, ts.Admin.ClientSecret)
+	form := url.Values{"csrf": {csrf}, "action": {"save"}, "keySource": {"Microsoft.KeyVault"}, "method": {"uri"}, "keyIdentifier": {kb.Key.Kid}}
+	status, page := b.post("/batch/nopurge/encryption", form)
+	if status < 400 || status >= 500 || !regexp.MustCompile(`id="err-keyIdentifier">[^<]*[Pp]urge protection`).MatchString(page) {
+		t.Fatalf("save with a vault without purge protection: status %d, want 4xx with the reason next to the key identifier; page:\n%s", status, page)
+	}
+	// Bad input never gives a 500: an identifier that is not a URL.
+	form.Set("keyIdentifier", "not a url")
+	if status, page := b.post("/batch/nopurge/encryption", form); status != http.StatusBadRequest || !strings.Contains(page, `id="err-keyIdentifier"`) {
+		t.Fatalf("save with a malformed identifier: status %d; page:\n%s", status, page)
+	}
+	// Without JavaScript, "Load keys and versions" fills the picker.
+	status, page = b.post("/batch/nopurge/encryption", url.Values{"csrf": {csrf}, "action": {"refresh"}, "keySource": {"Microsoft.KeyVault"}, "method": {"select"}, "vault": {"nopurgevault"}})
+	if status != http.StatusOK || !strings.Contains(page, `<option value="cmk"`) {
+		t.Fatalf("refresh the picker: status %d; page:\n%s", status, page)
+	}
+	if got, _ := ts.Batch.Account(ctx, "nopurge"); got.Encryption.KeySource != batch.KeySourceBatch {
+		t.Fatalf("a refused save changed the account: %+v", got.Encryption)
 	}
 }
