@@ -9,6 +9,7 @@ import (
 
 	"custody"
 	"custody/batch"
+	"custody/identity"
 	"custody/keyvault"
 	"custody/rm"
 )
@@ -205,7 +206,13 @@ func (p *Portal) renderPolicies(w http.ResponseWriter, r *http.Request, s *sessi
 	d := policiesData{Vault: v, Groups: keyPermissionGroups}
 	names := p.principalNames(r.Context())
 	for _, ap := range v.AccessPolicies {
-		d.Rows = append(d.Rows, policyRow{AccessPolicy: ap, Who: names[strings.ToLower(ap.ObjectID)]})
+		who := names[strings.ToLower(ap.ObjectID)]
+		if who == "" {
+			if pr, err := p.cfg.Identity.Store.Principal(r.Context(), ap.ObjectID); err == nil && pr.Kind == identity.KindServicePrincipal {
+				who = "Service principal " + pr.DisplayName
+			}
+		}
+		d.Rows = append(d.Rows, policyRow{AccessPolicy: ap, Who: who})
 	}
 	pg.Data = d
 	p.render(w, r, status, "access_policies", pg)
