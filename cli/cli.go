@@ -99,6 +99,7 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
 	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
 	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")
+	f.BoolVar(&cfg.DisableLocalNodes, "disable-local-nodes", false, "do not start pool nodes as local `custody node` processes; agents on other machines join with node credentials instead")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
