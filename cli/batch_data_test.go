@@ -30,7 +30,10 @@ func TestBatchJobTaskCertificateCommands(t *testing.T) {
 	mustRun(t, dir, "group", "create", "-n", "rg1", "-l", "westus2")
 	mustRun(t, dir, "batch", "account", "create", "-n", "clidata", "-g", "rg1", "-l", "westus2")
 	acct := []string{"--account-name", "clidata"}
-	batch := func(args ...string) string { t.Helper(); return mustRun(t, dir, append(append([]string{"batch"}, args...), acct...)...) }
+	batch := func(args ...string) string {
+		t.Helper()
+		return mustRun(t, dir, append(append([]string{"batch"}, args...), acct...)...)
+	}
 	fail := func(want string, args ...string) string {
 		t.Helper()
 		return mustFail(t, dir, want, append(append([]string{"batch"}, args...), acct...)...)
@@ -161,6 +164,19 @@ func TestBatchJobTaskCertificateCommands(t *testing.T) {
 	if got := strings.TrimSpace(batch("task", "show", "--job-id", "job2", "--task-id", "bulk149", "--query", "commandLine", "-o", "tsv")); got != "echo 149" {
 		t.Errorf("bulk149 commandLine = %q", got)
 	}
+	// More tasks than one list page holds: list follows odata.nextLink.
+	batch("job", "create", "--id", "lots", "--pool-id", "pool1")
+	var lots []any
+	for i := range 1010 {
+		lots = append(lots, map[string]any{"id": fmt.Sprintf("lot%04d", i), "commandLine": "true"})
+	}
+	batch("task", "create", "--job-id", "lots", "--json-file", write("lots.json", lots), "-o", "none")
+	ids := strings.Fields(batch("task", "list", "--job-id", "lots", "--filter", "state eq 'active'", "--query", "[].id", "-o", "tsv"))
+	if len(ids) != 1010 || ids[0] != "lot0000" || ids[1009] != "lot1009" {
+		t.Errorf("lots lists %d active tasks, want 1010", len(ids))
+	}
+	batch("job", "delete", "--job-id", "lots", "--yes")
+
 	// A collection with a duplicate fails and says which task.
 	dup := write("dup.json", []any{map[string]any{"id": "w1", "commandLine": "again"}, map[string]any{"id": "w4", "commandLine": "echo w4"}})
 	if msg := fail("ERROR: 1 of 2 tasks were not added", "task", "create", "--job-id", "job2", "--json-file", dup); !strings.Contains(msg, "w1: (TaskExists)") {
