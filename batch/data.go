@@ -30,6 +30,12 @@ const (
 	TaskCompleted = "completed"
 )
 
+// Results of a task's run (executionInfo.result).
+const (
+	TaskSuccess = "success"
+	TaskFailure = "failure"
+)
+
 // Certificate states.
 const (
 	CertificateActive       = "active"
@@ -44,6 +50,7 @@ const (
 	KindTask        = "task"
 	KindCertificate = "certificate"
 	fieldSpec       = "spec"
+	fieldFailure    = "failureMessage"
 )
 
 // JobMeta is what is stored in the clear about a job: ids, state, times,
@@ -98,18 +105,45 @@ type TaskMeta struct {
 	RequeueCount                int32
 	StartTime                   time.Time
 	EndTime                     time.Time
+	// Outcome is how the task's last run went.
+	Outcome TaskOutcome
+}
+
+// TaskOutcome is what the compute service records about a task's last
+// run. The values are service-generated (codes, ids, times), so they are
+// stored in the clear and written together with the task's state. The
+// failure message can quote the command (a program that could not be
+// started), so it is sealed: TaskRecord.SealedFailureMessage, opened into
+// Task.FailureMessage.
+type TaskOutcome struct {
+	// ExitCode is the last run's exit code, nil before any run ended.
+	ExitCode *int
+	// Result is TaskSuccess or TaskFailure once the task completed.
+	Result      string
+	FailureCode string
+	// PoolID and NodeID are where the task runs or last ran; NodeID is
+	// empty after a retry or requeue puts the task back to active.
+	PoolID          string
+	NodeID          string
+	LastRetryTime   time.Time
+	LastRequeueTime time.Time
 }
 
 // Task is a task with its opened specification.
 type Task struct {
 	TaskMeta
 	Spec TaskSpec
+	// FailureMessage is the opened failure message of the last run.
+	FailureMessage string
 }
 
 // TaskRecord is a task as stored.
 type TaskRecord struct {
 	TaskMeta
 	Sealed []byte
+	// SealedFailureMessage is the last run's failure message sealed with
+	// the account's DEK (SealTaskFailureMessage), or empty.
+	SealedFailureMessage []byte
 }
 
 // CertificateMeta is what is stored in the clear about a certificate.
@@ -173,6 +207,10 @@ type DataStore interface {
 	DeleteTask(ctx context.Context, account, jobID, id string) error
 	// TaskStates returns the number of a job's tasks in each state.
 	TaskStates(ctx context.Context, account, jobID string) (map[string]int, error)
+	// TaskCounts counts a job's tasks by state, and its completed tasks by
+	// result: Failed are those whose result is TaskFailure, Succeeded the
+	// other completed ones.
+	TaskCounts(ctx context.Context, account, jobID string) (TaskCounts, error)
 
 	CreateCertificate(ctx context.Context, account string, c *CertificateRecord) error // KindConflict CertificateExists
 	Certificate(ctx context.Context, account, thumbprintAlgorithm, thumbprint string) (*CertificateRecord, error)
@@ -255,6 +293,21 @@ func taskRef(jobID, id string) Ref {
 	return Ref{Kind: KindTask, ID: strings.ToLower(jobID) + "/" + strings.ToLower(id), Field: fieldSpec}
 }
 
+func taskFailureRef(jobID, id string) Ref {
+	r := taskRef(jobID, id)
+	r.Field = fieldFailure
+	return r
+}
+
+// SealTaskFailureMessage seals a task's failure message for
+// TaskRecord.SealedFailureMessage; an empty message stays empty.
+func SealTaskFailureMessage(a *Account, dek *DEK, jobID, taskID, msg string) []byte {
+	if msg == "" {
+		return nil
+	}
+	return dek.Seal(a.UID, taskFailureRef(jobID, taskID), []byte(msg))
+}
+
 func certRef(alg, tp string) Ref {
 	return Ref{Kind: KindCertificate, ID: strings.ToLower(alg) + "-" + strings.ToLower(tp), Field: fieldSpec}
 }
@@ -301,6 +354,14 @@ func (d *DataService) openTask(a *Account, dek *DEK, r *TaskRecord) (*Task, erro
 	if err := open(a, dek, taskRef(r.JobID, r.ID), r.Sealed, &t.Spec); err != nil {
 		return nil, err
 	}
+	if len(r.SealedFailureMessage) > 0 {
+		ref := taskFailureRef(r.JobID, r.ID)
+		b, err := dek.Open(a.UID, ref, r.SealedFailureMessage)
+		if err != nil {
+			return nil, custody.Internal(err, "The stored %s %s of account %q could not be opened with the account's key; the record was altered or moved.", ref.Field, ref.ID, a.Name)
+		}
+		t.FailureMessage = string(b)
+	}
 	return t, nil
 }
 
@@ -309,7 +370,7 @@ func (d *DataService) sealTask(a *Account, dek *DEK, t *Task) (*TaskRecord, erro
 	if err != nil {
 		return nil, err
 	}
-	return &TaskRecord{TaskMeta: t.TaskMeta, Sealed: b}, nil
+	return &TaskRecord{TaskMeta: t.TaskMeta, Sealed: b, SealedFailureMessage: SealTaskFailureMessage(a, dek, t.JobID, t.ID, t.FailureMessage)}, nil
 }
 
 // ---- jobs ----
@@ -647,13 +708,7 @@ func (d *DataService) JobTaskCounts(ctx context.Context, account, id string) (Ta
 	if _, err := d.Store.Job(ctx, a.Name, id); err != nil {
 		return TaskCounts{}, err
 	}
-	m, err := d.Store.TaskStates(ctx, a.Name, id)
-	if err != nil {
-		return TaskCounts{}, err
-	}
-	c := TaskCounts{Active: int32(m[TaskActive] + m[TaskPreparing]), Running: int32(m[TaskRunning]), Completed: int32(m[TaskCompleted])}
-	c.Succeeded = c.Completed
-	return c, nil
+	return d.Store.TaskCounts(ctx, a.Name, id)
 }
 
 // ---- tasks ----
@@ -904,6 +959,9 @@ func (d *DataService) TerminateTask(ctx context.Context, account, jobID, id, ifM
 		now := d.now()
 		t.PreviousState, t.PreviousStateTransitionTime = t.State, t.StateTransitionTime
 		t.State, t.StateTransitionTime, t.EndTime = TaskCompleted, now, now
+		// As in Azure, a terminated task has failed (TaskEnded): it counts
+		// as failed and blocks the tasks that depend on it.
+		t.Outcome.Result, t.Outcome.FailureCode, t.FailureMessage = TaskFailure, "TaskEnded", "The task was terminated."
 		return nil
 	})
 	if err == nil {

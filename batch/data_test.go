@@ -3,13 +3,13 @@ package batch_test
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"custody"
 	"custody/batch"
 	"custody/sqlstore"
+	"custody/sqlstore/sqlstoretest"
 )
 
 // fakeKeys gives each account a fixed UID and DEK.
@@ -27,27 +27,26 @@ func (f fakeKeys) DEK(_ context.Context, name string) (*batch.Account, *batch.DE
 	return a, d, err
 }
 
-func newDataService(t *testing.T) (*batch.DataService, *sqlstore.DB, fakeKeys) {
+func newDataService(t *testing.T, db *sqlstore.DB) (*batch.DataService, fakeKeys) {
 	t.Helper()
-	db, err := sqlstore.Open(context.Background(), filepath.Join(t.TempDir(), "custody.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	keys := fakeKeys{
 		"acct1": {Name: "acct1", UID: "uid-of-account-one"},
 		// The same DEK as acct1 with another UID: only the UID in the
 		// associated data tells their ciphertexts apart.
 		"acct2": {Name: "acct2", UID: "uid-of-account-two"},
 	}
-	return &batch.DataService{Keys: keys, Store: &sqlstore.BatchDataStore{DB: db}}, db, keys
+	return &batch.DataService{Keys: keys, Store: &sqlstore.BatchDataStore{DB: db}}, keys
 }
 
 func ptr[T any](v T) *T { return &v }
 
 func TestDataSealsCustomerFieldsAndBindsThemToTheirRecord(t *testing.T) {
+	sqlstoretest.ForEachEngine(t, testDataSeals)
+}
+
+func testDataSeals(t *testing.T, db *sqlstore.DB) {
 	ctx := context.Background()
-	d, db, keys := newDataService(t)
+	d, keys := newDataService(t, db)
 	canary := "canary-7f3a9e"
 	spec := batch.JobSpec{PoolInfo: batch.PoolInfo{PoolID: "pool1"}, DisplayName: ptr(canary + "-display"),
 		Metadata: []batch.MetadataItem{{Name: "m", Value: canary + "-metadata"}}}
@@ -129,6 +128,34 @@ func TestDataSealsCustomerFieldsAndBindsThemToTheirRecord(t *testing.T) {
 	move(`UPDATE batch_jobs SET spec = $1 WHERE account_key = 'acct1' AND id_key = 'job-b'`, taskSpec)
 	if _, err := d.GetJob(ctx, "acct1", "job-b"); custody.ErrorKind(err) != custody.KindInternal {
 		t.Errorf("get job with a task's spec: %v, want an internal (authentication) error", err)
+	}
+
+	// A task's failure message is sealed too, bound to its task.
+	if _, err := d.AddJob(ctx, "acct1", "job-c", spec); err != nil {
+		t.Fatal(err)
+	}
+	res, err = d.AddTasks(ctx, "acct1", "job-c", []batch.NewTask{{ID: "t1", Spec: batch.TaskSpec{CommandLine: "x"}}, {ID: "t2", Spec: batch.TaskSpec{CommandLine: "x"}}})
+	if err != nil || res[0].Err != nil || res[1].Err != nil {
+		t.Fatalf("add tasks: %v %v", err, res)
+	}
+	for _, id := range []string{"t1", "t2"} {
+		if _, err := d.TerminateTask(ctx, "acct1", "job-c", id, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tk, err := d.GetTask(ctx, "acct1", "job-c", "t1"); err != nil || tk.FailureMessage == "" || tk.Outcome.FailureCode != "TaskEnded" {
+		t.Fatalf("terminated task: %+v %v", tk, err)
+	}
+	var failure, result []byte
+	if err := db.SQL().QueryRow(`SELECT failure_message, result FROM batch_tasks WHERE account_key = 'acct1' AND job_key = 'job-c' AND id_key = 't2'`).Scan(&failure, &result); err != nil {
+		t.Fatal(err)
+	}
+	if len(failure) == 0 || failure[0] != 0x01 || bytes.Contains(failure, []byte("terminated")) || string(result) != batch.TaskFailure {
+		t.Errorf("stored failure message %q (result %q), want it sealed", failure, result)
+	}
+	move(`UPDATE batch_tasks SET failure_message = $1 WHERE account_key = 'acct1' AND job_key = 'job-c' AND id_key = 't1'`, failure)
+	if _, err := d.GetTask(ctx, "acct1", "job-c", "t1"); custody.ErrorKind(err) != custody.KindInternal {
+		t.Errorf("get task with another task's failure message: %v, want an internal (authentication) error", err)
 	}
 
 	// A locked account refuses every call; deleting its data still works.

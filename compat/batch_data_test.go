@@ -317,8 +317,11 @@ func batchDataLifecycle(t *testing.T, ts *servertest.TestServer) {
 	if err != nil {
 		t.Fatalf("task counts: %v", err)
 	}
-	if *counts.TaskCounts.Active != 2 || *counts.TaskCounts.Completed != 1 {
-		t.Errorf("task counts = %s", mustJSON(counts.TaskCounts))
+	if tc := counts.TaskCounts; *tc.Active != 2 || *tc.Completed != 1 || *tc.Failed != 1 || *tc.Succeeded != 0 {
+		t.Errorf("task counts = %s, want the terminated task counted as failed", mustJSON(counts.TaskCounts))
+	}
+	if ei := gt2.ExecutionInfo; ei.Result == nil || *ei.Result != azbatch.TaskExecutionResultFailure || ei.FailureInfo == nil || *ei.FailureInfo.Code != "TaskEnded" {
+		t.Errorf("terminated task's executionInfo = %s", mustJSON(ei))
 	}
 	var active []string
 	pager := c.NewListTasksPager("job-1", &azbatch.ListTasksOptions{Filter: to.Ptr("state eq 'active'")})

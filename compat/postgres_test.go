@@ -23,6 +23,16 @@ import (
 // when PostgreSQL is unreachable, unless CI is set.
 func MustPostgresServer(t *testing.T) *servertest.TestServer {
 	t.Helper()
+	dsn := MustPostgresDatabase(t)
+	return servertest.New(t, func(c *server.Config) { c.Database = dsn })
+}
+
+// MustPostgresDatabase creates a fresh schema on the test PostgreSQL
+// server, dropped when the test ends, and returns the database setting
+// that selects it (several servers in turn may use it). It skips when
+// PostgreSQL is unreachable, unless CI is set.
+func MustPostgresDatabase(t *testing.T) string {
+	t.Helper()
 	dsn := os.Getenv("CUSTODY_TEST_POSTGRES")
 	if dsn == "" {
 		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
@@ -57,7 +67,7 @@ func MustPostgresServer(t *testing.T) *servertest.TestServer {
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	return servertest.New(t, func(c *server.Config) { c.Database = dsn + sep + "search_path=" + schema })
+	return dsn + sep + "search_path=" + schema
 }
 
 // TestPostgresRefusesNUL sends NUL characters, which PostgreSQL cannot store

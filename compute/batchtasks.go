@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"custody"
@@ -16,60 +15,16 @@ import (
 )
 
 // BatchTasks implements Tasks over the batch data plane's store: task
-// states, times and retry/requeue counts are written to the task records;
-// the outcome of each run (exit code, result, failure, node) is kept in
-// memory for the API (TaskExec).
+// states, times, retry/requeue counts and the outcome of the last run (exit
+// code, result, failure, pool and node) are written to the task records,
+// each change in one update, so they survive a restart together.
 type BatchTasks struct {
 	Keys  Keys
 	Data  *batch.DataService
 	Store batch.DataStore
-
-	mu   sync.Mutex
-	exec map[string]*TaskExec
-}
-
-// TaskExec is what the API reports about a task's last run beyond the
-// stored task record.
-type TaskExec struct {
-	ExitCode       *int
-	Result         string // success, failure
-	FailureCode    string
-	FailureMessage string
-	PoolID         string
-	NodeID         string
-	LastRetryTime  time.Time
-	LastRequeue    time.Time
 }
 
 var _ Tasks = (*BatchTasks)(nil)
-
-func execKey(account, job, task string) string {
-	return strings.ToLower(account) + "/" + strings.ToLower(job) + "/" + strings.ToLower(task)
-}
-
-// Exec returns the last run outcome of a task.
-func (b *BatchTasks) Exec(account, job, task string) (TaskExec, bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e := b.exec[execKey(account, job, task)]
-	if e == nil {
-		return TaskExec{}, false
-	}
-	return *e, true
-}
-
-func (b *BatchTasks) setExec(account, job, task string, fn func(*TaskExec)) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.exec == nil {
-		b.exec = map[string]*TaskExec{}
-	}
-	k := execKey(account, job, task)
-	if b.exec[k] == nil {
-		b.exec[k] = &TaskExec{}
-	}
-	fn(b.exec[k])
-}
 
 func taskRef(job, id string) batch.Ref {
 	return batch.Ref{Kind: batch.KindTask, ID: strings.ToLower(job) + "/" + strings.ToLower(id), Field: "spec"}
@@ -163,7 +118,7 @@ func (b *BatchTasks) depState(ctx context.Context, account, job, id string) (Dep
 	if r.State != batch.TaskCompleted {
 		return DepWaiting, true
 	}
-	if e, ok := b.Exec(account, job, id); ok && e.Result == "failure" {
+	if r.Outcome.Result == batch.TaskFailure {
 		return DepFailed, true
 	}
 	return DepSatisfied, true
@@ -198,6 +153,8 @@ func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 	r.State, r.StateTransitionTime, r.StartTime, r.LastModified = batch.TaskRunning, at, at, at
 	r.EndTime = time.Time{}
 	r.ETag = newTaskETag()
+	r.Outcome.NodeID, r.Outcome.PoolID = nodeID, job.PoolID
+	r.Outcome.ExitCode, r.Outcome.Result, r.Outcome.FailureCode, r.SealedFailureMessage = nil, "", "", nil
 	if err := b.Store.UpdateTask(ctx, a.Name, r, prev); err != nil {
 		if custody.ErrorKind(err) == custody.KindPreconditionFailed || custody.IsNotFound(err) {
 			return TaskRun{}, false, nil
@@ -225,10 +182,6 @@ func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 			}
 		}
 	}
-	b.setExec(a.Name, jobID, taskID, func(e *TaskExec) {
-		e.NodeID, e.PoolID = nodeID, job.PoolID
-		e.ExitCode, e.Result, e.FailureCode, e.FailureMessage = nil, "", "", ""
-	})
 	return run, true, nil
 }
 
@@ -239,8 +192,17 @@ func deref(s *string) string {
 	return *s
 }
 
-// FinishTask records a run's end on the task.
+// FinishTask records a run's end on the task: its new state and the run's
+// outcome in one update. The failure message is sealed with the account's
+// DEK (it can quote the command); if the DEK cannot be had, the failure code
+// is kept without a message.
 func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID string, res RunResult) error {
+	var sealedFailure []byte
+	if res.FailureMessage != "" && (res.Outcome == OutcomeSucceeded || res.Outcome == OutcomeFailed) {
+		if a, dek, err := b.Keys.DEK(ctx, account); err == nil {
+			sealedFailure = batch.SealTaskFailureMessage(a, dek, jobID, taskID, res.FailureMessage)
+		}
+	}
 	for attempt := 0; attempt < 5; attempt++ {
 		r, err := b.Store.Task(ctx, account, jobID, taskID)
 		if custody.IsNotFound(err) {
@@ -252,25 +214,35 @@ func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID stri
 		if r.State != batch.TaskRunning {
 			return nil // terminated meanwhile
 		}
-		if e, ok := b.Exec(account, jobID, taskID); ok && e.NodeID != "" && e.NodeID != res.NodeID {
+		if r.Outcome.NodeID != "" && r.Outcome.NodeID != res.NodeID {
 			return nil // running elsewhere now
 		}
 		now := time.Now().UTC()
 		prev := r.ETag
 		r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
 		r.StateTransitionTime, r.LastModified, r.ETag = now, now, newTaskETag()
+		o := &r.Outcome
 		switch res.Outcome {
 		case OutcomeSucceeded, OutcomeFailed:
 			r.State, r.EndTime = batch.TaskCompleted, res.EndTime
 			if !res.StartTime.IsZero() {
 				r.StartTime = res.StartTime
 			}
+			code := res.ExitCode
+			o.ExitCode, o.Result = &code, batch.TaskSuccess
+			if res.Outcome == OutcomeFailed {
+				o.Result = batch.TaskFailure
+			}
+			o.FailureCode, r.SealedFailureMessage = res.FailureCode, sealedFailure
 		case OutcomeRetry:
 			r.State = batch.TaskActive
 			r.RetryCount++
+			code := res.ExitCode
+			o.ExitCode, o.LastRetryTime, o.NodeID = &code, now, ""
 		case OutcomeRequeue:
 			r.State = batch.TaskActive
 			r.RequeueCount++
+			o.LastRequeueTime, o.NodeID = now, ""
 		}
 		err = b.Store.UpdateTask(ctx, account, r, prev)
 		if custody.ErrorKind(err) == custody.KindPreconditionFailed {
@@ -279,23 +251,6 @@ func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID stri
 		if err != nil {
 			return err
 		}
-		b.setExec(account, jobID, taskID, func(e *TaskExec) {
-			switch res.Outcome {
-			case OutcomeSucceeded, OutcomeFailed:
-				code := res.ExitCode
-				e.ExitCode = &code
-				e.Result = "success"
-				if res.Outcome == OutcomeFailed {
-					e.Result = "failure"
-				}
-				e.FailureCode, e.FailureMessage = res.FailureCode, res.FailureMessage
-			case OutcomeRetry:
-				code := res.ExitCode
-				e.ExitCode, e.LastRetryTime, e.NodeID = &code, now, ""
-			case OutcomeRequeue:
-				e.LastRequeue, e.NodeID = now, ""
-			}
-		})
 		if r.State == batch.TaskCompleted {
 			b.maybeTerminateJob(ctx, account, jobID)
 		}
@@ -398,6 +353,7 @@ func (b *BatchTasks) RequeueRunning(ctx context.Context, account string) error {
 				r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
 				r.State, r.StateTransitionTime, r.LastModified, r.ETag = batch.TaskActive, now, now, newTaskETag()
 				r.RequeueCount++
+				r.Outcome.LastRequeueTime, r.Outcome.NodeID = now, ""
 				if err := b.Store.UpdateTask(ctx, account, r, prev); err != nil && custody.ErrorKind(err) != custody.KindPreconditionFailed {
 					return err
 				}

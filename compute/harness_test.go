@@ -1,8 +1,8 @@
 package compute_test
 
 import (
+	"bytes"
 	"context"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -10,9 +10,10 @@ import (
 	"custody/batch"
 	"custody/compute"
 	"custody/sqlstore"
+	"custody/sqlstore/sqlstoretest"
 )
 
-// harness drives the scheduler over the real store (SQLite): Runnable,
+// harness drives the scheduler over the real store (SQLite or PostgreSQL): Runnable,
 // Place, StartTask and FinishTask, with simulated nodes whose runs end as
 // the test says.
 type harness struct {
@@ -29,16 +30,13 @@ type fixedKeys struct {
 	dek *batch.DEK
 }
 
-func (k fixedKeys) DEK(context.Context, string) (*batch.Account, *batch.DEK, error) { return k.a, k.dek, nil }
+func (k fixedKeys) DEK(context.Context, string) (*batch.Account, *batch.DEK, error) {
+	return k.a, k.dek, nil
+}
 
-func newHarness(t *testing.T, nodes, slots int) *harness {
+func newHarness(t *testing.T, db *sqlstore.DB, nodes, slots int) *harness {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, filepath.Join(t.TempDir(), "h.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	dek, err := batch.NewDEK(batch.GenerateDEKBytes(), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +111,16 @@ func (h *harness) step() []placed {
 // finish ends a placed run with exit code (or as lost with its node).
 func (h *harness) finish(p placed, exit int, lost bool) {
 	h.t.Helper()
+	h.finishWith(p, exit, lost, "", "")
+}
+
+// finishWith ends a placed run as finish does, with a failure code and
+// message as a node's report gives them.
+func (h *harness) finishWith(p placed, exit int, lost bool, code, msg string) {
+	h.t.Helper()
 	out := compute.Decide(exit != 0, false, lost, p.run.RetryCount, p.run.MaxRetries)
-	if err := h.tasks.FinishTask(h.ctx, "acct", p.JobID, p.TaskID, compute.RunResult{NodeID: p.NodeID, ExitCode: exit, Outcome: out, EndTime: time.Now()}); err != nil {
+	res := compute.RunResult{NodeID: p.NodeID, ExitCode: exit, Outcome: out, EndTime: time.Now(), FailureCode: code, FailureMessage: msg}
+	if err := h.tasks.FinishTask(h.ctx, "acct", p.JobID, p.TaskID, res); err != nil {
 		h.t.Fatal(err)
 	}
 	for i := range h.nodes {
@@ -136,7 +142,11 @@ func (h *harness) task(job, id string) *batch.TaskRecord {
 func i32(v int32) *int32 { return &v }
 
 func TestHarnessRetriesRequeuesAndSlots(t *testing.T) {
-	h := newHarness(t, 2, 2)
+	sqlstoretest.ForEachEngine(t, testRetriesRequeuesAndSlots)
+}
+
+func testRetriesRequeuesAndSlots(t *testing.T, db *sqlstore.DB) {
+	h := newHarness(t, db, 2, 2)
 	h.job("j", batch.JobSpec{Constraints: &batch.JobConstraints{MaxTaskRetryCount: i32(1)}})
 	h.add("j",
 		batch.NewTask{ID: "a", Spec: batch.TaskSpec{CommandLine: "a"}},
@@ -186,13 +196,20 @@ func TestHarnessRetriesRequeuesAndSlots(t *testing.T) {
 			t.Errorf("task %s: %s, want %s", id, r.State, want)
 		}
 	}
-	if e, _ := h.tasks.Exec("acct", "j", "a"); e.Result != "failure" || e.ExitCode == nil || *e.ExitCode != 1 {
-		t.Errorf("a's outcome = %+v", e)
+	if o := h.task("j", "a").Outcome; o.Result != batch.TaskFailure || o.ExitCode == nil || *o.ExitCode != 1 || o.LastRetryTime.IsZero() {
+		t.Errorf("a's outcome = %+v", o)
+	}
+	if o := h.task("j", "b").Outcome; o.Result != batch.TaskSuccess || o.LastRequeueTime.IsZero() || o.NodeID == "" || o.PoolID != "p1" {
+		t.Errorf("b's outcome = %+v", o)
 	}
 }
 
 func TestHarnessDependenciesAndJobEnd(t *testing.T) {
-	h := newHarness(t, 1, 4)
+	sqlstoretest.ForEachEngine(t, testDependenciesAndJobEnd)
+}
+
+func testDependenciesAndJobEnd(t *testing.T, db *sqlstore.DB) {
+	h := newHarness(t, db, 1, 4)
 	yes, term := true, "terminatejob"
 	h.job("j", batch.JobSpec{UsesTaskDependencies: &yes, OnAllTasksComplete: &term})
 	h.add("j",
@@ -217,5 +234,80 @@ func TestHarnessDependenciesAndJobEnd(t *testing.T) {
 	j, err := h.data.GetJob(h.ctx, "acct", "j")
 	if err != nil || j.State != batch.JobCompleted {
 		t.Errorf("job after its last task: %v %v", j.State, err)
+	}
+}
+
+// TestHarnessOutcomePersists: the outcome of each run is in the task's
+// record, so a new BatchTasks over the same store (a restarted server)
+// reports it, counts it, and still blocks a task on its failed dependency.
+func TestHarnessOutcomePersists(t *testing.T) {
+	sqlstoretest.ForEachEngine(t, testOutcomePersists)
+}
+
+func testOutcomePersists(t *testing.T, db *sqlstore.DB) {
+	h := newHarness(t, db, 1, 4)
+	yes := true
+	h.job("j", batch.JobSpec{UsesTaskDependencies: &yes})
+	canary := "canary-4d1e"
+	h.add("j",
+		batch.NewTask{ID: "ok", Spec: batch.TaskSpec{CommandLine: "x"}},
+		batch.NewTask{ID: "bad", Spec: batch.TaskSpec{CommandLine: canary}},
+		batch.NewTask{ID: "after", Spec: batch.TaskSpec{CommandLine: "x", DependsOn: &batch.TaskDependencies{TaskIDs: []string{"bad"}}}},
+	)
+	ps := h.step()
+	if len(ps) != 2 {
+		t.Fatalf("placed %v, want ok and bad", ps)
+	}
+	for _, p := range ps {
+		if p.TaskID == "bad" {
+			h.finishWith(p, 127, false, "CommandProgramNotFound", "The task could not be started: "+canary+": not found")
+		} else {
+			h.finish(p, 0, false)
+		}
+	}
+
+	// A restarted server: new services over the same database.
+	keys := h.tasks.Keys
+	store := &sqlstore.BatchDataStore{DB: db}
+	data := &batch.DataService{Keys: keys, Store: store}
+	h.tasks, h.data, h.store = &compute.BatchTasks{Keys: keys, Data: data, Store: store}, data, store
+	if more := h.step(); len(more) != 0 {
+		t.Errorf("after a restart, a task whose dependency failed started: %v", more)
+	}
+	ok, err := data.GetTask(h.ctx, "acct", "j", "ok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := ok.Outcome; o.Result != batch.TaskSuccess || o.ExitCode == nil || *o.ExitCode != 0 || o.NodeID != "n0" || o.PoolID != "p1" || o.FailureCode != "" || ok.FailureMessage != "" {
+		t.Errorf("ok after a restart: %+v %q", o, ok.FailureMessage)
+	}
+	bad, err := data.GetTask(h.ctx, "acct", "j", "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := bad.Outcome; o.Result != batch.TaskFailure || o.ExitCode == nil || *o.ExitCode != 127 || o.NodeID != "n0" ||
+		o.FailureCode != "CommandProgramNotFound" || bad.FailureMessage != "The task could not be started: "+canary+": not found" {
+		t.Errorf("bad after a restart: %+v %q", o, bad.FailureMessage)
+	}
+	c, err := data.JobTaskCounts(h.ctx, "acct", "j")
+	if err != nil || c != (batch.TaskCounts{Active: 1, Completed: 2, Succeeded: 1, Failed: 1}) {
+		t.Errorf("task counts = %+v, %v", c, err)
+	}
+	// The failure message quotes the command: it is stored sealed only.
+	r := h.task("j", "bad")
+	if len(r.SealedFailureMessage) == 0 || bytes.Contains(r.SealedFailureMessage, []byte(canary)) || bytes.Contains(r.Sealed, []byte(canary)) {
+		t.Errorf("the failure message is not sealed: %q", r.SealedFailureMessage)
+	}
+	// Terminating a task records it as failed, and that too is counted.
+	if _, err := data.TerminateTask(h.ctx, "acct", "j", "after", ""); err != nil {
+		t.Fatal(err)
+	}
+	after, err := data.GetTask(h.ctx, "acct", "j", "after")
+	if err != nil || after.Outcome.Result != batch.TaskFailure || after.Outcome.FailureCode != "TaskEnded" || after.FailureMessage == "" {
+		t.Errorf("terminated task: %+v %q %v", after.Outcome, after.FailureMessage, err)
+	}
+	c, err = data.JobTaskCounts(h.ctx, "acct", "j")
+	if err != nil || c != (batch.TaskCounts{Completed: 3, Succeeded: 1, Failed: 2}) {
+		t.Errorf("task counts after terminate = %+v, %v", c, err)
 	}
 }

@@ -647,15 +647,6 @@ func (s *Service) DeleteAccountData(ctx context.Context, account string) error {
 	return s.DeleteAccountPools(ctx, account)
 }
 
-// TaskExec returns the outcome of a task's last run, when the task store
-// keeps it (BatchTasks).
-func (s *Service) TaskExec(account, jobID, taskID string) (TaskExec, bool) {
-	if bt, ok := s.cfg.Tasks.(*BatchTasks); ok {
-		return bt.Exec(account, jobID, taskID)
-	}
-	return TaskExec{}, false
-}
-
 // NodeStates returns the states of a pool's nodes whatever the state of the
 // account's key (they hold no customer data); for operators and tests.
 func (s *Service) NodeStates(account, poolID string) []string {

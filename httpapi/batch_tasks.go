@@ -53,7 +53,7 @@ func (q *batchRequest) taskBody(t *batch.Task, withMetadata bool) taskOut {
 	if withMetadata {
 		out.Metadata = q.metadata("tasks/@Element")
 	}
-	q.addTaskRun(&out)
+	q.addTaskRun(&out, t)
 	return out
 }
 

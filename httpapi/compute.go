@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"custody"
+	"custody/batch"
 	"custody/compute"
 	"custody/node"
 )
@@ -776,7 +777,6 @@ func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-
 // taskRunOut is the part of a task's executionInfo the compute service
 // knows: its last run's exit code, result and failure.
 type taskRunOut struct {
@@ -802,35 +802,19 @@ type taskNodeInfoOut struct {
 	TaskRootDirectoryURL string `json:"taskRootDirectoryUrl"`
 }
 
-// addTaskRun adds what the compute service knows about a task's runs.
-func (q *batchRequest) addTaskRun(out *taskOut) {
-	if q.compute == nil {
-		return
-	}
-	e, ok := q.compute.TaskExec(q.account.Name, out.jobID(), out.ID)
-	if !ok {
-		return
-	}
+// addTaskRun adds the outcome of a task's last run, as stored with the
+// task.
+func (q *batchRequest) addTaskRun(out *taskOut, t *batch.Task) {
+	e := t.Outcome
 	r := &out.ExecutionInfo.taskRunOut
 	r.ExitCode, r.Result = e.ExitCode, e.Result
 	if e.FailureCode != "" {
-		r.FailureInfo = &failureInfoOut{Category: "usererror", Code: e.FailureCode, Message: e.FailureMessage}
+		r.FailureInfo = &failureInfoOut{Category: "usererror", Code: e.FailureCode, Message: t.FailureMessage}
 	}
-	r.LastRetryTime, r.LastRequeueTime = optTime(e.LastRetryTime), optTime(e.LastRequeue)
+	r.LastRetryTime, r.LastRequeueTime = optTime(e.LastRetryTime), optTime(e.LastRequeueTime)
 	if e.NodeID != "" {
-		dir := "workitems/" + out.jobID() + "/job-1/" + out.ID
+		dir := "workitems/" + t.JobID + "/job-1/" + t.ID
 		out.NodeInfo = &taskNodeInfoOut{AffinityID: "TVM:" + e.NodeID, NodeURL: q.nodeURL(e.PoolID, e.NodeID), PoolID: e.PoolID, NodeID: e.NodeID,
 			TaskRootDirectory: dir, TaskRootDirectoryURL: q.nodeURL(e.PoolID, e.NodeID) + "/files/" + escapePath(dir)}
 	}
-}
-
-// jobID recovers the job id from the task's URL.
-func (t *taskOut) jobID() string {
-	i := strings.Index(t.URL, "/jobs/")
-	j := strings.LastIndex(t.URL, "/tasks/")
-	if i < 0 || j < i {
-		return ""
-	}
-	id, _ := url.PathUnescape(t.URL[i+len("/jobs/") : j])
-	return id
 }

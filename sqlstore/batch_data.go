@@ -165,24 +165,47 @@ func (s *BatchDataStore) DeleteJob(ctx context.Context, account, id string) erro
 
 // ---- tasks ----
 
-const taskCols = `job_id, id, state, previous_state, etag, created_at, last_modified, state_since, previous_state_since, retry_count, requeue_count, start_time, end_time, spec`
+const taskCols = `job_id, id, state, previous_state, etag, created_at, last_modified, state_since, previous_state_since, retry_count, requeue_count, start_time, end_time, spec,
+	exit_code, result, failure_code, failure_message, pool_id, node_id, last_retry_time, last_requeue_time`
 
+// taskArgs are the values of taskCols, in order.
 func taskArgs(t *batch.TaskRecord) []any {
+	var exit any
+	if t.Outcome.ExitCode != nil {
+		exit = int64(*t.Outcome.ExitCode)
+	}
+	var failure any
+	if len(t.SealedFailureMessage) > 0 {
+		failure = t.SealedFailureMessage
+	}
+	o := t.Outcome
 	return []any{t.JobID, t.ID, t.State, t.PreviousState, t.ETag, optUnix(t.CreationTime), optUnix(t.LastModified),
 		optUnix(t.StateTransitionTime), optUnix(t.PreviousStateTransitionTime), t.RetryCount, t.RequeueCount,
-		optUnix(t.StartTime), optUnix(t.EndTime), t.Sealed}
+		optUnix(t.StartTime), optUnix(t.EndTime), t.Sealed,
+		exit, o.Result, o.FailureCode, failure, o.PoolID, o.NodeID, optUnix(o.LastRetryTime), optUnix(o.LastRequeueTime)}
 }
 
 func scanTask(row interface{ Scan(...any) error }) (*batch.TaskRecord, error) {
 	var t batch.TaskRecord
-	var created, modified, since, prevSince, start, end int64
+	var created, modified, since, prevSince, start, end, retried, requeued int64
+	var exit sql.NullInt64
+	o := &t.Outcome
 	if err := row.Scan(&t.JobID, &t.ID, &t.State, &t.PreviousState, &t.ETag, &created, &modified, &since, &prevSince,
-		&t.RetryCount, &t.RequeueCount, &start, &end, &t.Sealed); err != nil {
+		&t.RetryCount, &t.RequeueCount, &start, &end, &t.Sealed,
+		&exit, &o.Result, &o.FailureCode, &t.SealedFailureMessage, &o.PoolID, &o.NodeID, &retried, &requeued); err != nil {
 		return nil, err
 	}
 	t.CreationTime, t.LastModified = optFromUnix(created), optFromUnix(modified)
 	t.StateTransitionTime, t.PreviousStateTransitionTime = optFromUnix(since), optFromUnix(prevSince)
 	t.StartTime, t.EndTime = optFromUnix(start), optFromUnix(end)
+	if exit.Valid {
+		code := int(exit.Int64)
+		o.ExitCode = &code
+	}
+	if len(t.SealedFailureMessage) == 0 {
+		t.SealedFailureMessage = nil
+	}
+	o.LastRetryTime, o.LastRequeueTime = optFromUnix(retried), optFromUnix(requeued)
 	return &t, nil
 }
 
@@ -190,7 +213,8 @@ func (s *BatchDataStore) CreateTasks(ctx context.Context, account string, ts []*
 	created := make([]bool, len(ts))
 	err := s.DB.Tx(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO batch_tasks (account_key, job_key, id_key, `+taskCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+				$18, $19, $20, $21, $22, $23, $24, $25)
 			ON CONFLICT (account_key, job_key, id_key) DO NOTHING`)
 		if err != nil {
 			return dbErr(err, "prepare task insert")
@@ -241,12 +265,17 @@ func (s *BatchDataStore) ListTasks(ctx context.Context, account, jobID string, o
 	return out, dbErr(rows.Err(), "list batch tasks")
 }
 
+// UpdateTask writes a task's state, counts, times, spec and last run
+// outcome in one statement, if its stored etag is still prevETag.
 func (s *BatchDataStore) UpdateTask(ctx context.Context, account string, t *batch.TaskRecord, prevETag string) error {
 	a := taskArgs(t)
 	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_tasks SET state = $1, previous_state = $2, etag = $3, last_modified = $4,
-		state_since = $5, previous_state_since = $6, retry_count = $7, requeue_count = $8, start_time = $9, end_time = $10, spec = $11
-		WHERE account_key = $12 AND job_key = $13 AND id_key = $14 AND etag = $15`,
+		state_since = $5, previous_state_since = $6, retry_count = $7, requeue_count = $8, start_time = $9, end_time = $10, spec = $11,
+		exit_code = $12, result = $13, failure_code = $14, failure_message = $15, pool_id = $16, node_id = $17,
+		last_retry_time = $18, last_requeue_time = $19
+		WHERE account_key = $20 AND job_key = $21 AND id_key = $22 AND etag = $23`,
 		a[2], a[3], a[4], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+		a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21],
 		lower(account), lower(t.JobID), lower(t.ID), prevETag)
 	if err != nil {
 		return dbErr(err, "update batch task")
@@ -287,6 +316,37 @@ func (s *BatchDataStore) TaskStates(ctx context.Context, account, jobID string) 
 		out[st] = n
 	}
 	return out, dbErr(rows.Err(), "count batch tasks")
+}
+
+func (s *BatchDataStore) TaskCounts(ctx context.Context, account, jobID string) (batch.TaskCounts, error) {
+	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, result, COUNT(*) FROM batch_tasks WHERE account_key = $1 AND job_key = $2 GROUP BY state, result`,
+		lower(account), lower(jobID))
+	if err != nil {
+		return batch.TaskCounts{}, dbErr(err, "count batch tasks")
+	}
+	defer rows.Close()
+	var c batch.TaskCounts
+	for rows.Next() {
+		var st, result string
+		var n int32
+		if err := rows.Scan(&st, &result, &n); err != nil {
+			return batch.TaskCounts{}, dbErr(err, "scan task count")
+		}
+		switch st {
+		case batch.TaskActive, batch.TaskPreparing:
+			c.Active += n
+		case batch.TaskRunning:
+			c.Running += n
+		case batch.TaskCompleted:
+			c.Completed += n
+			if result == batch.TaskFailure {
+				c.Failed += n
+			} else {
+				c.Succeeded += n
+			}
+		}
+	}
+	return c, dbErr(rows.Err(), "count batch tasks")
 }
 
 // ---- certificates ----

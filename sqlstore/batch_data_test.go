@@ -87,8 +87,49 @@ func TestBatchDataStore(t *testing.T) {
 		if err != nil || tk.ID != "t2" || tk.JobID != "Job-A" {
 			t.Fatalf("read task: %+v %v", tk, err)
 		}
+		if o := tk.Outcome; o.ExitCode != nil || o.Result != "" || o.NodeID != "" || !o.LastRetryTime.IsZero() || tk.SealedFailureMessage != nil {
+			t.Errorf("a new task has an outcome: %+v %q", o, tk.SealedFailureMessage)
+		}
+		// The state and the run's outcome are written together.
+		exit := -3
+		retried := time.Now().UTC().Truncate(time.Microsecond)
 		tk.State, tk.ETag, tk.RetryCount = batch.TaskCompleted, "0x2", 3
+		tk.Outcome = batch.TaskOutcome{ExitCode: &exit, Result: batch.TaskFailure, FailureCode: "FailureExitCode", PoolID: "pool1", NodeID: "node-1",
+			LastRetryTime: retried, LastRequeueTime: retried.Add(time.Second)}
+		tk.SealedFailureMessage = []byte{0x01, 0x00, 0xfe}
 		if err := s.UpdateTask(ctx, "acct1", tk, "0x1"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Task(ctx, "acct1", "job-a", "t2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := got.Outcome; o.ExitCode == nil || *o.ExitCode != -3 || o.Result != batch.TaskFailure || o.FailureCode != "FailureExitCode" ||
+			o.PoolID != "pool1" || o.NodeID != "node-1" || !o.LastRetryTime.Equal(retried) || !o.LastRequeueTime.Equal(retried.Add(time.Second)) ||
+			string(got.SealedFailureMessage) != "\x01\x00\xfe" || got.State != batch.TaskCompleted {
+			t.Errorf("outcome read back: %+v %q", o, got.SealedFailureMessage)
+		}
+		// A new run clears it.
+		got.State, got.ETag, got.Outcome, got.SealedFailureMessage = batch.TaskRunning, "0x3", batch.TaskOutcome{PoolID: "pool1", NodeID: "node-2"}, nil
+		if err := s.UpdateTask(ctx, "acct1", got, "0x2"); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Task(ctx, "acct1", "job-a", "t2"); got.Outcome.ExitCode != nil || got.Outcome.Result != "" || got.SealedFailureMessage != nil || got.Outcome.NodeID != "node-2" {
+			t.Errorf("outcome after a new start: %+v %q", got.Outcome, got.SealedFailureMessage)
+		}
+		got.State, got.ETag, got.Outcome.Result = batch.TaskCompleted, "0x2", batch.TaskFailure
+		if err := s.UpdateTask(ctx, "acct1", got, "0x3"); err != nil {
+			t.Fatal(err)
+		}
+		ok := mk("t4")
+		ok.State, ok.Outcome.Result = batch.TaskCompleted, batch.TaskSuccess
+		if _, err := s.CreateTasks(ctx, "acct1", []*batch.TaskRecord{ok}); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.TaskCounts(ctx, "acct1", "job-a"); err != nil || c != (batch.TaskCounts{Active: 2, Completed: 2, Succeeded: 1, Failed: 1}) {
+			t.Errorf("task counts: %+v %v", c, err)
+		}
+		if err := s.DeleteTask(ctx, "acct1", "job-a", "t4"); err != nil {
 			t.Fatal(err)
 		}
 		states, err := s.TaskStates(ctx, "acct1", "job-a")
