@@ -271,6 +271,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// StatusOf returns the HTTP status for an error kind: the one table from
+// error kinds to status codes, shared by the APIs and the portal.
+func StatusOf(k custody.Kind) int { return statusOf(k) }
+
 // statusOf is the one table from error kinds to HTTP status codes.
 func statusOf(k custody.Kind) int {
 	switch k {

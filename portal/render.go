@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"custody"
+	"custody/httpapi"
 )
 
 // page is what every template gets.
@@ -71,31 +72,9 @@ var targetFields = map[string]string{
 	"properties.accessPolicies":            "principal",
 }
 
-// statusOf is the HTTP status of an error page, the same mapping the API
-// uses for the kind.
-func statusOf(err error) int {
-	switch custody.ErrorKind(err) {
-	case custody.KindInvalid:
-		return http.StatusBadRequest
-	case custody.KindUnauthenticated:
-		return http.StatusUnauthorized
-	case custody.KindForbidden:
-		return http.StatusForbidden
-	case custody.KindNotFound:
-		return http.StatusNotFound
-	case custody.KindMethodNotAllowed:
-		return http.StatusMethodNotAllowed
-	case custody.KindConflict:
-		return http.StatusConflict
-	case custody.KindPreconditionFailed:
-		return http.StatusPreconditionFailed
-	case custody.KindTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case custody.KindUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// statusOf is the HTTP status of an error page: the API's mapping of the
+// error's kind.
+func statusOf(err error) int { return httpapi.StatusOf(custody.ErrorKind(err)) }
 
 // pages holds one template set per page, each with the shared layout.
 type pages struct {

@@ -2,92 +2,28 @@ package sqlstore_test
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"custody"
 	"custody/sqlstore"
+	"custody/sqlstore/sqlstoretest"
 )
 
-// defaultPostgres is the test server used when CUSTODY_TEST_POSTGRES is unset.
-const defaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
 // forEachEngine runs fn against a fresh SQLite file and a fresh schema on
-// PostgreSQL. PostgreSQL is skipped when unreachable, unless CI is set.
+// PostgreSQL (see sqlstoretest).
 func forEachEngine(t *testing.T, fn func(t *testing.T, db *sqlstore.DB)) {
 	t.Helper()
-	t.Run("sqlite", func(t *testing.T) { fn(t, MustOpenSQLite(t)) })
-	t.Run("postgres", func(t *testing.T) { fn(t, MustOpenPostgres(t)) })
+	sqlstoretest.ForEachEngine(t, fn)
 }
 
 // MustOpenSQLite opens a migrated SQLite database in a temporary directory.
-func MustOpenSQLite(tb testing.TB) *sqlstore.DB {
-	tb.Helper()
-	db, err := sqlstore.Open(context.Background(), filepath.Join(tb.TempDir(), "custody.db"))
-	if err != nil {
-		tb.Fatalf("open sqlite: %v", err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
-}
+func MustOpenSQLite(tb testing.TB) *sqlstore.DB { return sqlstoretest.OpenSQLite(tb) }
 
 // MustOpenPostgres opens a migrated database in a new schema of the test
-// PostgreSQL server and drops the schema when the test ends.
-func MustOpenPostgres(tb testing.TB) *sqlstore.DB {
-	tb.Helper()
-	dsn := os.Getenv("CUSTODY_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = defaultPostgres
-	}
-	ctx := context.Background()
-	admin, err := sql.Open("pgx", dsn)
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = admin.PingContext(pctx)
-		cancel()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			tb.Fatalf("PostgreSQL (CUSTODY_TEST_POSTGRES=%q) is unreachable: %v", dsn, err)
-		}
-		tb.Skipf("PostgreSQL unreachable, skipping (set CUSTODY_TEST_POSTGRES): %v", err)
-	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		tb.Fatal(err)
-	}
-	schema := "store_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		admin.Close()
-		tb.Fatalf("create schema: %v", err)
-	}
-	tb.Cleanup(func() {
-		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			tb.Errorf("drop schema %s: %v", schema, err)
-		}
-		admin.Close()
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	db, err := sqlstore.Open(ctx, dsn+sep+"search_path="+schema)
-	if err != nil {
-		tb.Fatalf("open postgres: %v", err)
-	}
-	// Registered after the schema cleanup, so it runs first.
-	tb.Cleanup(func() { db.Close() })
-	if db.Engine != sqlstore.Postgres {
-		tb.Fatalf("engine = %s, want postgres", db.Engine)
-	}
-	return db
-}
+// PostgreSQL server, dropped when the test ends.
+func MustOpenPostgres(tb testing.TB) *sqlstore.DB { return sqlstoretest.OpenPostgres(tb) }
 
 func wantKind(tb testing.TB, err error, kind custody.Kind) {
 	tb.Helper()
