@@ -442,4 +442,3 @@ func (a *app) batchTaskCmd() *cobra.Command {
 	a.addTaskCommands(cmd)
 	return cmd
 }
-

@@ -206,7 +206,7 @@ func TestComputeFiftyTasks(t *testing.T) {
 		var g azbatch.TaskGroup
 		for i := batchStart; i < batchStart+25; i++ {
 			tc := azbatch.CreateTaskContent{ID: to.Ptr("t" + strconv.Itoa(i)),
-				CommandLine: to.Ptr(fmt.Sprintf(`echo "out $AZ_BATCH_TASK_ID $MY_VAR"; exit %d`, code(i))),
+				CommandLine:         to.Ptr(fmt.Sprintf(`echo "out $AZ_BATCH_TASK_ID $MY_VAR"; exit %d`, code(i))),
 				EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr("MY_VAR"), Value: to.Ptr("v" + strconv.Itoa(i))}}}
 			if code(i) == 1 {
 				tc.Constraints = &azbatch.TaskConstraints{MaxTaskRetryCount: to.Ptr[int32](2)}

@@ -207,7 +207,9 @@ func set(id, v string) chromedp.Action[chromedp.Void] {
 	return chromedp.SetValue(chromedp.CSS("#"+id), v)
 }
 
-func visible(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
+func visible(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.WaitVisible(chromedp.CSS(sel))
+}
 
 // TestPortalCustomerManagedKeyPath follows the seed page's portal steps:
 // sign in, create an account with a system-assigned identity, read its

@@ -93,7 +93,9 @@ type GroupCleaner interface {
 // GroupCleanerFunc adapts a function to GroupCleaner.
 type GroupCleanerFunc func(ctx context.Context, subscriptionID, resourceGroup string) error
 
-func (f GroupCleanerFunc) DeleteInGroup(ctx context.Context, sub, rg string) error { return f(ctx, sub, rg) }
+func (f GroupCleanerFunc) DeleteInGroup(ctx context.Context, sub, rg string) error {
+	return f(ctx, sub, rg)
+}
 
 // SubscriptionID returns the resource id of a subscription.
 func SubscriptionID(sub string) string { return "/subscriptions/" + sub }
