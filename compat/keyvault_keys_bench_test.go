@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -66,10 +67,29 @@ func newKVBench(b *testing.B) *kvBench {
 	return kb
 }
 
-func (kb *kvBench) run(b *testing.B, op string, value []byte) {
+// clients returns the two ways a client may reach the API: one HTTP/2
+// connection (what the Azure SDK's default transport negotiates) and a pool
+// of HTTP/1.1 keep-alive connections.
+func (kb *kvBench) clients() map[string]*http.Client {
+	h1 := kb.ts.Client.Transport.(*http.Transport).Clone()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	h1.TLSClientConfig = h1.TLSClientConfig.Clone()
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	h1.MaxIdleConnsPerHost = 16
+	return map[string]*http.Client{"h2": kb.ts.Client, "http1": {Transport: h1}}
+}
+
+func (kb *kvBench) runAll(b *testing.B, op string, value []byte) {
+	clients := kb.clients()
+	for _, proto := range []string{"h2", "http1"} {
+		b.Run(proto, func(b *testing.B) { kb.run(b, clients[proto], op, value) })
+	}
+}
+
+func (kb *kvBench) run(b *testing.B, client *http.Client, op string, value []byte) {
 	body := []byte(`{"alg":"RSA-OAEP-256","value":"` + base64.RawURLEncoding.EncodeToString(value) + `"}`)
 	url := kb.kid + "/" + op + "?api-version=2025-07-01"
-	client := kb.ts.Client
 	b.SetParallelism(4)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -95,12 +115,12 @@ func (kb *kvBench) run(b *testing.B, op string, value []byte) {
 
 func BenchmarkKeyVaultAPIWrapKey(b *testing.B) {
 	kb := newKVBench(b)
-	kb.run(b, "wrapkey", bytes.Repeat([]byte{1}, 32))
+	kb.runAll(b, "wrapkey", bytes.Repeat([]byte{1}, 32))
 }
 
 func BenchmarkKeyVaultAPIUnwrapKey(b *testing.B) {
 	kb := newKVBench(b)
-	kb.run(b, "unwrapkey", kb.wrapped)
+	kb.runAll(b, "unwrapkey", kb.wrapped)
 }
 
 func BenchmarkRawRSAWrap(b *testing.B) {
