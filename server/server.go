@@ -59,6 +59,9 @@ type Config struct {
 	// keys and vaults whose retention has ended and rotates keys whose
 	// rotation policy is due (default 1 minute).
 	KeyVaultSweepInterval time.Duration
+	// KeyVaultClock, if set, replaces time.Now in the key vault, so tests
+	// can reach retention and purge dates without waiting days.
+	KeyVaultClock func() time.Time
 	// SigningKeyMaxAge is the age at which the token signing key is rotated
 	// (default 30 days); older keys stay published so their tokens verify
 	// until they expire.
@@ -235,7 +238,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// Key vault: management (ARM; a resource group delete soft-deletes its
 	// vaults) and the keys data plane on {vault}.vault.{domain}.
 	s.KeyVault = &keyvault.Service{Vaults: &sqlstore.VaultStore{DB: s.DB}, Keys: &sqlstore.KeyStore{DB: s.DB}, Sealer: sealer,
-		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log}
+		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log, Now: cfg.KeyVaultClock}
 	if s.DB.Engine == sqlstore.SQLite {
 		// This process is the database's only writer: lookups can be cached.
 		s.KeyVault.CacheLookups()
