@@ -98,4 +98,3 @@ func TestBatchCustomerManagedKeyPurgedForGood(t *testing.T) {
 		t.Fatalf("delete the shredded account: %v", err)
 	}
 }
-
