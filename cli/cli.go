@@ -86,6 +86,9 @@ func newServerCmd() *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "Custody is running at https://management.%s:%d (login: https://login.%s:%d).\n", cfg.Domain, s.Port(), cfg.Domain, s.Port())
 			fmt.Fprintf(cmd.ErrOrStderr(), "Admin credentials: %s (mode 0600). CA certificate: %s.\n", s.DataDir()+string(os.PathSeparator)+server.AdminFile, s.Endpoint.CAFile)
 			fmt.Fprintln(cmd.ErrOrStderr(), "In another terminal: custody group list, or eval \"$(custody env)\" for Azure SDK programs.")
+			if link, err := s.PortalSignInLink(); err == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Portal: %s (sign in as the admin, once, within 15 minutes: %s; `custody portal` prints a new link).\n", publicURLOf("portal", cfg.Domain, s.Port()), link)
+			}
 			return s.Serve(cmd.Context())
 		},
 	}
@@ -209,4 +212,11 @@ func (a *app) confirm(yes bool) error {
 		return nil
 	}
 	return errors.New("operation cancelled.")
+}
+
+func publicURLOf(name, domain string, port int) string {
+	if port == 443 {
+		return "https://" + name + "." + domain
+	}
+	return fmt.Sprintf("https://%s.%s:%d", name, domain, port)
 }

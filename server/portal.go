@@ -5,9 +5,7 @@ import (
 	"custody/portal"
 )
 
-// openPortal serves the web portal on portal.{domain} and logs a one-time
-// sign-in link for the bootstrap admin (`custody portal` prints a fresh
-// one).
+// openPortal serves the web portal on portal.{domain}.
 func (s *Server) openPortal() error {
 	var data *batch.DataService
 	if ds, ok := s.Batch.Data.(accountDataDeleters); ok {
@@ -23,11 +21,13 @@ func (s *Server) openPortal() error {
 		return err
 	}
 	s.HTTP.HandlePortal(p)
-	url := publicURL("portal", s.cfg.Domain, s.Endpoint.Port)
-	link, err := portal.MintSignInLink(s.cfg.DataDir, url)
-	if err != nil {
-		return err
-	}
-	s.log.Info("portal: open the one-time link to sign in as the admin (valid 15 minutes; `custody portal` prints a new one)", "portal", url, "link", link)
 	return nil
+}
+
+// PortalSignInLink mints a one-time sign-in link for the bootstrap admin.
+// `custody server` prints one on the terminal at start (never to the log,
+// since the link is a credential until used), and `custody portal` prints a
+// fresh one.
+func (s *Server) PortalSignInLink() (string, error) {
+	return portal.MintSignInLink(s.cfg.DataDir, publicURL("portal", s.cfg.Domain, s.Endpoint.Port))
 }
