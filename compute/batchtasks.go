@@ -64,18 +64,22 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 		if !strings.EqualFold(jr.PoolID, poolID) || len(out) >= limit {
 			continue
 		}
-		tasks, err := b.Store.ListTasks(ctx, a.Name, jr.ID, batch.ListOptions{States: []string{batch.TaskActive}, Limit: max(4*limit, 64)})
-		if err != nil {
-			return nil, err
-		}
-		if len(tasks) == 0 {
-			continue
-		}
 		job, err := b.Data.GetJob(ctx, a.Name, jr.ID)
 		if err != nil {
 			return nil, err
 		}
 		usesDeps := job.Spec.UsesTaskDependencies != nil && *job.Spec.UsesTaskDependencies
+		// Without dependencies every active task is runnable, so read only as
+		// many as there are free slots; with them, read further ahead past
+		// tasks still waiting on others.
+		want := limit - len(out)
+		if usesDeps {
+			want = max(4*limit, 64)
+		}
+		tasks, err := b.Store.ListTasks(ctx, a.Name, jr.ID, batch.ListOptions{States: []string{batch.TaskActive}, Limit: want})
+		if err != nil {
+			return nil, err
+		}
 		for _, tr := range tasks {
 			if len(out) >= limit {
 				break

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,8 +115,16 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			s.metrics.requests.WithLabelValues(string(st.class), r.Method, strconv.Itoa(status)).Inc()
 			s.metrics.duration.WithLabelValues(string(st.class)).Observe(d.Seconds())
 			level := slog.LevelInfo
-			if status >= 500 {
+			switch {
+			case status >= 500:
 				level = slog.LevelError
+			case status < 400 && strings.HasPrefix(r.URL.Path, "/node/v1/"):
+				// Node agents poll and report for every task; their
+				// successful calls would drown the log.
+				level = slog.LevelDebug
+			}
+			if !s.log.Enabled(r.Context(), level) {
+				return
 			}
 			attrs := []any{"method", r.Method, "host", hostOnly(r.Host), "path", r.URL.Path, "status", status,
 				"duration_ms", float64(d.Microseconds()) / 1000, "request_id", reqID}

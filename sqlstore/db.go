@@ -43,7 +43,7 @@ const (
 
 // DB is the database handle every store in this package works on.
 type DB struct {
-	db     *sql.DB
+	db     *cachedDB
 	Engine Engine
 	// Path is the SQLite file, for tools that inspect it.
 	Path string
@@ -54,13 +54,13 @@ type DB struct {
 // is a SQLite file path.
 func Open(ctx context.Context, dsn string) (*DB, error) {
 	d := &DB{}
-	var err error
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		d.Engine = Postgres
-		d.db, err = sql.Open("pgx", dsn)
+		raw, err := sql.Open("pgx", dsn)
 		if err != nil {
 			return nil, err
 		}
+		d.db = newCachedDB(raw)
 		d.db.SetMaxOpenConns(16)
 	} else {
 		d.Engine = SQLite
@@ -73,10 +73,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
-		d.db, err = sql.Open("sqlite", "file:"+dsn+"?"+q.Encode())
+		raw, err := sql.Open("sqlite", "file:"+dsn+"?"+q.Encode())
 		if err != nil {
 			return nil, err
 		}
+		d.db = newCachedDB(raw)
 		d.db.SetMaxOpenConns(8)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -105,7 +106,7 @@ func (d *DB) migrate(ctx context.Context) error {
 	if d.Engine == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	p, err := goose.NewProvider(dialect, d.db, sub)
+	p, err := goose.NewProvider(dialect, d.db.DB, sub)
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func (d *DB) migrate(ctx context.Context) error {
 func (d *DB) Close() error { return d.db.Close() }
 
 // SQL returns the underlying handle, for tests and tools.
-func (d *DB) SQL() *sql.DB { return d.db }
+func (d *DB) SQL() *sql.DB { return d.db.DB }
 
 // Tx runs fn in a write transaction and commits if fn returns nil. On SQLite
 // the transaction takes the write lock at BEGIN (immediate), so concurrent
