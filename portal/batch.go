@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -9,6 +10,7 @@ import (
 
 	"custody"
 	"custody/batch"
+	"custody/identity"
 	"custody/keyvault"
 	"custody/rm"
 )
@@ -23,6 +25,7 @@ const (
 	actionVaultRead    = "Microsoft.KeyVault/vaults/read"
 	actionVaultWrite   = "Microsoft.KeyVault/vaults/write"
 	actionPolicyWrite  = "Microsoft.KeyVault/vaults/accessPolicies/write"
+	actionIdentityRead = "Microsoft.ManagedIdentity/userAssignedIdentities/read"
 	identityResourceNS = "Microsoft.ManagedIdentity"
 )
 
@@ -124,6 +127,14 @@ type createAccountData struct {
 	Tab     string
 	Groups  []string
 	Regions [][2]string
+	// Identities are the user-assigned identities the principal may read,
+	// offered on the Advanced tab.
+	Identities []*identity.UserAssignedIdentity
+	// IdentitiesErr says why the identities could not be listed.
+	IdentitiesErr string
+	// Picked is the user-assigned identity chosen, if it is one of
+	// Identities (for the review tab).
+	Picked *identity.UserAssignedIdentity
 	// NewGroup is set on the review tab when the group will be created.
 	NewGroup bool
 }
@@ -140,6 +151,19 @@ func (p *Portal) renderCreateAccount(w http.ResponseWriter, r *http.Request, s *
 	pg.Title, pg.Session, pg.Form = "Create a Batch account", s, f
 	pg.Crumbs = []crumb{{Label: "Home", Href: "/"}, {Label: "Create a Batch account", Current: true}}
 	d := createAccountData{Tab: tab, Groups: p.groups(r.Context(), s), Regions: regions}
+	if tab == "advanced" || tab == "review" {
+		us, err := p.userAssignedIdentities(r.Context(), s)
+		if err != nil {
+			d.IdentitiesErr = custody.ErrorMessage(err)
+		}
+		d.Identities = us
+		rid := userAssignedFromForm(f)
+		for _, u := range us {
+			if strings.EqualFold(u.ID, rid) {
+				d.Picked = u
+			}
+		}
+	}
 	if tab == "review" {
 		if _, err := p.cfg.RM.ResourceGroup(r.Context(), p.sub(), f.Get("resourceGroup")); custody.IsNotFound(err) {
 			d.NewGroup = true
@@ -147,6 +171,43 @@ func (p *Portal) renderCreateAccount(w http.ResponseWriter, r *http.Request, s *
 	}
 	pg.Data = d
 	p.render(w, r, status, "account_create", pg)
+}
+
+// userAssignedIdentities lists the subscription's user-assigned identities
+// the principal may read, as the resource manager's list does, sorted by
+// resource group and name.
+func (p *Portal) userAssignedIdentities(ctx context.Context, s *session) ([]*identity.UserAssignedIdentity, error) {
+	us, err := p.cfg.Identity.Store.ListUserAssignedIdentities(ctx, p.sub(), "")
+	if err != nil {
+		return nil, err
+	}
+	out := []*identity.UserAssignedIdentity{}
+	for _, u := range us {
+		ok, err := p.can(ctx, s, u.ID, actionIdentityRead)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if a, b := strings.ToLower(out[i].ResourceGroup), strings.ToLower(out[j].ResourceGroup); a != b {
+			return a < b
+		}
+		return strings.ToLower(out[i].Name) < strings.ToLower(out[j].Name)
+	})
+	return out, nil
+}
+
+// userAssignedFromForm is the user-assigned identity of the Advanced tab:
+// the one picked from the list or, when none is picked, the pasted
+// resource id.
+func userAssignedFromForm(f url.Values) string {
+	if rid := strings.TrimSpace(f.Get("userAssignedId")); rid != "" {
+		return rid
+	}
+	return strings.TrimSpace(f.Get("userAssignedIdOther"))
 }
 
 // checkBasics validates the Basics tab: errors by field.
@@ -172,7 +233,11 @@ func identityFromForm(f url.Values) (batch.AccountIdentity, error) {
 	switch id.Type {
 	case batch.IdentityNone, batch.IdentitySystemAssigned:
 	case batch.IdentityUserAssigned:
-		rid := strings.TrimSpace(f.Get("userAssignedId"))
+		rid := userAssignedFromForm(f)
+		if rid == "" {
+			return id, &custody.Error{Kind: custody.KindInvalid, Code: "InvalidIdentity", Target: "userAssignedId",
+				Message: "Select a user-assigned identity, or paste the resource id of one: /subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}."}
+		}
 		pid, ok := rm.ParseID(rid)
 		if !ok || !strings.EqualFold(pid.Namespace, identityResourceNS) || !strings.EqualFold(pid.Type, "userAssignedIdentities") || pid.Name == "" {
 			return id, &custody.Error{Kind: custody.KindInvalid, Code: "InvalidIdentity", Target: "userAssignedId",
@@ -229,7 +294,12 @@ func (p *Portal) createAccount(w http.ResponseWriter, r *http.Request, s *sessio
 		_, err = encryptionFromForm(f)
 	}
 	if err != nil {
-		pg.setError(err, "")
+		var ce *custody.Error
+		field := "encryption"
+		if errors.As(err, &ce) && ce.Target != "" {
+			field = ce.Target
+		}
+		pg.setError(err, field)
 		pg.Error = "Some fields on the Advanced tab need attention."
 		p.renderCreateAccount(w, r, s, http.StatusBadRequest, "advanced", f, pg)
 		return

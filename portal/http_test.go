@@ -13,6 +13,7 @@ import (
 
 	"custody"
 	"custody/batch"
+	"custody/identity"
 	"custody/keyvault"
 	"custody/portal"
 	"custody/rm"
@@ -275,5 +276,79 @@ func TestEncryptionErrorsNextToField(t *testing.T) {
 	}
 	if got, _ := ts.Batch.Account(ctx, "nopurge"); got.Encryption.KeySource != batch.KeySourceBatch {
 		t.Fatalf("a refused save changed the account: %+v", got.Encryption)
+	}
+}
+
+// TestUserAssignedIdentityPicker: the Advanced tab offers the user-assigned
+// identities the principal may read (the admin sees one, a principal
+// without a role none), and an account created with the picked identity is
+// UserAssigned with that identity attached.
+func TestUserAssignedIdentityPicker(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	sub := ts.RM.SubscriptionID
+	if _, err := ts.RM.PutResourceGroup(ctx, &rm.ResourceGroup{SubscriptionID: sub, Name: "idrg", Location: "westus2"}); err != nil {
+		t.Fatal(err)
+	}
+	u, _, err := ts.Identity.PutUserAssignedIdentity(ctx, &identity.UserAssignedIdentity{
+		ID:             rm.ResourceID(sub, "idrg", "Microsoft.ManagedIdentity", "userAssignedIdentities", "batch-cmk-id"),
+		SubscriptionID: sub, ResourceGroup: "idrg", Name: "batch-cmk-id", Location: "westus2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	advanced := func(b *browser, csrf string) (int, string) {
+		return b.post("/batch/create", url.Values{"csrf": {csrf}, "go": {"advanced"}, "name": {"uaacct"}, "resourceGroup": {"idrg"},
+			"location": {"westus2"}, "identityType": {"UserAssigned"}, "encryption": {"Microsoft.Batch"}})
+	}
+	option := `<option value="` + html.EscapeString(u.ID) + `"`
+
+	// A principal without a role sees no identity.
+	p, secret, err := ts.Identity.CreateServicePrincipal(ctx, "no-roles", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb := newBrowser(t, ts)
+	status, page := advanced(nb, nb.signIn(p.AppID, secret))
+	if status != http.StatusOK || !strings.Contains(page, `<select id="userAssignedId"`) {
+		t.Fatalf("Advanced tab without a role: status %d, want the identity picker; page:\n%s", status, page)
+	}
+	if strings.Contains(page, option) || strings.Contains(page, u.ClientID) || strings.Contains(page, "batch-cmk-id") {
+		t.Fatalf("Advanced tab lists an identity the principal cannot read; page:\n%s", page)
+	}
+
+	// The admin sees it with its name, group and client id.
+	b := newBrowser(t, ts)
+	csrf := b.signIn(ts.Admin.ClientID, ts.Admin.ClientSecret)
+	status, page = advanced(b, csrf)
+	if status != http.StatusOK || !strings.Contains(page, option) ||
+		!strings.Contains(page, "batch-cmk-id (resource group idrg, client id "+u.ClientID+")") ||
+		!strings.Contains(page, `<label for="userAssignedId">`) {
+		t.Fatalf("Advanced tab for the admin: status %d, want the identity in the picker; page:\n%s", status, page)
+	}
+
+	// User assigned with nothing picked or pasted is refused next to the picker.
+	form := url.Values{"csrf": {csrf}, "go": {"review"}, "name": {"uaacct"}, "resourceGroup": {"idrg"}, "location": {"westus2"},
+		"identityType": {"UserAssigned"}, "userAssignedId": {""}, "encryption": {"Microsoft.Batch"}}
+	if status, page := b.post("/batch/create", form); status != http.StatusBadRequest || !strings.Contains(page, `id="err-userAssignedId"`) {
+		t.Fatalf("review without an identity: status %d, want 400 next to the picker; page:\n%s", status, page)
+	}
+
+	// Review names the picked identity; Create attaches it.
+	form.Set("userAssignedId", u.ID)
+	if status, page := b.post("/batch/create", form); status != http.StatusOK || !strings.Contains(page, `id="review-identity">batch-cmk-id (resource group idrg`) {
+		t.Fatalf("review: status %d; page:\n%s", status, page)
+	}
+	form.Set("go", "create")
+	if status, page := b.post("/batch/create", form); status != http.StatusOK || !strings.Contains(page, "was created") {
+		t.Fatalf("create: status %d; page:\n%s", status, page)
+	}
+	a, err := ts.Batch.Account(ctx, "uaacct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := a.Identity.UserAssigned[u.ID]
+	if a.Identity.Type != batch.IdentityUserAssigned || len(a.Identity.UserAssigned) != 1 || !ok ||
+		got.PrincipalID != u.PrincipalID || got.ClientID != u.ClientID {
+		t.Fatalf("account identity = %+v, want UserAssigned with %s (principal %s)", a.Identity, u.ID, u.PrincipalID)
 	}
 }
