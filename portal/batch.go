@@ -24,6 +24,7 @@ const (
 	actionGroupWrite   = "Microsoft.Resources/subscriptions/resourceGroups/write"
 	actionVaultRead    = "Microsoft.KeyVault/vaults/read"
 	actionVaultWrite   = "Microsoft.KeyVault/vaults/write"
+	actionVaultDelete  = "Microsoft.KeyVault/vaults/delete"
 	actionPolicyWrite  = "Microsoft.KeyVault/vaults/accessPolicies/write"
 	actionIdentityRead = "Microsoft.ManagedIdentity/userAssignedIdentities/read"
 	identityResourceNS = "Microsoft.ManagedIdentity"
@@ -104,7 +105,7 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) {
 			d.Vaults = append(d.Vaults, v)
 		}
 	}
-	p.render(w, r, http.StatusOK, "home", &page{Title: "Home", Session: s, Data: d})
+	p.render(w, r, http.StatusOK, "home", &page{Title: "Home", Session: s, Data: d, Notice: deletedNotice(r.URL.Query())})
 }
 
 // groups lists the resource groups the principal may read.
@@ -379,6 +380,10 @@ func (p *Portal) accountData(a *batch.Account) accountData {
 func (p *Portal) deleteAccount(w http.ResponseWriter, r *http.Request, s *session) {
 	name := r.PathValue("account")
 	a, err := p.account(r.Context(), s, name, actionBatchDelete)
+	if err == nil && !confirmed(r) {
+		p.confirmDeleteAccount(w, r, s, a)
+		return
+	}
 	if err == nil {
 		err = p.cfg.Batch.Delete(r.Context(), a.Name)
 	}
@@ -386,5 +391,5 @@ func (p *Portal) deleteAccount(w http.ResponseWriter, r *http.Request, s *sessio
 		p.fail(w, r, s, err)
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, "/?deleted=account&name="+url.QueryEscape(a.Name), http.StatusSeeOther)
 }

@@ -350,6 +350,31 @@ func TestPortalCustomerManagedKeyPath(t *testing.T) {
 	if a, _ := ts.Batch.Account(context.Background(), "portalacct"); a.Encryption.KeySource != batch.KeySourceBatch {
 		t.Fatalf("account key source %q after going back", a.Encryption.KeySource)
 	}
+
+	// Deleting the key asks first; Cancel keeps it.
+	b.open("/vaults/portalvault/keys/cmk", "#delete-key")
+	b.do("delete key", click("delete-key"), visible("#confirm-delete"))
+	if got := b.text("#confirm"); !strings.Contains(got, "soft-delete") || !strings.Contains(got, "can be recovered") {
+		t.Fatalf("key delete confirmation = %q", got)
+	}
+	b.shot("key-confirm-delete")
+	b.do("cancel", click("cancel"), visible("#versions"))
+	if k, err := ts.KeyVault.Keys.Key(context.Background(), "portalvault", "cmk"); err != nil || k.DeletedAt != nil {
+		t.Fatalf("the key is gone after Cancel: %v", err)
+	}
+
+	// Deleting the account asks first, then deletes it.
+	b.open("/batch/portalacct", "#delete-account")
+	b.do("delete account", click("delete-account"), visible("#confirm-delete"))
+	if got := b.text("#confirm"); !strings.Contains(got, "jobs, tasks") || !strings.Contains(got, "pools") {
+		t.Fatalf("account delete confirmation = %q", got)
+	}
+	b.shot("account-confirm-delete")
+	b.do("confirm", click("confirm-delete"), visible("#notice"))
+	b.shot("home-account-deleted")
+	if _, err := ts.Batch.Account(context.Background(), "portalacct"); err == nil {
+		t.Fatalf("the account is still there after the confirmed delete")
+	}
 }
 
 // TestPortalShowsLockedAccount sets up a customer-managed key through the
@@ -396,7 +421,12 @@ func TestPortalShowsLockedAccount(t *testing.T) {
 	// Revoke: remove the identity's access policy on the page.
 	b.open("/vaults/lockvault/access-policies", "#policies")
 	b.shot("access-policies-before-remove")
-	b.do("remove policy", chromedp.Click(chromedp.CSS(`button[aria-label="Remove the access policy of `+a.Identity.PrincipalID+`"]`)), visible("#notice"))
+	b.do("remove policy", chromedp.Click(chromedp.CSS(`button[aria-label="Remove the access policy of `+a.Identity.PrincipalID+`"]`)), visible("#confirm-delete"))
+	if got := b.text("#confirm"); !strings.Contains(got, "Batch account lockacct uses a key of this vault") || !strings.Contains(got, "becomes locked") {
+		t.Fatalf("confirmation page = %q, want it to say the account becomes locked", got)
+	}
+	b.shot("access-policy-confirm-remove")
+	b.do("confirm", click("confirm-delete"), visible("#notice"))
 	b.shot("access-policy-removed")
 
 	// The monitor's next probe locks the account; its page says so.

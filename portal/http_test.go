@@ -352,3 +352,117 @@ func TestUserAssignedIdentityPicker(t *testing.T) {
 		t.Fatalf("account identity = %+v, want UserAssigned with %s (principal %s)", a.Identity, u.ID, u.PrincipalID)
 	}
 }
+
+// TestDeleteAsksFirst: deleting an account, a key, an access policy or a
+// vault first shows a confirmation page that names it and says what
+// deleting does, and changes nothing; the confirmed POST (with the CSRF
+// token) deletes.
+func TestDeleteAsksFirst(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	admin, err := ts.Identity.Store.PrincipalByAppID(ctx, ts.Admin.ClientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := custody.WithCaller(ctx, custody.Caller{ObjectID: admin.ObjectID, AppID: admin.AppID})
+	sub := ts.RM.SubscriptionID
+	if _, err := ts.RM.PutResourceGroup(ctx, &rm.ResourceGroup{SubscriptionID: sub, Name: "rg", Location: "westus2"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := ts.Batch.CreateAccount(ctx, &batch.Account{ID: rm.ResourceID(sub, "rg", "Microsoft.Batch", "batchAccounts", "delacct"),
+		SubscriptionID: sub, ResourceGroup: "rg", Name: "delacct", Location: "westus2", Identity: batch.AccountIdentity{Type: batch.IdentitySystemAssigned}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, tenant, family, sku, purge, days := "westus2", ts.Identity.TenantID, "A", "standard", true, 30
+	if _, _, err := ts.KeyVault.PutVault(actx, sub, "rg", "delvault", keyvault.VaultUpdate{Location: &loc, TenantID: &tenant, SKUFamily: &family, SKU: &sku,
+		EnablePurgeProtection: &purge, SoftDeleteRetentionDays: &days}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.KeyVault.UpdateAccessPolicies(actx, sub, "rg", "delvault", keyvault.AccessPolicyAdd, []keyvault.AccessPolicy{{TenantID: tenant, ObjectID: a.Identity.PrincipalID, Keys: []string{"get", "wrapKey", "unwrapKey"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.KeyVault.CreateKey(actx, "delvault", "delkey", keyvault.JSONBody([]byte(`{"kty":"RSA","key_size":2048}`))); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, ts)
+	csrf := b.signIn(ts.Admin.ClientID, ts.Admin.ClientSecret)
+
+	policyOf := func(oid string) bool {
+		v, err := ts.KeyVault.GetVault(ctx, sub, "rg", "delvault")
+		if err != nil {
+			t.Fatalf("get vault: %v", err)
+		}
+		for _, ap := range v.AccessPolicies {
+			if ap.ObjectID == oid {
+				return true
+			}
+		}
+		return false
+	}
+	accountExists := func() bool { _, err := ts.Batch.Account(ctx, "delacct"); return err == nil }
+	keyExists := func() bool { _, err := ts.KeyVault.GetKey(actx, "delvault", "delkey", ""); return err == nil }
+	vaultExists := func() bool { _, err := ts.KeyVault.GetVault(ctx, sub, "rg", "delvault"); return err == nil }
+
+	cases := []struct {
+		name   string
+		path   string
+		form   url.Values
+		want   []string
+		exists func() bool
+		after  string
+	}{
+		{"key", "/vaults/delvault/keys/delkey/delete", url.Values{},
+			[]string{"Delete key delkey of key vault delvault?", "soft-delete", "can be recovered", "retention period of 30 days", "Purge protection is on"}, keyExists, "The key was deleted"},
+		{"access policy", "/vaults/delvault/access-policies/remove", url.Values{"objectId": {a.Identity.PrincipalID}, "applicationId": {""}},
+			[]string{"Delete the access policy of Batch account delacct (system-assigned identity) (principal id " + a.Identity.PrincipalID + ") on key vault delvault?",
+				"loses the key permissions get, wrapKey, unwrapKey", `name="objectId" value="` + a.Identity.PrincipalID + `"`},
+			func() bool { return policyOf(a.Identity.PrincipalID) }, "The access policy was removed"},
+		{"account", "/batch/delacct/delete", url.Values{},
+			[]string{"Delete Batch account delacct?", "jobs, tasks", "pools", "cannot be recovered", a.Identity.PrincipalID}, accountExists, "Batch account delacct was deleted"},
+		{"vault", "/vaults/delvault/delete", url.Values{},
+			[]string{"Delete key vault delvault?", "soft-delete with all its keys", "retention period of 30 days"}, vaultExists, "Key vault delvault was deleted"},
+	}
+	for _, tc := range cases {
+		// The first POST asks and changes nothing.
+		form := url.Values{"csrf": {csrf}}
+		for k, v := range tc.form {
+			form[k] = v
+		}
+		status, page := b.post(tc.path, form)
+		text := html.UnescapeString(page)
+		if status != http.StatusOK || !strings.Contains(page, `id="confirm-delete"`) || !strings.Contains(page, `id="cancel"`) ||
+			!strings.Contains(page, `action="`+tc.path+`"`) || !strings.Contains(page, `name="confirm" value="yes"`) ||
+			!strings.Contains(page, `name="csrf" value="`+csrf+`"`) {
+			t.Fatalf("%s: first POST %s: status %d, want the confirmation form; page:\n%s", tc.name, tc.path, status, page)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(text, w) {
+				t.Fatalf("%s: confirmation page lacks %q; page:\n%s", tc.name, w, page)
+			}
+		}
+		if !tc.exists() {
+			t.Fatalf("%s: the first POST deleted it", tc.name)
+		}
+		// The confirmed POST without the CSRF token is refused.
+		form.Set("confirm", "yes")
+		form.Del("csrf")
+		if status, page := b.post(tc.path, form); status != http.StatusForbidden || !strings.Contains(page, "security token") {
+			t.Fatalf("%s: confirmed POST without the token: status %d; page:\n%s", tc.name, status, page)
+		}
+		if !tc.exists() {
+			t.Fatalf("%s: a POST without the token deleted it", tc.name)
+		}
+		// Confirmed, it is deleted.
+		form.Set("csrf", csrf)
+		if status, page := b.post(tc.path, form); status != http.StatusOK || strings.Contains(page, `id="confirm-delete"`) || !strings.Contains(page, tc.after) {
+			t.Fatalf("%s: confirmed POST: status %d; page:\n%s", tc.name, status, page)
+		}
+		if tc.exists() {
+			t.Fatalf("%s: still there after the confirmed POST", tc.name)
+		}
+	}
+	if _, err := ts.KeyVault.DeletedVault(ctx, sub, "westus2", "delvault"); err != nil {
+		t.Fatalf("the deleted vault is not soft-deleted: %v", err)
+	}
+}

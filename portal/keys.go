@@ -244,6 +244,10 @@ func (p *Portal) deleteKey(w http.ResponseWriter, r *http.Request, s *session) {
 		p.fail(w, r, s, err)
 		return
 	}
+	if !confirmed(r) {
+		p.confirmDeleteKey(w, r, s, v, r.PathValue("key"))
+		return
+	}
 	if _, err := p.cfg.KeyVault.DeleteKey(ctx, v.Name, r.PathValue("key")); err != nil {
 		pg := &page{}
 		pg.setError(err, "")

@@ -156,6 +156,7 @@ func (p *Portal) routes() {
 	m.HandleFunc("GET /vaults/create", p.auth(p.createVaultPage))
 	m.HandleFunc("POST /vaults/create", p.auth(p.createVault))
 	m.HandleFunc("GET /vaults/{vault}", p.auth(p.vaultOverview))
+	m.HandleFunc("POST /vaults/{vault}/delete", p.auth(p.deleteVault))
 	m.HandleFunc("GET /vaults/{vault}/access-policies", p.auth(p.accessPoliciesPage))
 	m.HandleFunc("POST /vaults/{vault}/access-policies", p.auth(p.addAccessPolicy))
 	m.HandleFunc("POST /vaults/{vault}/access-policies/remove", p.auth(p.removeAccessPolicy))

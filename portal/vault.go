@@ -206,13 +206,7 @@ func (p *Portal) renderPolicies(w http.ResponseWriter, r *http.Request, s *sessi
 	d := policiesData{Vault: v, Groups: keyPermissionGroups}
 	names := p.principalNames(r.Context())
 	for _, ap := range v.AccessPolicies {
-		who := names[strings.ToLower(ap.ObjectID)]
-		if who == "" {
-			if pr, err := p.cfg.Identity.Store.Principal(r.Context(), ap.ObjectID); err == nil && pr.Kind == identity.KindServicePrincipal {
-				who = "Service principal " + pr.DisplayName
-			}
-		}
-		d.Rows = append(d.Rows, policyRow{AccessPolicy: ap, Who: who})
+		d.Rows = append(d.Rows, policyRow{AccessPolicy: ap, Who: p.principalName(r.Context(), names, ap.ObjectID)})
 	}
 	pg.Data = d
 	p.render(w, r, status, "access_policies", pg)
@@ -236,6 +230,23 @@ func (p *Portal) principalNames(ctx context.Context) map[string]string {
 		}
 	}
 	return out
+}
+
+// principalName names the principal oid when Custody knows it: a Batch
+// account's identity (names from principalNames) or a service principal.
+func (p *Portal) principalName(ctx context.Context, names map[string]string, oid string) string {
+	if who := names[strings.ToLower(oid)]; who != "" {
+		return who
+	}
+	if pr, err := p.cfg.Identity.Store.Principal(ctx, oid); err == nil && pr.Kind == identity.KindServicePrincipal {
+		return "Service principal " + pr.DisplayName
+	}
+	return ""
+}
+
+// policyPrincipalName names the principal of one access policy.
+func (p *Portal) policyPrincipalName(ctx context.Context, oid string) string {
+	return p.principalName(ctx, p.principalNames(ctx), oid)
 }
 
 // resolvePrincipal turns "Select principal" input into an object id: a
@@ -334,6 +345,21 @@ func (p *Portal) removeAccessPolicy(w http.ResponseWriter, r *http.Request, s *s
 		return
 	}
 	err = p.authorize(ctx, s, v.ID, actionPolicyWrite)
+	if err == nil && !confirmed(r) {
+		var found *keyvault.AccessPolicy
+		for i, ap := range v.AccessPolicies {
+			if strings.EqualFold(ap.ObjectID, f.Get("objectId")) && strings.EqualFold(ap.ApplicationID, f.Get("applicationId")) {
+				found = &v.AccessPolicies[i]
+				break
+			}
+		}
+		if found == nil {
+			err = custody.Errorf(custody.KindNotFound, "AccessPolicyNotFound", "Key vault %s has no access policy for principal %q; it may have been removed already.", v.Name, f.Get("objectId"))
+		} else {
+			p.confirmRemovePolicy(w, r, s, v, *found, p.policyPrincipalName(ctx, found.ObjectID))
+			return
+		}
+	}
 	if err == nil {
 		_, err = p.cfg.KeyVault.UpdateAccessPolicies(ctx, p.sub(), v.ResourceGroup, v.Name, keyvault.AccessPolicyRemove,
 			[]keyvault.AccessPolicy{{TenantID: p.cfg.Identity.TenantID, ObjectID: f.Get("objectId"), ApplicationID: f.Get("applicationId")}})
