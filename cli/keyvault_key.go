@@ -145,6 +145,60 @@ func parseISOTime(flag, s string) (int64, error) {
 	return 0, fmt.Errorf("argument %s: '%s' is not an ISO 8601 date or time (for example 2030-12-31T00:00:00Z)", flag, s)
 }
 
+// azTimeLayout is how az prints the key vault's datetimes: ISO 8601 in UTC
+// with an explicit offset, as Python's datetime.isoformat writes them
+// (2026-11-27T14:12:15+00:00).
+const azTimeLayout = "2006-01-02T15:04:05-07:00"
+
+// azTime formats the REST API's integer Unix seconds as az prints them;
+// anything else (null, an already formatted value) is kept.
+func azTime(v any) any {
+	if n, ok := v.(float64); ok {
+		return time.Unix(int64(n), 0).UTC().Format(azTimeLayout)
+	}
+	return v
+}
+
+// azKeyTimes rewrites the timestamps of a key answer (a key, a deleted key,
+// a list of either, a rotation policy) the way az prints them: the
+// attributes' created and updated, exp as expires and nbf as notBefore
+// (null when unset, as az shows them), and a deleted key's deletedDate and
+// scheduledPurgeDate as ISO 8601 strings. The REST API keeps integer Unix
+// seconds; only the printed output changes.
+func azKeyTimes(v any) any {
+	switch x := v.(type) {
+	case []any:
+		for i := range x {
+			x[i] = azKeyTimes(x[i])
+		}
+	case map[string]any:
+		isKey := x["kid"] != nil || x["key"] != nil
+		for _, k := range []string{"deletedDate", "scheduledPurgeDate"} {
+			if t, ok := x[k]; ok {
+				x[k] = azTime(t)
+			}
+		}
+		at, ok := x["attributes"].(map[string]any)
+		if !ok {
+			break
+		}
+		for _, k := range []string{"created", "updated"} {
+			if t, ok := at[k]; ok {
+				at[k] = azTime(t)
+			}
+		}
+		for rest, az := range map[string]string{"exp": "expires", "nbf": "notBefore"} {
+			if t, ok := at[rest]; ok {
+				at[az] = azTime(t)
+				delete(at, rest)
+			} else if _, ok := at[az]; !ok && isKey {
+				at[az] = nil
+			}
+		}
+	}
+	return v
+}
+
 // keyAttrs are the attribute flags of create, import and set-attributes.
 type keyAttrs struct {
 	disabled, enabled bool
@@ -271,7 +325,7 @@ func (a *app) keyCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	ref.add(cmd, false, false)
@@ -397,7 +451,7 @@ func (a *app) keyImportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	ref.add(cmd, false, false)
@@ -434,7 +488,7 @@ func (a *app) keyShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	ref.add(cmd, true, true)
@@ -471,7 +525,7 @@ func (a *app) keyListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(all, keyListTable)
+			return a.print(azKeyTimes(all), keyListTable)
 		},
 	}
 	cmd.Flags().StringVar(&vault, "vault-name", "", "name of the key vault")
@@ -496,7 +550,7 @@ func (a *app) keyListVersionsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(all, keyListTable)
+			return a.print(azKeyTimes(all), keyListTable)
 		},
 	}
 	ref.add(cmd, true, false)
@@ -540,7 +594,7 @@ func (a *app) keySetAttributesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	ref.add(cmd, true, true)
@@ -568,7 +622,7 @@ func (a *app) keySimpleCmd(use, short, method string, path func(name string) str
 			if err != nil || quiet {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	ref.add(cmd, use != "purge" && use != "recover", false)
@@ -613,7 +667,7 @@ func (a *app) keyListDeletedCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(all, nil)
+			return a.print(azKeyTimes(all), nil)
 		},
 	}
 	cmd.Flags().StringVar(&vault, "vault-name", "", "name of the key vault")
@@ -680,7 +734,7 @@ func (a *app) keyRestoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	cmd.Flags().StringVar(&vault, "vault-name", "", "name of the key vault")
@@ -814,7 +868,7 @@ func (a *app) keyRotationPolicyUpdateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(out, nil)
+			return a.print(azKeyTimes(out), nil)
 		},
 	}
 	ref.add(cmd, false, false)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"custody/server/servertest"
 )
@@ -235,7 +236,7 @@ func TestKeyVaultKeyCommands(t *testing.T) {
 	// set-attributes.
 	got := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "set-attributes", "--vault-name", "plainvault", "-n", "enc", "--enabled", "false", "--expires", "2040-01-02T03:04:05Z", "--tags", "use=off"))
 	attrs, _ := got["attributes"].(map[string]any)
-	if attrs["enabled"] != false || attrs["exp"] != float64(2209086245) {
+	if attrs["enabled"] != false || attrs["expires"] != "2040-01-02T03:04:05+00:00" || attrs["notBefore"] != nil {
 		t.Errorf("set-attributes = %v", attrs)
 	}
 	mustFail(t, dir, "ERROR: (", "keyvault", "key", "encrypt", "--vault-name", "plainvault", "-n", "enc", "--algorithm", "RSA-OAEP-256", "--value", "aGk=")
@@ -328,3 +329,91 @@ func TestKeyVaultKeyCommands(t *testing.T) {
 	}
 	mustRun(t, dir, "keyvault", "create", "-n", "tempvault", "-g", "rg1")
 }
+
+// TestKeyTimestampsAsAz: key commands print the attributes' timestamps as
+// az does, ISO 8601 strings in UTC ("2026-11-27T14:12:15+00:00", exp as
+// expires and nbf as notBefore), and a deleted key's deletedDate and
+// scheduledPurgeDate too; the REST API's integer seconds are not printed.
+func TestKeyTimestampsAsAz(t *testing.T) {
+	ts := servertest.New(t, nil)
+	dir := ts.DataDir()
+	mustRun(t, dir, "group", "create", "-n", "rg1", "-l", "westus2")
+	mustRun(t, dir, "keyvault", "create", "-n", "timevault", "-g", "rg1", "--retention-days", "7")
+	isoRe := regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+00:00$`)
+	recent := func(what string, v any) {
+		t.Helper()
+		s, _ := v.(string)
+		if !isoRe.MatchString(s) {
+			t.Fatalf("%s = %#v, want an ISO 8601 string like 2026-11-27T14:12:15+00:00", what, v)
+		}
+		at, err := time.Parse(time.RFC3339, s)
+		if err != nil || time.Since(at) > time.Hour || time.Until(at) > time.Hour {
+			t.Fatalf("%s = %s (%v), want about now", what, s, err)
+		}
+	}
+	checkAttrs := func(what string, m map[string]any, expires, notBefore any) {
+		t.Helper()
+		attrs, _ := m["attributes"].(map[string]any)
+		recent(what+" attributes.created", attrs["created"])
+		recent(what+" attributes.updated", attrs["updated"])
+		if attrs["expires"] != expires || attrs["notBefore"] != notBefore {
+			t.Fatalf("%s expires %#v, notBefore %#v; want %#v, %#v", what, attrs["expires"], attrs["notBefore"], expires, notBefore)
+		}
+		for _, k := range []string{"exp", "nbf"} {
+			if _, ok := attrs[k]; ok {
+				t.Fatalf("%s attributes has the REST name %s: %v", what, k, attrs)
+			}
+		}
+	}
+
+	created := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "create", "--vault-name", "timevault", "-n", "tk",
+		"--expires", "2040-01-02T03:04:05Z", "--not-before", "2020-05-06T07:08:09Z"))
+	checkAttrs("key create", created, "2040-01-02T03:04:05+00:00", "2020-05-06T07:08:09+00:00")
+	shown := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "show", "--vault-name", "timevault", "-n", "tk"))
+	checkAttrs("key show", shown, "2040-01-02T03:04:05+00:00", "2020-05-06T07:08:09+00:00")
+	if got := mustRun(t, dir, "keyvault", "key", "show", "--vault-name", "timevault", "-n", "tk", "--query", "attributes.expires", "-o", "tsv"); got != "2040-01-02T03:04:05+00:00\n" {
+		t.Errorf("key show --query attributes.expires -o tsv = %q", got)
+	}
+	kid := shown["key"].(map[string]any)["kid"].(string)
+	if got := mustRun(t, dir, "keyvault", "key", "show", "--vault-name", "timevault", "-n", "tk", "--query", "key.kid", "-o", "tsv"); got != kid+"\n" {
+		t.Errorf("key show --query key.kid -o tsv = %q, want %q", got, kid)
+	}
+	// Without --expires and --not-before both are null, as az prints them.
+	plain := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "create", "--vault-name", "timevault", "-n", "plain"))
+	checkAttrs("key create without dates", plain, nil, nil)
+	if attrs := plain["attributes"].(map[string]any); !hasKey(attrs, "expires") || !hasKey(attrs, "notBefore") {
+		t.Errorf("key create without dates: attributes lack expires or notBefore: %v", attrs)
+	}
+
+	for _, cmd := range [][]string{{"list", "--vault-name", "timevault"}, {"list-versions", "--vault-name", "timevault", "-n", "tk"}} {
+		items := decode[[]map[string]any](t, mustRun(t, dir, append([]string{"keyvault", "key"}, cmd...)...))
+		if len(items) == 0 {
+			t.Fatalf("key %s: no items", cmd[0])
+		}
+		for _, it := range items {
+			if it["name"] == "tk" {
+				checkAttrs("key "+cmd[0], it, "2040-01-02T03:04:05+00:00", "2020-05-06T07:08:09+00:00")
+			}
+		}
+	}
+
+	del := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "delete", "--vault-name", "timevault", "-n", "tk"))
+	checkAttrs("key delete", del, "2040-01-02T03:04:05+00:00", "2020-05-06T07:08:09+00:00")
+	recent("key delete deletedDate", del["deletedDate"])
+	purge, _ := time.Parse(time.RFC3339, str(del["scheduledPurgeDate"]))
+	deleted, _ := time.Parse(time.RFC3339, str(del["deletedDate"]))
+	if !isoRe.MatchString(str(del["scheduledPurgeDate"])) || purge.Sub(deleted) != 7*24*time.Hour {
+		t.Errorf("key delete scheduledPurgeDate = %#v, want deletedDate %v + 7 days", del["scheduledPurgeDate"], del["deletedDate"])
+	}
+	listed := decode[[]map[string]any](t, mustRun(t, dir, "keyvault", "key", "list-deleted", "--vault-name", "timevault"))
+	if len(listed) != 1 || listed[0]["deletedDate"] != del["deletedDate"] || listed[0]["scheduledPurgeDate"] != del["scheduledPurgeDate"] {
+		t.Fatalf("key list-deleted = %v, want the deleted key with the same dates as delete", listed)
+	}
+	checkAttrs("key list-deleted", listed[0], "2040-01-02T03:04:05+00:00", "2020-05-06T07:08:09+00:00")
+	rec := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "recover", "--vault-name", "timevault", "-n", "tk"))
+	checkAttrs("key recover", rec, "2040-01-02T03:04:05+00:00", "2020-05-06T07:08:09+00:00")
+}
+
+func hasKey(m map[string]any, k string) bool { _, ok := m[k]; return ok }
+
+func str(v any) string { s, _ := v.(string); return s }
