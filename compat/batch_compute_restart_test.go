@@ -2,13 +2,20 @@ package compat_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
 
+	"custody/node"
 	"custody/server"
 	"custody/server/servertest"
 )
@@ -116,4 +123,167 @@ func testRestartKeepsRunOutcomes(t *testing.T, database string) {
 	if tk := taskState(t, c2, "j1", "blocked"); *tk.State != azbatch.TaskStateActive {
 		t.Errorf("after the restart, the task blocked by a failed dependency is %s, want active", *tk.State)
 	}
+}
+
+// TestComputeRemoteAgentRejoinsAfterRestart: with local nodes off, an agent
+// started by hand with an issued credential runs a task; the server restarts
+// on the same data directory and port while a task runs; the agent joins
+// again with the same credential, the interrupted task is requeued and runs
+// again on it, and so does a new task. Once the node is removed from its
+// pool, its credential is refused, also after another restart.
+func TestComputeRemoteAgentRejoinsAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	listen := "127.0.0.1:0"
+	cfg := func(c *server.Config) {
+		c.DataDir = dir
+		c.Listen = listen
+		c.DisableLocalNodes = true
+		c.NodePoll = time.Second
+		if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
+			c.NodeLog = os.Stderr
+		}
+	}
+	ts := servertest.New(t, cfg)
+	listen = ts.Endpoint.Address // restarts listen on the same port
+	mustBatchAccount(t, ts, "rg-rejoin", "computerejoin")
+	c := dataClient(t, ts, "computerejoin")
+	ctx := context.Background()
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_d2s_v3"), TargetDedicatedNodes: to.Ptr[int32](1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	r := batchRaw(t, ts, tok, "POST", "computerejoin", "/pools/p1/nodecredentials?api-version="+dataAPIVersion, "")
+	if r.Status != 201 {
+		t.Fatalf("node credential: %d %s", r.Status, r.Body)
+	}
+	var nc struct{ NodeID, Credential, Server string }
+	if err := json.Unmarshal(r.Body, &nc); err != nil || nc.Credential == "" {
+		t.Fatalf("node credential body %s: %v", r.Body, err)
+	}
+	cmd := exec.Command(os.Args[0], "node", "--server", nc.Server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile, "--root", t.TempDir())
+	cmd.Env = append(os.Environ(), agentEnv+"=1", server.NodeCredentialEnv+"="+nc.Credential)
+	if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	waitNodes(t, c, "p1", 1, "idle")
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("before"), CommandLine: to.Ptr("echo before $AZ_BATCH_NODE_ID")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, c, "j1", "before", 20*time.Second)
+	if got := readTaskFile(t, c, "j1", "before", "stdout.txt"); got != "before "+nc.NodeID+"\n" {
+		t.Errorf("stdout before the restart = %q", got)
+	}
+	marker := filepath.Join(t.TempDir(), "marker")
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("across"),
+		CommandLine: to.Ptr("if [ -f " + marker + " ]; then echo second; else touch " + marker + "; sleep 60; fi")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the task to start", func() (bool, string) {
+		_, err := os.Stat(marker)
+		return err == nil, fmt.Sprint(err)
+	})
+	ts.Close()
+
+	ts2 := servertest.New(t, cfg)
+	if ts2.Endpoint.Address != listen {
+		t.Fatalf("the restarted server listens on %s, not %s", ts2.Endpoint.Address, listen)
+	}
+	c2 := dataClient(t, ts2, "computerejoin")
+	tk := waitTask(t, c2, "j1", "across", 40*time.Second)
+	if ei := tk.ExecutionInfo; *ei.RequeueCount != 1 || *ei.ExitCode != 0 || tk.NodeInfo == nil || *tk.NodeInfo.NodeID != nc.NodeID {
+		t.Errorf("the task running at the restart: executionInfo %s, nodeInfo %s", mustJSON(ei), mustJSON(tk.NodeInfo))
+	}
+	if got := readTaskFile(t, c2, "j1", "across", "stdout.txt"); got != "second\n" {
+		t.Errorf("stdout of the requeued task = %q", got)
+	}
+	if _, err := c2.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("after"), CommandLine: to.Ptr("echo after $AZ_BATCH_NODE_ID")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, c2, "j1", "after", 20*time.Second)
+	if got := readTaskFile(t, c2, "j1", "after", "stdout.txt"); got != "after "+nc.NodeID+"\n" {
+		t.Errorf("stdout after the restart = %q", got)
+	}
+	n, err := c2.GetNode(ctx, "p1", nc.NodeID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *n.TotalTasksRun != 2 {
+		t.Errorf("node after the restart: %d tasks run, want 2", *n.TotalTasksRun)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("the agent exited: %v", cmd.ProcessState)
+	default:
+	}
+
+	// Removed from the pool, the node's agent leaves and its credential is
+	// refused, in the node channel's error shape.
+	if _, err := c2.RemoveNodes(ctx, "p1", azbatch.RemoveNodeContent{NodeList: []string{nc.NodeID}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent of the removed node did not leave")
+	}
+	refused := func(ts *servertest.TestServer, when, credential string) {
+		t.Helper()
+		for _, path := range []string{"/node/v1/sync", "/node/v1/join"} {
+			req, err := http.NewRequest("POST", ts.URL("batch")+path, strings.NewReader(`{"running":[],"filesUrl":"http://127.0.0.1:1"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", node.CredentialScheme+" "+credential)
+			req.Header.Set("Content-Type", "application/json")
+			r := MustSend(t, ts, req)
+			var e azureErrorBody
+			if err := json.Unmarshal(r.Body, &e); r.Status != 401 || err != nil || e.Error == nil || e.Error.Code != "NodeCredentialInvalid" {
+				t.Errorf("%s: %s with the removed node's credential: %d %s", when, path, r.Status, r.Body)
+			}
+		}
+	}
+	refused(ts2, "after the removal", nc.Credential)
+	ts2.Close()
+	ts3 := servertest.New(t, cfg)
+	refused(ts3, "after another restart", nc.Credential)
+	c3 := dataClient(t, ts3, "computerejoin")
+	if st := nodeStates(t, c3, "p1"); len(st) != 0 {
+		t.Errorf("after another restart the pool has nodes %v", st)
+	}
+
+	// Deleting a pool deletes the credentials of its nodes.
+	if _, err := c3.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p2"), VMSize: to.Ptr("standard_d2s_v3"), TargetDedicatedNodes: to.Ptr[int32](1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok = batchToken(t, ts3, ts3.Admin.ClientID, ts3.Admin.ClientSecret)
+	r = batchRaw(t, ts3, tok, "POST", "computerejoin", "/pools/p2/nodecredentials?api-version="+dataAPIVersion, "")
+	var nc2 struct{ NodeID, Credential string }
+	if err := json.Unmarshal(r.Body, &nc2); r.Status != 201 || err != nil || nc2.Credential == "" {
+		t.Fatalf("node credential for p2: %d %s", r.Status, r.Body)
+	}
+	if _, err := c3.DeletePool(ctx, "p2", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "pool p2 to be deleted", func() (bool, string) {
+		_, err := c3.GetPool(ctx, "p2", nil)
+		return err != nil && strings.Contains(err.Error(), "PoolNotFound"), fmt.Sprint(err)
+	})
+	ts3.Close()
+	ts4 := servertest.New(t, cfg)
+	refused(ts4, "after the pool was deleted", nc2.Credential)
 }

@@ -27,6 +27,7 @@ func (s *Service) byCredential(cred string) (*liveNode, error) {
 
 // Join is an agent's first call.
 func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (node.JoinResponse, error) {
+	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
 	if err != nil {
@@ -98,6 +99,7 @@ func (n *liveNode) usable() bool {
 
 // Sync is an agent's long poll and heartbeat.
 func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (node.SyncResponse, error) {
+	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
 	if err != nil {
@@ -111,8 +113,12 @@ func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (
 		return node.SyncResponse{State: NodeRebooting, Reboot: true}, nil
 	}
 	if !n.joined {
+		// The server restarted, or lost the node, since the agent joined:
+		// whatever it runs was requeued, so it starts over and joins again.
+		n.LastSync = s.now()
+		state := n.State
 		s.mu.Unlock()
-		return node.SyncResponse{}, custody.Errorf(custody.KindConflict, "NodeNotJoined", "The node has not joined its pool; call join first.")
+		return node.SyncResponse{State: state, Rejoin: true}, nil
 	}
 	n.LastSync = s.now()
 	s.mu.Unlock()
@@ -200,6 +206,7 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		rep node.RunReport
 	}
 	var tasks []done
+	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
 	if err != nil {
@@ -321,14 +328,18 @@ func (s *Service) refreshState(n *liveNode) {
 // Token issues a managed identity token for a task on a node of a pool with
 // that identity. The account's own identity is never available on nodes.
 func (s *Service) Token(ctx context.Context, cred string, req node.TokenRequest) (node.TokenResponse, error) {
+	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
 	if err != nil {
 		s.mu.Unlock()
 		return node.TokenResponse{}, err
 	}
-	account, poolID, drop := n.Account, n.PoolID, n.drop
+	account, poolID, drop, joined := n.Account, n.PoolID, n.drop, n.joined
 	s.mu.Unlock()
+	if !joined {
+		return node.TokenResponse{}, custody.Errorf(custody.KindConflict, "NodeNotJoined", "The node has not joined its pool; no tokens are issued on it.")
+	}
 	if drop {
 		return node.TokenResponse{}, custody.Errorf(custody.KindConflict, "NodeUnusable", "The node is unusable; no tokens are issued on it.")
 	}

@@ -15,6 +15,7 @@ func (s *Service) Run(ctx context.Context) {
 	if s.cfg.Recover != nil {
 		s.cfg.Recover(ctx)
 	}
+	s.loadRemoteNodes(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	slow := time.Now()
@@ -133,6 +134,10 @@ func (s *Service) reconcile(ctx context.Context) {
 			for _, n := range ns {
 				s.removeNode(n, false)
 			}
+			if err := s.forgetPoolNodes(ctx, p.Account, p.ID); err != nil {
+				s.log.Warn("compute: delete node credentials", "pool", p.ID, "err", err)
+				continue
+			}
 			if err := s.cfg.Store.DeletePool(ctx, p.Account, p.ID); err != nil && !custody.IsNotFound(err) {
 				s.log.Warn("compute: delete pool", "pool", p.ID, "err", err)
 			}
@@ -211,17 +216,26 @@ func (s *Service) launch(p *Pool, dedicated bool) {
 }
 
 // AddRemoteNode registers a node that an agent on another machine will
-// join with the returned credential.
+// join with the returned credential. The node and the credential's hash
+// are stored, so the agent can join again after the server restarts.
 func (s *Service) AddRemoteNode(ctx context.Context, account, poolID string) (nodeID, credential string, err error) {
 	p, err := s.Pool(ctx, account, poolID)
 	if err != nil {
 		return "", "", err
+	}
+	if p.State == PoolDeleting {
+		return "", "", custody.Errorf(custody.KindConflict, "PoolBeingDeleted", "The pool %q is being deleted.", poolID)
 	}
 	cred := NewCredential()
 	now := s.now()
 	n := &liveNode{Node: Node{Account: p.Account, PoolID: p.ID, ID: newNodeID(), State: NodeCreating, SchedulingEnabled: true,
 		StateTransitionTime: now, AllocationTime: now, VMSize: p.VMSize, IsDedicated: true, LastSync: now},
 		credHash: hashCredential(cred), slots: p.TaskSlotsPerNode, runs: map[string]*run{}, wake: make(chan struct{}, 1)}
+	if s.cfg.Nodes != nil {
+		if err := s.cfg.Nodes.PutNode(ctx, &RemoteNode{Account: p.Account, PoolID: p.ID, NodeID: n.ID, CredentialHash: n.credHash, CreatedAt: now}); err != nil {
+			return "", "", err
+		}
+	}
 	s.mu.Lock()
 	s.nodes[n.ID] = n
 	s.byCred[n.credHash] = n.ID
@@ -232,7 +246,7 @@ func (s *Service) AddRemoteNode(ctx context.Context, account, poolID string) (no
 // detectLost requeues the runs of nodes that stopped syncing.
 func (s *Service) detectLost(ctx context.Context) {
 	now := s.now()
-	var lost []*liveNode
+	var lost, offline []*liveNode
 	s.mu.Lock()
 	for _, n := range s.nodes {
 		limit := s.cfg.LostAfter
@@ -243,10 +257,18 @@ func (s *Service) detectLost(ctx context.Context) {
 			limit = max(limit, time.Minute) // agents take a moment to start
 		}
 		if now.Sub(n.LastSync) > limit && !n.leave {
-			lost = append(lost, n)
+			if n.Local {
+				lost = append(lost, n)
+			} else {
+				offline = append(offline, n)
+			}
 		}
 	}
 	s.mu.Unlock()
+	for _, n := range offline {
+		s.log.Warn("compute: remote node lost (no heartbeat); its tasks are requeued and it is offline until its agent joins again", "pool", n.PoolID, "node", n.ID)
+		s.nodeOffline(n)
+	}
 	for _, n := range lost {
 		s.log.Warn("compute: node lost (no heartbeat); its tasks are requeued", "pool", n.PoolID, "node", n.ID)
 		s.removeNode(n, true)

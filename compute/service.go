@@ -61,7 +61,10 @@ type TokenIssuer func(ctx context.Context, principalID, resource string) (token 
 
 // Config configures the compute service.
 type Config struct {
-	Store        Store
+	Store Store
+	// Nodes keeps the credentials of remote nodes across restarts; nil
+	// keeps them in memory only.
+	Nodes        NodeStore
 	Keys         Keys
 	Tasks        Tasks
 	Certificates Certificates
@@ -379,6 +382,9 @@ func (s *Service) DeleteAccountPools(ctx context.Context, account string) error 
 		return err
 	}
 	for _, p := range ps {
+		if err := s.forgetPoolNodes(ctx, account, p.ID); err != nil {
+			return err
+		}
 		if err := s.cfg.Store.DeletePool(ctx, account, p.ID); err != nil && !custody.IsNotFound(err) {
 			return err
 		}
@@ -575,9 +581,14 @@ func (s *Service) requeue(ctx context.Context, account string, runs []*run, node
 	s.Kick()
 }
 
-// removeNode takes a node out: its runs are requeued and its agent told to
-// leave (or stopped, for local nodes).
+// removeNode takes a node out: its runs are requeued, its stored credential
+// deleted and its agent told to leave (or stopped, for local nodes).
 func (s *Service) removeNode(n *liveNode, requeue bool) {
+	if !n.Local {
+		// Before the node leaves memory, so that no request can find the
+		// credential in the store again.
+		s.forgetNode(context.Background(), n.Account, n.PoolID, n.ID)
+	}
 	s.mu.Lock()
 	lost := s.takeRuns(n)
 	n.leave = true

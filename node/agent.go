@@ -181,6 +181,10 @@ join:
 			a.log.Info("node: rebooting (runs killed, joining again)")
 			goto join
 		}
+		if resp.Rejoin {
+			a.log.Info("node: the server asks the node to join again (runs killed)")
+			goto join
+		}
 	}
 	return nil
 }
@@ -249,7 +253,7 @@ func (a *Agent) apply(resp SyncResponse) bool {
 		a.dropConfig()
 		return true
 	}
-	if resp.Drop || resp.Reboot {
+	if resp.Drop || resp.Reboot || resp.Rejoin {
 		a.killAll()
 		a.dropConfig()
 	}

@@ -116,6 +116,9 @@ type SyncResponse struct {
 	Leave bool `json:"leave,omitempty"`
 	// Reboot tells the agent to kill its runs and start over as if booted.
 	Reboot bool `json:"reboot,omitempty"`
+	// Rejoin tells the agent to kill its runs and join again: the server
+	// no longer knows them (it restarted, or had declared the node lost).
+	Rejoin bool `json:"rejoin,omitempty"`
 	// Config, when set, replaces the agent's configuration.
 	Config *Config `json:"config,omitempty"`
 	// Runs are new runs to start.

@@ -87,7 +87,7 @@ func (d accountDataDeleters) DeleteAccountData(ctx context.Context, account stri
 func (s *Server) openCompute(data *batch.DataService) {
 	tasks := &compute.BatchTasks{Keys: s.Batch, Data: data, Store: data.Store}
 	cfg := compute.Config{
-		Store: &sqlstore.ComputePoolStore{DB: s.DB}, Keys: s.Batch, Tasks: tasks, Certificates: tasks,
+		Store: &sqlstore.ComputePoolStore{DB: s.DB}, Nodes: &sqlstore.ComputeNodeStore{DB: s.DB}, Keys: s.Batch, Tasks: tasks, Certificates: tasks,
 		Identities: identityAdapter{s.Identity}, Logger: s.log, Poll: s.cfg.NodePoll,
 		Tokens: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
 			tok, err := s.Identity.ManagedIdentityToken(ctx, principalID, resource)
