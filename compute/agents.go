@@ -42,15 +42,25 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	n.joined = true
 	n.reboot, n.drop, n.leave = false, false, false
 	n.LastSync, n.LastBootTime = s.now(), s.now()
+	// An agent joins only with no runs (it kills them all first), so what
+	// the server still counts as running there is requeued now: runs of
+	// an agent that joins again before it was declared lost, and tasks a
+	// previous server process left running on it.
+	stale, held := s.takeRuns(n), n.held
+	n.held = nil
 	n.runs = map[string]*run{}
 	n.outbox, n.kill, n.StartTask = nil, nil, nil
 	account, poolID := n.Account, n.PoolID
 	s.setState(n, NodeStarting)
 	s.mu.Unlock()
 
+	s.requeue(context.WithoutCancel(ctx), account, stale, n.ID)
+	s.requeueHeld(context.WithoutCancel(ctx), held)
+
 	s.prepareNode(ctx, account, poolID, n)
 	s.Kick()
-	return node.JoinResponse{NodeID: n.ID, PoolID: poolID, Account: account, PollSeconds: int(s.cfg.Poll / time.Second)}, nil
+	return node.JoinResponse{NodeID: n.ID, PoolID: poolID, Account: account, PollSeconds: int(s.cfg.Poll / time.Second),
+		LostAfterMillis: s.cfg.LostAfter.Milliseconds()}, nil
 }
 
 // prepareNode queues the pool's start task on a node that (re)joined, or

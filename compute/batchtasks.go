@@ -337,21 +337,29 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 // RequeueRunning puts every running task of an account back to active
-// (requeueCount+1). Node state lives in the server's memory, so after a
-// restart no node runs them any more.
-func (b *BatchTasks) RequeueRunning(ctx context.Context, account string) error {
+// (requeueCount+1): node state lives in the server's memory, so after a
+// restart no node runs them for this process. A task whose record says it
+// runs on a node for which hold reports true (a remote node whose agent may
+// still run it) is left running and returned instead.
+func (b *BatchTasks) RequeueRunning(ctx context.Context, account string, hold func(nodeID string) bool) ([]HeldTask, error) {
 	jobs, err := b.Store.ListJobs(ctx, account, batch.ListOptions{Limit: batch.MaxPageSize})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var held []HeldTask
 	for _, j := range jobs {
 		after := ""
 		for {
 			ts, err := b.Store.ListTasks(ctx, account, j.ID, batch.ListOptions{States: []string{batch.TaskRunning}, Limit: batch.MaxPageSize, After: after})
 			if err != nil {
-				return err
+				return held, err
 			}
 			for _, r := range ts {
+				after = strings.ToLower(r.ID)
+				if id := r.Outcome.NodeID; id != "" && hold != nil && hold(id) {
+					held = append(held, HeldTask{Account: account, JobID: j.ID, TaskID: r.ID, NodeID: id})
+					continue
+				}
 				now := time.Now().UTC()
 				prev := r.ETag
 				r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
@@ -359,14 +367,13 @@ func (b *BatchTasks) RequeueRunning(ctx context.Context, account string) error {
 				r.RequeueCount++
 				r.Outcome.LastRequeueTime, r.Outcome.NodeID = now, ""
 				if err := b.Store.UpdateTask(ctx, account, r, prev); err != nil && custody.ErrorKind(err) != custody.KindPreconditionFailed {
-					return err
+					return held, err
 				}
-				after = strings.ToLower(r.ID)
 			}
 			if len(ts) < batch.MaxPageSize {
 				break
 			}
 		}
 	}
-	return nil
+	return held, nil
 }

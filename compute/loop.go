@@ -12,10 +12,8 @@ import (
 // Run keeps pools at their targets, detects lost nodes and places tasks
 // until ctx is done. Work is triggered by Kick and by a short ticker.
 func (s *Service) Run(ctx context.Context) {
-	if s.cfg.Recover != nil {
-		s.cfg.Recover(ctx)
-	}
 	s.loadRemoteNodes(ctx)
+	s.recover(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	slow := time.Now()
@@ -33,6 +31,54 @@ func (s *Service) Run(ctx context.Context) {
 			slow = time.Now()
 		}
 		s.schedule(ctx)
+	}
+}
+
+// recover deals with the tasks a previous server process left running,
+// before anything is scheduled. Those on local nodes (or nodes no longer
+// known) are requeued at once: local agents died with that process
+// (Pdeathsig) and their runs with them. Those on a stored remote node may
+// still be running there, so they stay running, and are not scheduled, until
+// the node's agent joins again (an agent kills all its runs before it joins)
+// or the node is lost (an agent kills its runs once it has failed to reach
+// the server for most of the lost timeout); then they are requeued. Either
+// way a task never runs twice at once, and is requeued once.
+func (s *Service) recover(ctx context.Context) {
+	if s.cfg.Recover == nil {
+		return
+	}
+	held := s.cfg.Recover(ctx, s.remoteNode)
+	var now []HeldTask
+	s.mu.Lock()
+	for _, h := range held {
+		n := s.nodes[h.NodeID]
+		if n == nil || n.Local || n.joined {
+			// A node that joined already (its agent synced before this
+			// ran) killed its runs before it joined.
+			now = append(now, h)
+			continue
+		}
+		n.held = append(n.held, h)
+	}
+	s.mu.Unlock()
+	if len(held) > 0 {
+		s.log.Info("compute: tasks left running on remote nodes wait for their agents to join again", "tasks", len(held)-len(now))
+	}
+	s.requeueHeld(context.WithoutCancel(ctx), now)
+}
+
+// remoteNode reports whether a node is a stored remote node in memory.
+func (s *Service) remoteNode(nodeID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[nodeID]
+	return n != nil && !n.Local
+}
+
+// requeueHeld requeues held tasks (each only if it still runs on its node).
+func (s *Service) requeueHeld(ctx context.Context, held []HeldTask) {
+	for _, h := range held {
+		s.requeue(ctx, h.Account, []*run{{kind: "task", jobID: h.JobID, taskID: h.TaskID}}, h.NodeID)
 	}
 }
 
@@ -247,12 +293,21 @@ func (s *Service) AddRemoteNode(ctx context.Context, account, poolID string) (no
 func (s *Service) detectLost(ctx context.Context) {
 	now := s.now()
 	var lost, offline []*liveNode
+	var released []HeldTask
 	s.mu.Lock()
 	for _, n := range s.nodes {
 		limit := s.cfg.LostAfter
 		if !n.joined {
 			if !n.Local {
-				continue // a remote agent may join whenever it is started
+				// A remote agent may join whenever it is started; tasks
+				// left running on it by a previous server process are
+				// requeued once it has not synced for the lost timeout
+				// (its agent has killed them by then).
+				if len(n.held) > 0 && now.Sub(n.LastSync) > limit {
+					released = append(released, n.held...)
+					n.held = nil
+				}
+				continue
 			}
 			limit = max(limit, time.Minute) // agents take a moment to start
 		}
@@ -265,6 +320,10 @@ func (s *Service) detectLost(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	if len(released) > 0 {
+		s.log.Warn("compute: remote nodes did not join again in time; the tasks they ran before the restart are requeued", "tasks", len(released))
+		s.requeueHeld(ctx, released)
+	}
 	for _, n := range offline {
 		s.log.Warn("compute: remote node lost (no heartbeat); its tasks are requeued and it is offline until its agent joins again", "pool", n.PoolID, "node", n.ID)
 		s.nodeOffline(n)

@@ -79,9 +79,11 @@ type Config struct {
 	LostAfter time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
-	// Recover, if set, runs once when Run starts, before any scheduling
-	// (the server requeues tasks left running by a previous process).
-	Recover func(ctx context.Context)
+	// Recover, if set, runs once when Run starts, before any scheduling: it
+	// requeues the tasks a previous server process left running
+	// (requeueCount+1), except those whose node hold reports true, which it
+	// leaves running and returns (see Service.recover).
+	Recover func(ctx context.Context, hold func(nodeID string) bool) []HeldTask
 }
 
 // Service runs pools: it keeps their nodes at the target count, talks to
@@ -136,6 +138,10 @@ type liveNode struct {
 	stop        func()
 	startRun    *node.Run
 	seq         int
+	// held are tasks a previous server process left running on this
+	// (remote) node: they stay running until its agent joins again, having
+	// killed its runs, or the node is lost; then they are requeued.
+	held []HeldTask
 }
 
 // New returns a compute service.
@@ -591,6 +597,8 @@ func (s *Service) removeNode(n *liveNode, requeue bool) {
 	}
 	s.mu.Lock()
 	lost := s.takeRuns(n)
+	held := n.held
+	n.held = nil
 	n.leave = true
 	s.setState(n, NodeLeavingPool)
 	delete(s.nodes, n.ID)
@@ -600,6 +608,7 @@ func (s *Service) removeNode(n *liveNode, requeue bool) {
 	s.mu.Unlock()
 	if requeue {
 		s.requeue(context.Background(), n.Account, lost, n.ID)
+		s.requeueHeld(context.Background(), held)
 	}
 	if stop != nil {
 		// Give the agent a moment to hear it must leave, then stop it.

@@ -23,6 +23,16 @@ type TaskRun struct {
 	RetryCount int
 }
 
+// HeldTask is a task a previous server process left running on a remote
+// node whose agent may still run it: it stays running, and off the
+// scheduler, until that agent has killed its runs.
+type HeldTask struct {
+	Account string
+	JobID   string
+	TaskID  string
+	NodeID  string
+}
+
 // RunResult is how a task's run ended, as reported by its node.
 type RunResult struct {
 	NodeID    string

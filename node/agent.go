@@ -65,6 +65,14 @@ type Agent struct {
 	config   *Config
 	dropped  bool
 	kick     chan struct{}
+	// lostAfter is how long the server waits for a sync before it declares
+	// the node lost; contact is when the server last answered a join, sync
+	// or report. outOfReach is set when the watchdog killed the runs because
+	// contact is too old; abandoned are the runs it killed, not reported.
+	lostAfter  time.Duration
+	contact    time.Time
+	outOfReach bool
+	abandoned  map[string]bool
 }
 
 // NewAgent returns an agent for cfg; Run starts it.
@@ -92,7 +100,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, http: &http.Client{Transport: tr},
-		runs: map[string]*Process{}, kick: make(chan struct{}, 1),
+		runs: map[string]*Process{}, kick: make(chan struct{}, 1), abandoned: map[string]bool{},
 		filesToken: randomHex(24), identityKey: randomHex(24),
 	}
 	return a, nil
@@ -108,6 +116,14 @@ func randomHex(n int) string {
 
 // Run joins the pool and works until ctx is done or the server tells the
 // node to leave. Task processes die with the agent.
+//
+// The agent kills all its runs before it joins again (told to rejoin or
+// reboot). When it has not reached the server for three quarters of the
+// time after which the server declares the node lost (and requeues its runs
+// on other nodes), it kills its runs too, without reporting them, and joins
+// again as soon as it reaches the server: a task never runs here and
+// elsewhere at once, whether the server restarted, lost the node, or cannot
+// be reached.
 func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.Root, 0o755); err != nil {
 		return err
@@ -132,6 +148,7 @@ join:
 	for {
 		err = a.call(ctx, "/node/v1/join", JoinRequest{FilesURL: base, FilesToken: a.filesToken, AgentVersion: Version, Root: a.cfg.Root, Hostname: host}, &jr)
 		if err == nil {
+			a.touch()
 			break
 		}
 		var pe *protocolError
@@ -148,17 +165,30 @@ join:
 	a.mu.Lock()
 	a.nodeID, a.account, a.poolID = jr.NodeID, jr.Account, jr.PoolID
 	a.poll = time.Duration(jr.PollSeconds) * time.Second
+	a.lostAfter = time.Duration(jr.LostAfterMillis) * time.Millisecond
+	if a.lostAfter <= 0 {
+		a.lostAfter = 3*a.poll + 5*time.Second
+	}
+	a.outOfReach = false
 	a.mu.Unlock()
 	a.log.Info("node joined pool", "node", jr.NodeID, "pool", jr.PoolID, "account", jr.Account)
 
 	if !reporting {
 		reporting = true
 		go a.reportLoop(ctx)
+		go a.watchdog(ctx)
 	}
 	failures := 0
 	for ctx.Err() == nil {
 		var resp SyncResponse
-		err := a.call(ctx, "/node/v1/sync", SyncRequest{Running: a.running(), HaveConfig: a.configGen()}, &resp)
+		err := a.sync(ctx, &resp)
+		if a.takeOutOfReach() {
+			// The server may have requeued the runs the watchdog killed,
+			// or may still count them: joining again settles it.
+			a.log.Warn("node: the server was out of reach too long; runs were killed, joining again")
+			a.abandonAll()
+			goto join
+		}
 		if err != nil {
 			var pe *protocolError
 			if errors.As(err, &pe) && (pe.status == http.StatusUnauthorized || pe.status == http.StatusNotFound) {
@@ -174,6 +204,7 @@ join:
 			continue
 		}
 		failures = 0
+		a.touch()
 		if a.apply(resp) {
 			return nil
 		}
@@ -225,6 +256,70 @@ func (a *Agent) call(ctx context.Context, path string, in, out any) error {
 		return json.Unmarshal(body, out)
 	}
 	return nil
+}
+
+// sync sends one sync; a call that hangs gives up after the poll interval
+// plus the lost timeout.
+func (a *Agent) sync(ctx context.Context, resp *SyncResponse) error {
+	a.mu.Lock()
+	limit := a.poll + a.lostAfter
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	return a.call(ctx, "/node/v1/sync", SyncRequest{Running: a.running(), HaveConfig: a.configGen()}, resp)
+}
+
+// touch records that the server answered.
+func (a *Agent) touch() {
+	a.mu.Lock()
+	a.contact = time.Now()
+	a.mu.Unlock()
+}
+
+func (a *Agent) takeOutOfReach() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := a.outOfReach
+	a.outOfReach = false
+	return out
+}
+
+// watchdog kills every run once the server has not answered for three
+// quarters of its lost timeout: by the time the server declares the node
+// lost and requeues the runs on other nodes, they are dead here. The killed
+// runs are not reported (the server requeues them, when it declares the
+// node lost or when the agent joins again).
+func (a *Agent) watchdog(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		since, limit := time.Since(a.contact), a.lostAfter*3/4
+		out := len(a.runs) > 0 && limit > 0 && since > limit
+		if out {
+			a.outOfReach = true
+		}
+		a.mu.Unlock()
+		if out {
+			a.log.Warn("node: no answer from the server; killing every run before it declares the node lost", "since", since.Round(time.Millisecond))
+			a.abandonAll()
+		}
+	}
+}
+
+// abandonAll kills every run without reporting it.
+func (a *Agent) abandonAll() {
+	a.mu.Lock()
+	for id := range a.runs {
+		a.abandoned[id] = true
+	}
+	a.mu.Unlock()
+	a.killAll()
 }
 
 func (a *Agent) running() []string {
@@ -386,7 +481,12 @@ func (a *Agent) start(r Run) {
 		res := p.Wait()
 		a.mu.Lock()
 		delete(a.runs, r.RunID)
+		abandoned := a.abandoned[r.RunID]
+		delete(a.abandoned, r.RunID)
 		a.mu.Unlock()
+		if abandoned {
+			return
+		}
 		a.finish(RunReport{RunID: r.RunID, ExitCode: res.ExitCode, StartTime: res.StartTime.UTC(), EndTime: res.EndTime.UTC(), TimedOut: res.TimedOut, Killed: res.Killed})
 	}()
 }
@@ -418,7 +518,11 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			if len(batch) == 0 {
 				break
 			}
-			if err := a.call(ctx, "/node/v1/report", ReportRequest{Finished: batch}, nil); err != nil {
+			err := a.call(ctx, "/node/v1/report", ReportRequest{Finished: batch}, nil)
+			if err == nil {
+				a.touch()
+			}
+			if err != nil {
 				var pe *protocolError
 				if errors.As(err, &pe) && pe.status < 500 && pe.status != http.StatusTooManyRequests {
 					a.log.Warn("node: report refused; dropping it", "err", err)

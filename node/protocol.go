@@ -16,7 +16,9 @@ import "time"
 // runs are reported on their own request as soon as they end, so a long poll
 // in flight is never cancelled (its answer may carry new runs). A node that
 // has not synced for a few intervals is lost: its runs are requeued
-// elsewhere.
+// elsewhere. So that they never run twice at once, an agent that has not
+// reached the server for most of that time kills its runs itself, and joins
+// again once it can.
 //
 // The agent also serves, on its own loopback listener, the files of its
 // tasks to the server (GET /files/{path}, with the file token given at join)
@@ -44,6 +46,11 @@ type JoinResponse struct {
 	Account string `json:"account"`
 	// PollSeconds is how long a sync may be held by the server.
 	PollSeconds int `json:"pollSeconds"`
+	// LostAfterMillis is how long the server waits for a sync before it
+	// declares the node lost and requeues its runs elsewhere (0: three
+	// polls and 5 seconds). An agent that has not reached the server for
+	// three quarters of it kills its runs first (see Agent.Run).
+	LostAfterMillis int64 `json:"lostAfterMillis,omitempty"`
 }
 
 // RunReport is the outcome of a run on the node.

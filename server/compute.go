@@ -97,17 +97,21 @@ func (s *Server) openCompute(data *batch.DataService) {
 			return tok.Raw, tok.ExpiresAt, nil
 		},
 	}
-	cfg.Recover = func(ctx context.Context) {
+	cfg.Recover = func(ctx context.Context, hold func(nodeID string) bool) []compute.HeldTask {
 		as, err := s.Batch.Accounts.ListAccounts(ctx, "", "")
 		if err != nil {
 			s.log.Warn("compute: list accounts to requeue running tasks", "err", err)
-			return
+			return nil
 		}
+		var held []compute.HeldTask
 		for _, a := range as {
-			if err := tasks.RequeueRunning(ctx, a.Name); err != nil {
+			h, err := tasks.RequeueRunning(ctx, a.Name, hold)
+			held = append(held, h...)
+			if err != nil {
 				s.log.Warn("compute: requeue running tasks", "account", a.Name, "err", err)
 			}
 		}
+		return held
 	}
 	if !s.cfg.DisableLocalNodes {
 		cfg.Launcher = localLauncher{s}
