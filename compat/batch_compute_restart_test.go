@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,4 +289,200 @@ func TestComputeRemoteAgentRejoinsAfterRestart(t *testing.T) {
 	ts3.Close()
 	ts4 := servertest.New(t, cfg)
 	refused(ts4, "after the pool was deleted", nc2.Credential)
+}
+
+// startRemoteAgent issues a node credential for a pool and starts an agent
+// with it by hand; it returns the node id and the agent's process.
+func startRemoteAgent(t *testing.T, ts *servertest.TestServer, account, pool string) (string, *exec.Cmd) {
+	t.Helper()
+	tok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	r := batchRaw(t, ts, tok, "POST", account, "/pools/"+pool+"/nodecredentials?api-version="+dataAPIVersion, "")
+	var nc struct{ NodeID, Credential, Server string }
+	if err := json.Unmarshal(r.Body, &nc); r.Status != 201 || err != nil || nc.Credential == "" {
+		t.Fatalf("node credential: %d %s", r.Status, r.Body)
+	}
+	cmd := exec.Command(os.Args[0], "node", "--server", nc.Server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile, "--root", t.TempDir())
+	cmd.Env = append(os.Environ(), agentEnv+"=1", server.NodeCredentialEnv+"="+nc.Credential)
+	if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return nc.NodeID, cmd
+}
+
+// TestComputeRemoteRestartNeverRunsTwice: two agents started by hand in one
+// pool (local nodes off); a long task runs on one of them (A) when the
+// server restarts. A is held still over the restart, so it cannot kill its
+// copy yet, while B joins the restarted server: the task must not start on
+// B while A's copy lives. Once A joins again (killing its runs), the task
+// runs once more and completes, requeued once. Every run writes a marker
+// named after its node and pid; a sampler checks /proc that at no moment
+// are two copies alive.
+func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
+	dir := t.TempDir()
+	listen := "127.0.0.1:0"
+	cfg := func(c *server.Config) {
+		c.DataDir = dir
+		c.Listen = listen
+		c.DisableLocalNodes = true
+		c.NodePoll = time.Second
+		if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
+			c.NodeLog = os.Stderr
+		}
+	}
+	ts := servertest.New(t, cfg)
+	listen = ts.Endpoint.Address
+	mustBatchAccount(t, ts, "rg-twice", "computetwice")
+	c := dataClient(t, ts, "computetwice")
+	ctx := context.Background()
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_d2s_v3"), TargetDedicatedNodes: to.Ptr[int32](2)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	agents := map[string]*exec.Cmd{}
+	for i := 0; i < 2; i++ {
+		id, cmd := startRemoteAgent(t, ts, "computetwice", "p1")
+		agents[id] = cmd
+	}
+	waitNodes(t, c, "p1", 2, "idle")
+
+	marks := t.TempDir()
+	// runs lists the markers: node id and pid of every run so far.
+	type copyOf struct {
+		node string
+		pid  int
+	}
+	runs := func() []copyOf {
+		es, _ := os.ReadDir(marks)
+		var out []copyOf
+		for _, e := range es {
+			node, pid, ok := strings.Cut(e.Name(), ".")
+			n, err := strconv.Atoi(pid)
+			if ok && err == nil {
+				out = append(out, copyOf{node, n})
+			}
+		}
+		return out
+	}
+	var (
+		mu       sync.Mutex
+		twice    []string
+		sampling = make(chan struct{})
+		sampled  = make(chan struct{})
+	)
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-sampling:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			var alive []string
+			for _, r := range runs() {
+				if procAlive(r.pid) {
+					alive = append(alive, fmt.Sprintf("%s pid %d", r.node, r.pid))
+				}
+			}
+			if len(alive) > 1 {
+				mu.Lock()
+				twice = append(twice, strings.Join(alive, ", "))
+				mu.Unlock()
+			}
+		}
+	}()
+	stopSampling := func() {
+		select {
+		case <-sampling:
+		default:
+			close(sampling)
+		}
+		<-sampled
+	}
+	defer stopSampling()
+
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The first run sleeps long; a later one ends soon.
+	cmdline := "echo $$ > " + marks + "/$AZ_BATCH_NODE_ID.$$; if [ $(ls " + marks + " | wc -l) -gt 1 ]; then sleep 1; else sleep 60; fi"
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("long"), CommandLine: to.Ptr(cmdline)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the task to start", func() (bool, string) {
+		rs := runs()
+		return len(rs) == 1 && procAlive(rs[0].pid), fmt.Sprint(rs)
+	})
+	first := runs()[0]
+	a := agents[first.node]
+	var b string
+	for id := range agents {
+		if id != first.node {
+			b = id
+		}
+	}
+	if a == nil || b == "" {
+		t.Fatalf("the task runs on %s, not on one of the agents", first.node)
+	}
+
+	// A cannot act over the restart (its task keeps running); B rejoins.
+	if err := a.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = a.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	ts.Close()
+	ts2 := servertest.New(t, cfg)
+	if ts2.Endpoint.Address != listen {
+		t.Fatalf("the restarted server listens on %s, not %s", ts2.Endpoint.Address, listen)
+	}
+	c2 := dataClient(t, ts2, "computetwice")
+	waitFor(t, 10*time.Second, "B to join the restarted server", func() (bool, string) {
+		n, err := c2.GetNode(ctx, "p1", b, nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		return *n.State == azbatch.NodeStateIdle, string(*n.State)
+	})
+	// Give the scheduler time to (wrongly) place the task on B.
+	time.Sleep(1500 * time.Millisecond)
+	if tk := taskState(t, c2, "j1", "long"); *tk.State != azbatch.TaskStateRunning || tk.NodeInfo == nil || *tk.NodeInfo.NodeID != first.node {
+		t.Errorf("while A cannot kill its copy, the task is %s on %s; want running on %s", *tk.State, mustJSON(tk.NodeInfo), first.node)
+	}
+	if rs := runs(); len(rs) != 1 || !procAlive(first.pid) {
+		t.Errorf("while A is held still: runs %v, first alive %v", rs, procAlive(first.pid))
+	}
+
+	// A goes on: told to rejoin, it kills its copy and joins; the task runs
+	// once more and completes.
+	if err := a.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	tk := waitTask(t, c2, "j1", "long", 20*time.Second)
+	stopSampling()
+	if ei := tk.ExecutionInfo; *ei.RequeueCount != 1 || *ei.ExitCode != 0 || *ei.Result != azbatch.TaskExecutionResultSuccess {
+		t.Errorf("the task after A rejoined: executionInfo %s", mustJSON(ei))
+	}
+	if rs := runs(); len(rs) != 2 {
+		t.Errorf("runs %v, want 2 (the interrupted one and one more)", rs)
+	}
+	if procAlive(first.pid) {
+		t.Errorf("A's first copy (pid %d) is still alive", first.pid)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(twice) > 0 {
+		t.Errorf("two copies of the task were alive at once (%d samples), first: %s", len(twice), twice[0])
+	}
 }

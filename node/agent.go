@@ -42,6 +42,9 @@ type AgentConfig struct {
 	// Listen is the loopback address of the file and identity endpoint.
 	Listen string
 	Logger *slog.Logger
+	// Runner runs the tasks (nil: a new one, whose reaper waits for every
+	// child of the process).
+	Runner *Runner
 }
 
 // Agent is a running node agent.
@@ -129,7 +132,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	_ = EnableSubreaper()
-	a.runner = NewRunner()
+	a.runner = a.cfg.Runner
+	if a.runner == nil {
+		a.runner = NewRunner()
+	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("node: listen for files and identity: %w", err)
