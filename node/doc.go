@@ -17,6 +17,12 @@
 // agent is a child subreaper (PR_SET_CHILD_SUBREAPER) and reaps orphaned
 // descendants, because PID 1 may not.
 //
+// The agent kills every run before it joins again (told to rejoin or
+// reboot), and also when it has not reached the server for three quarters of
+// the time after which the server declares the node lost; it then joins
+// again as soon as it can. A task the server requeues elsewhere is therefore
+// dead on this node first.
+//
 // Customer data (command lines, environment settings, certificates) reaches
 // the agent only over TLS and is held in memory; the only things written to
 // the node's disk are a task's own files.
