@@ -8,8 +8,84 @@
 // pool asks for as local `custody node` processes (a Launcher); agents on
 // other machines join with a node credential instead.
 //
-// When an account's key becomes inaccessible (OnKeyState), every node of
-// its pools becomes unusable: running tasks are killed on their nodes and
-// requeued (requeueCount+1), agents drop the pool's customer data, and no
-// task starts until the key is back, when the nodes return to idle.
+// Local nodes. By default the server starts the nodes a pool asks for as
+// child processes ({custody executable} node --server
+// https://batch.{domain}:{port} --connect {listen address} --ca-file ...
+// --root {data-dir}/nodes/{account}/{pool}/{node}), with the node credential
+// in the environment (CUSTODY_NODE_CREDENTIAL), never on the command line.
+// server.Config.DisableLocalNodes turns this off so agents on other machines
+// join instead: an admin asks for a node credential with POST
+// /pools/{pool}/nodecredentials on the account's data plane (a Custody
+// extension; the credential is shown once) and runs custody node --server
+// https://batch.{domain}:{port} --credential-file ... --ca-file ... --root
+// ... there. Credentials are kept only as SHA-256 hashes, stored with their
+// account, pool and node (compute_nodes), so after a restart (or a loss)
+// such a node waits offline until its agent syncs and is told to join again;
+// removing the node, its pool or its account deletes them.
+//
+// Restarts and lost agents. A task's record names the node it runs on
+// (node_id, migration 00006). At start-up (compute.Service.recover, before
+// any scheduling) tasks left running on local nodes are requeued at once
+// (those agents died with the server, Pdeathsig); tasks left running on a
+// stored remote node stay running, and off the scheduler, until that node's
+// agent joins again (an agent kills all its runs before it joins) or until
+// it has not synced for the lost timeout; then they are requeued, once. An
+// agent that has not reached the server for three quarters of the lost
+// timeout (sent at join as lostAfterMillis) kills its runs without reporting
+// them and joins again once it can, so by the time the server declares a
+// node lost and requeues its tasks elsewhere, they are dead there: no task
+// runs twice at once.
+//
+// The node channel is HTTPS on the host batch.{domain} (already covered by
+// the server certificate), authenticated with Authorization: CustodyNode
+// {credential}:
+//
+//	call                   what
+//	POST /node/v1/join     the agent says where it serves its files (a loopback URL and a random token); the server queues the pool's start task
+//	POST /node/v1/sync     long poll and heartbeat: returns at once with new runs (command line and environment, unsealed), runs to kill, a new configuration (certificates, identities), or "drop"/"leave"/"reboot"; otherwise after the poll interval
+//	POST /node/v1/report   runs that ended (exit code, start and end time, timed out, killed); sent on its own request so a long poll in flight is never cancelled
+//	POST /node/v1/token    a managed identity token for a task, for one of the pool's user-assigned identities only
+//
+// Customer data reaches the agent only over this TLS channel and stays in
+// its memory; on disk there are only the tasks' own files
+// ({root}/workitems/{job}/job-1/{task}/{wd,stdout.txt,stderr.txt},
+// {root}/startup/...) and the pool's certificates in {root}/certs, which the
+// agent deletes when it is told to drop its data. Tasks get AZ_BATCH_*
+// variables; on a pool with a user-assigned identity also
+// IDENTITY_ENDPOINT/IDENTITY_HEADER pointing at the agent's
+// App-Service-style endpoint (http://127.0.0.1:{port}/msi/token), which
+// checks X-IDENTITY-HEADER and asks the server over the node channel. The
+// account's own identity is never available on nodes.
+//
+// Scheduling. compute.Service.Run wakes on task adds, run reports and a 250
+// ms tick: it keeps pools at their target node counts, declares nodes lost
+// after three missed polls (or at once when a local agent process exits) and
+// requeues their tasks, and places runnable tasks (BatchTasks.Runnable:
+// active jobs of the pool, active tasks, dependencies met) on free slots
+// with compute.Place (spread or pack, requiredSlots). Failed runs are
+// retried up to maxTaskRetryCount; onAllTasksComplete: terminatejob ends the
+// job; terminate and delete kill the task's process tree on its node.
+//
+// Run outcomes. The outcome of a task's last run (exit code, result, failure
+// code, pool and node, last retry and requeue times) is stored in
+// batch_tasks with the task (migration 00006) and written by the same update
+// that moves its state, so a restarted server still reports it, the job's
+// task counts split succeeded from failed, and a failed dependency keeps
+// blocking. These are service-generated values, kept plain; the failure
+// message can quote the command (a program that could not be started), so it
+// is sealed with the account's DEK, bound to its task.
+//
+// vmSize names map to a CPU count and memory budget (compute.LookupVMSize);
+// taskSlotsPerNode defaults to 1 and may be up to 4 x CPUs (at most 256),
+// for example standard_a1_v2 1 CPU, standard_d2s_v3 2 CPUs, standard_d4s_v3
+// 4, standard_d8s_v3 8, standard_f8s_v2 8.
+//
+// Key loss. batch.Service tells its KeyObservers when an account locks or
+// unlocks (the compute service also checks the key state of every pool's
+// account each reconcile pass). On lock every node of the account becomes
+// unusable, its runs are requeued (requeueCount+1) and the agents are told
+// to drop: they kill every process tree, forget the pool's configuration and
+// delete its certificates, but keep running and syncing. Nothing starts
+// while locked. On unlock the nodes return to idle, get their configuration
+// again, and the requeued tasks run.
 package compute
