@@ -184,8 +184,8 @@ func TestResourceGroupDelete(t *testing.T) {
 	if len(as) != 1 || !strings.HasSuffix(strings.ToLower(as[0].Scope), "/rg10") {
 		t.Errorf("assignments left for the reader = %d, want only the one on rg10", len(as))
 	}
-	// Deleting again is a no-op success.
-	wantStatus(t, MustARM(t, ts, tok, "DELETE", groupPath(ts, "rg1")+"?api-version="+rgAPIVersion, ""), http.StatusNoContent, http.StatusOK)
+	// Deleting again: the group is not found, as ARM answers.
+	wantARMError(t, MustARM(t, ts, tok, "DELETE", groupPath(ts, "rg1")+"?api-version="+rgAPIVersion, ""), http.StatusNotFound, "ResourceGroupNotFound")
 	// The name is free again, in any location.
 	r = MustARM(t, ts, tok, "PUT", groupPath(ts, "rg1")+"?api-version="+rgAPIVersion, `{"location":"eastus"}`)
 	wantStatus(t, r, http.StatusCreated)

@@ -157,12 +157,9 @@ func (a *ARM) headGroup(w http.ResponseWriter, r *ARMRequest) error {
 // Location to poll, which then reports the outcome.
 func (a *ARM) deleteGroup(w http.ResponseWriter, r *ARMRequest) error {
 	sub, name := r.Param("subscriptionId"), r.Param("resourceGroupName")
+	// A group that is not there is ResourceGroupNotFound, as ARM answers
+	// (unlike resources inside a group, whose delete is idempotent).
 	g, err := a.s.cfg.RM.ResourceGroup(r.Context(), sub, name)
-	if custody.IsNotFound(err) {
-		// Deleting what is not there is success in ARM.
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
 	if err != nil {
 		return err
 	}
