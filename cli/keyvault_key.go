@@ -159,7 +159,8 @@ func azTime(v any) any {
 	return v
 }
 
-// azKeyTimes rewrites the timestamps of a key answer (a key, a deleted key,
+// azKeyTimes rewrites a key answer's names and timestamps the way az prints
+// them (key.key_ops as key.keyOps). It rewrites the timestamps of a key answer (a key, a deleted key,
 // a list of either, a rotation policy) the way az prints them: the
 // attributes' created and updated, exp as expires and nbf as notBefore
 // (null when unset, as az shows them), and a deleted key's deletedDate and
@@ -173,6 +174,13 @@ func azKeyTimes(v any) any {
 		}
 	case map[string]any:
 		isKey := x["kid"] != nil || x["key"] != nil
+		// az prints the JSON web key's key_ops as keyOps.
+		if jwk, ok := x["key"].(map[string]any); ok {
+			if ops, ok := jwk["key_ops"]; ok {
+				jwk["keyOps"] = ops
+				delete(jwk, "key_ops")
+			}
+		}
 		for _, k := range []string{"deletedDate", "scheduledPurgeDate"} {
 			if t, ok := x[k]; ok {
 				x[k] = azTime(t)

@@ -90,7 +90,7 @@ func TestKeyVaultSeedCommands(t *testing.T) {
 
 	k := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "create", "--vault-name", "seedvault", "-n", "cmk", "--kty", "RSA", "--size", "2048", "--ops", "wrapKey", "unwrapKey"))
 	jwk, _ := k["key"].(map[string]any)
-	if jwk["kty"] != "RSA" || len(jwk["key_ops"].([]any)) != 2 {
+	if ops, _ := jwk["keyOps"].([]any); jwk["kty"] != "RSA" || len(ops) != 2 || jwk["key_ops"] != nil {
 		t.Fatalf("key create = %v", k)
 	}
 	kidRe := regexp.MustCompile(`^https://seedvault\.vault\.localhost:` + port + `/keys/cmk/[0-9a-f]{32}\n$`)
