@@ -105,7 +105,9 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) {
 			d.Vaults = append(d.Vaults, v)
 		}
 	}
-	p.render(w, r, http.StatusOK, "home", &page{Title: "Home", Session: s, Data: d, Notice: deletedNotice(r.URL.Query())})
+	pg := &page{Title: "Home", Session: s, Data: d}
+	pg.Notice, pg.NoticeLink = deletedNotice(r.URL.Query())
+	p.render(w, r, http.StatusOK, "home", pg)
 }
 
 // groups lists the resource groups the principal may read.

@@ -455,3 +455,44 @@ func TestPortalShowsLockedAccount(t *testing.T) {
 		t.Fatalf("encryption error = %q", got)
 	}
 }
+
+// TestPortalRecoversDeletedVault deletes a vault, finds it under Manage
+// deleted vaults, is refused a purge under purge protection, and recovers
+// it from the page.
+func TestPortalRecoversDeletedVault(t *testing.T) {
+	ts := servertest.New(t, nil)
+	deletedVaultFixture(t, ts, "backvault", true, "11111111-1111-1111-1111-111111111111")
+
+	b := newTab(t, ts)
+	b.open("/signin", "#clientId")
+	b.do("sign in", set("clientId", ts.Admin.ClientID), set("secret", ts.Admin.ClientSecret), click("signin"), visible("#create-account"))
+	b.open("/vaults/backvault", "#delete-vault")
+	b.do("delete vault", click("delete-vault"), visible("#confirm-delete"))
+	if got := b.text("#confirm"); !strings.Contains(got, "Manage deleted vaults") || strings.Contains(got, "custody keyvault") {
+		t.Fatalf("vault delete confirmation = %q, want it to point at Manage deleted vaults", got)
+	}
+	b.shot("vault-confirm-delete")
+	b.do("confirm delete", click("confirm-delete"), visible("#notice-link"))
+	b.shot("home-vault-deleted")
+
+	b.do("open Manage deleted vaults", click("notice-link"), visible("#deleted-vaults"))
+	b.waitText("#deleted-backvault", "backvault")
+	b.shot("deleted-vaults")
+
+	b.do("purge", click("purge-backvault"), visible("#confirm-delete"))
+	b.shot("deleted-vault-confirm-purge")
+	b.do("confirm purge", click("confirm-delete"), visible("#err-vault-backvault"))
+	if got := b.text("#err-vault-backvault"); !strings.Contains(got, "purge protection is on") {
+		t.Fatalf("purge refusal = %q", got)
+	}
+	b.shot("deleted-vault-purge-refused")
+
+	b.do("recover", click("recover-backvault"), visible("#notice"))
+	b.waitText("#notice", "Key vault backvault was recovered")
+	b.shot("vault-recovered")
+	if _, err := ts.KeyVault.GetVault(context.Background(), ts.RM.SubscriptionID, "rg", "backvault"); err != nil {
+		t.Fatalf("the vault was not recovered: %v", err)
+	}
+	b.open("/deleted-vaults", "#no-deleted-vaults")
+	b.shot("deleted-vaults-empty")
+}

@@ -24,6 +24,9 @@ import (
 type confirmData struct {
 	// Heading names the thing to delete.
 	Heading string
+	// Intro leads the list of effects; Button labels the button that
+	// does it. Empty, they speak of deleting.
+	Intro, Button string
 	// Effects say what deleting it does, one sentence each.
 	Effects []string
 	// Action is where the Delete button posts; Hidden are the fields it
@@ -38,6 +41,12 @@ type confirmData struct {
 func confirmed(r *http.Request) bool { return r.PostForm.Get("confirm") == "yes" }
 
 func (p *Portal) renderConfirm(w http.ResponseWriter, r *http.Request, pg *page, d confirmData) {
+	if d.Intro == "" {
+		d.Intro = "Deleting it does this:"
+	}
+	if d.Button == "" {
+		d.Button = "Delete"
+	}
 	pg.Data = d
 	p.render(w, r, http.StatusOK, "confirm", pg)
 }
@@ -199,7 +208,7 @@ func (p *Portal) confirmDeleteVault(w http.ResponseWriter, r *http.Request, s *s
 	d := confirmData{Heading: "Delete key vault " + v.Name + "?", Action: base + "/delete", Cancel: base}
 	d.Effects = append(d.Effects,
 		"The vault goes to soft-delete with all its keys: none of them can be used, and the name "+v.Name+" stays reserved until the deleted vault is purged.",
-		"It can be recovered, with its keys and access policies, for the retention period of "+retentionText(v, p.now())+" (custody keyvault recover --name "+v.Name+"); then it is purged with its keys.",
+		"It can be recovered, with its keys and access policies, for the retention period of "+retentionText(v, p.now())+" from Manage deleted vaults (linked from the home page); then it is purged with its keys.",
 		purgeText(v, "the deleted vault"),
 		"Role assignments on the vault are removed and do not come back when it is recovered.")
 	d.Effects = appendIf(d.Effects, lockText(p.accountsUsing(r.Context(), s, v.Name, "", ""), "a key of this vault"))
@@ -225,17 +234,19 @@ func (p *Portal) deleteVault(w http.ResponseWriter, r *http.Request, s *session)
 	http.Redirect(w, r, "/?deleted=vault&name="+url.QueryEscape(v.Name), http.StatusSeeOther)
 }
 
-// deletedNotice is the home page's notice after a deletion.
-func deletedNotice(q url.Values) string {
+// deletedNotice is the home page's notice after a deletion, with a link
+// to where the deleted thing can be recovered, if it can.
+func deletedNotice(q url.Values) (string, *crumb) {
 	name := q.Get("name")
 	if name == "" {
-		return ""
+		return "", nil
 	}
 	switch q.Get("deleted") {
 	case "account":
-		return "Batch account " + name + " was deleted."
+		return "Batch account " + name + " was deleted.", nil
 	case "vault":
-		return "Key vault " + name + " was deleted. It can be recovered until its retention period ends (custody keyvault list-deleted)."
+		return "Key vault " + name + " was deleted. It can be recovered until its retention period ends.",
+			&crumb{Label: "Manage deleted vaults", Href: deletedVaultsPath}
 	}
-	return ""
+	return "", nil
 }

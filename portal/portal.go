@@ -153,6 +153,9 @@ func (p *Portal) routes() {
 	m.HandleFunc("GET /batch/{account}/jobs/{job}", p.auth(p.jobPage))
 	m.HandleFunc("GET /batch/{account}/jobs/{job}/tasks/{task}", p.auth(p.taskPage))
 
+	m.HandleFunc("GET /deleted-vaults", p.auth(p.deletedVaultsPage))
+	m.HandleFunc("POST /deleted-vaults/{vault}/recover", p.auth(p.recoverVault))
+	m.HandleFunc("POST /deleted-vaults/{vault}/purge", p.auth(p.purgeVault))
 	m.HandleFunc("GET /vaults/create", p.auth(p.createVaultPage))
 	m.HandleFunc("POST /vaults/create", p.auth(p.createVault))
 	m.HandleFunc("GET /vaults/{vault}", p.auth(p.vaultOverview))

@@ -28,8 +28,10 @@ type page struct {
 	// Notice is a success message; Error a message about the page or the
 	// action that failed; Errors messages about single fields, by name.
 	Notice string
-	Error  string
-	Errors map[string]string
+	// NoticeLink, when set, follows the notice.
+	NoticeLink *crumb
+	Error      string
+	Errors     map[string]string
 	// Form holds the values to show in the form again.
 	Form url.Values
 	Data any

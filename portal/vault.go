@@ -151,6 +151,9 @@ func (p *Portal) vaultOverview(w http.ResponseWriter, r *http.Request, s *sessio
 	if r.URL.Query().Get("created") != "" {
 		pg.Notice = "Your deployment is complete: key vault " + v.Name + " was created."
 	}
+	if r.URL.Query().Get("recovered") != "" {
+		pg.Notice = "Key vault " + v.Name + " was recovered with its keys and access policies."
+	}
 	p.render(w, r, http.StatusOK, "vault", pg)
 }
 
