@@ -333,6 +333,12 @@ func open(a *Account, dek *DEK, ref Ref, sealed []byte, v any) error {
 	return nil
 }
 
+// OpenJob opens a job record already read from the store (ListJobs) with
+// the account's DEK, without reading it again.
+func (d *DataService) OpenJob(a *Account, dek *DEK, r *JobRecord) (*Job, error) {
+	return d.openJob(a, dek, r)
+}
+
 func (d *DataService) openJob(a *Account, dek *DEK, r *JobRecord) (*Job, error) {
 	var s sealedJob
 	if err := open(a, dek, jobRef(r.ID), r.Sealed, &s); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,11 @@ func newTaskETag() string {
 }
 
 // Runnable lists active tasks of the pool's active jobs whose
-// dependencies are met, jobs by priority (then id), tasks in id order.
+// dependencies are met, tasks in id order. Jobs come by priority, highest
+// first; jobs of equal priority by creation time, then id. A job with
+// maxParallelTasks (a positive number; -1 or unset is no limit, and the data
+// plane refuses 0) gets no more candidates than it has tasks running below
+// that limit, so the tasks placed from one list never exceed it.
 func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit int) ([]RunnableTask, error) {
 	a, dek, err := b.Keys.DEK(ctx, account)
 	if err != nil {
@@ -59,29 +64,57 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 	if err != nil {
 		return nil, err
 	}
-	var out []RunnableTask
+	var pool []*batch.Job
 	for _, jr := range jobs {
-		if !strings.EqualFold(jr.PoolID, poolID) || len(out) >= limit {
+		if !strings.EqualFold(jr.PoolID, poolID) {
 			continue
 		}
-		job, err := b.Data.GetJob(ctx, a.Name, jr.ID)
+		job, err := b.Data.OpenJob(a, dek, jr)
 		if err != nil {
 			return nil, err
 		}
+		pool = append(pool, job)
+	}
+	sort.SliceStable(pool, func(i, j int) bool {
+		pi, pj := jobPriority(pool[i]), jobPriority(pool[j])
+		if pi != pj {
+			return pi > pj
+		}
+		if ci, cj := pool[i].CreationTime, pool[j].CreationTime; !ci.Equal(cj) {
+			return ci.Before(cj)
+		}
+		return strings.ToLower(pool[i].ID) < strings.ToLower(pool[j].ID)
+	})
+	var out []RunnableTask
+	for _, job := range pool {
+		if len(out) >= limit {
+			break
+		}
+		room := limit - len(out)
+		if m := job.Spec.MaxParallelTasks; m != nil && *m > 0 {
+			states, err := b.Store.TaskStates(ctx, a.Name, job.ID)
+			if err != nil {
+				return nil, err
+			}
+			room = min(room, int(*m)-states[batch.TaskRunning])
+			if room <= 0 {
+				continue
+			}
+		}
 		usesDeps := job.Spec.UsesTaskDependencies != nil && *job.Spec.UsesTaskDependencies
 		// Without dependencies every active task is runnable, so read only as
-		// many as there are free slots; with them, read further ahead past
-		// tasks still waiting on others.
-		want := limit - len(out)
+		// many as can be taken; with them, read further ahead past tasks
+		// still waiting on others.
+		want := room
 		if usesDeps {
 			want = max(4*limit, 64)
 		}
-		tasks, err := b.Store.ListTasks(ctx, a.Name, jr.ID, batch.ListOptions{States: []string{batch.TaskActive}, Limit: want})
+		tasks, err := b.Store.ListTasks(ctx, a.Name, job.ID, batch.ListOptions{States: []string{batch.TaskActive}, Limit: want})
 		if err != nil {
 			return nil, err
 		}
 		for _, tr := range tasks {
-			if len(out) >= limit {
+			if room <= 0 {
 				break
 			}
 			spec, err := openTask(a, dek, tr)
@@ -90,7 +123,7 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 			}
 			if usesDeps && spec.DependsOn != nil {
 				met, _ := DependenciesMet(depsOf(spec.DependsOn), func(id string) (DependencyState, bool) {
-					return b.depState(ctx, a.Name, jr.ID, id)
+					return b.depState(ctx, a.Name, job.ID, id)
 				})
 				if !met {
 					continue
@@ -100,10 +133,19 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 			if spec.RequiredSlots != nil {
 				slots = int(*spec.RequiredSlots)
 			}
-			out = append(out, RunnableTask{JobID: jr.ID, TaskID: tr.ID, RequiredSlots: slots})
+			out = append(out, RunnableTask{JobID: job.ID, TaskID: tr.ID, RequiredSlots: slots})
+			room--
 		}
 	}
 	return out, nil
+}
+
+// jobPriority is a job's priority, 0 when it was not given.
+func jobPriority(j *batch.Job) int32 {
+	if j.Spec.Priority == nil {
+		return 0
+	}
+	return *j.Spec.Priority
 }
 
 func depsOf(d *batch.TaskDependencies) Dependencies {

@@ -61,8 +61,11 @@
 // ms tick: it keeps pools at their target node counts, declares nodes lost
 // after three missed polls (or at once when a local agent process exits) and
 // requeues their tasks, and places runnable tasks (BatchTasks.Runnable:
-// active jobs of the pool, active tasks, dependencies met) on free slots
-// with compute.Place (spread or pack, requiredSlots). Failed runs are
+// active jobs of the pool, highest priority first, equal priorities by
+// creation time then id; active tasks, dependencies met; no more of a job
+// than its maxParallelTasks leaves beside its running tasks) on free slots
+// with compute.Place (spread or pack, requiredSlots). Changes of a job's
+// priority or maxParallelTasks apply from the next pass. Failed runs are
 // retried up to maxTaskRetryCount; onAllTasksComplete: terminatejob ends the
 // job; terminate and delete kill the task's process tree on its node.
 //
