@@ -508,35 +508,45 @@ func (d *DataService) changeJob(ctx context.Context, account, id, ifMatch string
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
+	var j *Job
+	err = retryChange(ifMatch, func() error {
 		r, err := d.Store.Job(ctx, a.Name, id)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := checkIfMatch(ifMatch, r.ETag, "job", id); err != nil {
-			return nil, err
+			return err
 		}
-		j, err := d.openJob(a, dek, r)
-		if err != nil {
-			return nil, err
+		if j, err = d.openJob(a, dek, r); err != nil {
+			return err
 		}
 		if err := fn(j); err != nil {
-			return nil, err
+			return err
 		}
 		now := d.now()
 		j.ETag, j.LastModified = newETag(now), now
 		nr, err := d.sealJob(a, dek, j)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		err = d.Store.UpdateJob(ctx, a.Name, nr, r.ETag)
-		if custody.ErrorKind(err) == custody.KindPreconditionFailed && ifMatch == "" && attempt < 5 {
+		return d.Store.UpdateJob(ctx, a.Name, nr, r.ETag)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// retryChange runs a read-modify-write attempt again when it lost a race
+// with another writer (the etag it read changed), up to five times. With an
+// If-Match from the caller the first conflict is the answer.
+func retryChange(ifMatch string, attempt func() error) error {
+	for i := 0; ; i++ {
+		err := attempt()
+		if custody.ErrorKind(err) == custody.KindPreconditionFailed && ifMatch == "" && i < 5 {
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		return j, nil
+		return err
 	}
 }
 
@@ -896,41 +906,38 @@ func (d *DataService) changeTask(ctx context.Context, account, jobID, id, ifMatc
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
+	var t *Task
+	err = retryChange(ifMatch, func() error {
 		r, err := d.Store.Task(ctx, a.Name, jobID, id)
 		if err != nil {
 			if custody.IsNotFound(err) {
 				if _, jerr := d.Store.Job(ctx, a.Name, jobID); jerr != nil {
-					return nil, jerr
+					return jerr
 				}
 			}
-			return nil, err
+			return err
 		}
 		if err := checkIfMatch(ifMatch, r.ETag, "task", id); err != nil {
-			return nil, err
+			return err
 		}
-		t, err := d.openTask(a, dek, r)
-		if err != nil {
-			return nil, err
+		if t, err = d.openTask(a, dek, r); err != nil {
+			return err
 		}
 		if err := fn(t); err != nil {
-			return nil, err
+			return err
 		}
 		now := d.now()
 		t.ETag, t.LastModified = newETag(now), now
 		nr, err := d.sealTask(a, dek, t)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		err = d.Store.UpdateTask(ctx, a.Name, nr, r.ETag)
-		if custody.ErrorKind(err) == custody.KindPreconditionFailed && ifMatch == "" && attempt < 5 {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return t, nil
+		return d.Store.UpdateTask(ctx, a.Name, nr, r.ETag)
+	})
+	if err != nil {
+		return nil, err
 	}
+	return t, nil
 }
 
 func taskCompleted(t *Task) error {

@@ -53,20 +53,9 @@ func (c *client) findSPs(ctx context.Context, filter string) ([]any, error) {
 }
 
 // spTable is az's table for service principals.
-func spTable(v any) any {
-	one := func(x any) row {
-		m, _ := x.(map[string]any)
-		return newRow("DisplayName", m["displayName"], "Id", m["id"], "AppId", m["appId"])
-	}
-	if list, ok := v.([]any); ok {
-		rows := []row{}
-		for _, x := range list {
-			rows = append(rows, one(x))
-		}
-		return rows
-	}
-	return one(v)
-}
+var spTable = tableOf(func(m map[string]any) row {
+	return newRow("DisplayName", m["displayName"], "Id", m["id"], "AppId", m["appId"])
+})
 
 func (a *app) spCreateForRBACCmd() *cobra.Command {
 	var name, role string

@@ -44,23 +44,12 @@ func flattenBatchAccount(v any) any { return flattenIdentity(v) }
 
 // batchAccountTable is the table for accounts: name, location, group, key
 // source and whether the key is reachable.
-func batchAccountTable(v any) any {
-	one := func(x any) row {
-		m, _ := x.(map[string]any)
-		enc, _ := m["encryption"].(map[string]any)
-		st, _ := m["encryptionStatus"].(map[string]any)
-		return newRow("Name", m["name"], "Location", m["location"], "ResourceGroup", m["resourceGroup"],
-			"KeySource", enc["keySource"], "KeyState", st["state"])
-	}
-	if list, ok := v.([]any); ok {
-		rows := []row{}
-		for _, x := range list {
-			rows = append(rows, one(x))
-		}
-		return rows
-	}
-	return one(v)
-}
+var batchAccountTable = tableOf(func(m map[string]any) row {
+	enc, _ := m["encryption"].(map[string]any)
+	st, _ := m["encryptionStatus"].(map[string]any)
+	return newRow("Name", m["name"], "Location", m["location"], "ResourceGroup", m["resourceGroup"],
+		"KeySource", enc["keySource"], "KeyState", st["state"])
+})
 
 // normalizeLocation turns a region's display name ("West US 2") into its
 // name ("westus2").
@@ -307,32 +296,7 @@ func (a *app) batchAccountShowCmd() *cobra.Command {
 }
 
 func (a *app) batchAccountListCmd() *cobra.Command {
-	var group string
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List batch accounts in a resource group, or in the whole subscription",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			path := c.subscriptionPath() + "/providers/" + batchAccountType
-			if group != "" {
-				path = c.groupPath(group) + "/providers/" + batchAccountType
-			}
-			all, err := c.armList(cmd.Context(), path, apiBatch, nil)
-			if err != nil {
-				return err
-			}
-			for i := range all {
-				all[i] = flattenBatchAccount(all[i])
-			}
-			return a.print(all, batchAccountTable)
-		},
-	}
-	cmd.Flags().StringVarP(&group, "resource-group", "g", "", "name of the resource group (default: the whole subscription)")
-	return cmd
+	return a.armListCmd("List batch accounts in a resource group, or in the whole subscription", batchAccountType, apiBatch, flattenBatchAccount, batchAccountTable)
 }
 
 func (a *app) batchAccountSetCmd() *cobra.Command {

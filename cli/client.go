@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -173,34 +172,11 @@ func newClient(dataDir string, cred credentials, debug io.Writer) (*client, erro
 	}
 	return &client{
 		ep:     ep,
-		http:   &http.Client{Transport: transport(pool, ep.Domain, ep.Address), Timeout: 2 * time.Minute},
+		http:   &http.Client{Transport: server.Transport(pool, ep.Domain, ep.Address), Timeout: 2 * time.Minute},
 		cred:   cred,
 		debug:  debug,
 		tokens: map[string]string{},
 	}, nil
-}
-
-// transport trusts only pool and dials addr for the domain and every name
-// under it, so *.localhost needs no DNS.
-func transport(pool *x509.CertPool, domain, addr string) *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second}
-	domain = strings.ToLower(domain)
-	return &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		DialContext: func(ctx context.Context, network, hostport string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(hostport)
-			if err != nil {
-				return nil, err
-			}
-			h := strings.ToLower(strings.TrimSuffix(host, "."))
-			if h == domain || strings.HasSuffix(h, "."+domain) {
-				return d.DialContext(ctx, network, addr)
-			}
-			return d.DialContext(ctx, network, hostport)
-		},
-		ForceAttemptHTTP2:   true,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}
 }
 
 // url returns https://{name}.{domain}:{port}.

@@ -61,21 +61,10 @@ func (c *client) groupPath(name string) string {
 }
 
 // groupTable is az's table for resource groups: Name, Location, Status.
-func groupTable(v any) any {
-	one := func(x any) row {
-		m, _ := x.(map[string]any)
-		props, _ := m["properties"].(map[string]any)
-		return newRow("Name", m["name"], "Location", m["location"], "Status", props["provisioningState"])
-	}
-	if list, ok := v.([]any); ok {
-		rows := []row{}
-		for _, x := range list {
-			rows = append(rows, one(x))
-		}
-		return rows
-	}
-	return one(v)
-}
+var groupTable = tableOf(func(m map[string]any) row {
+	props, _ := m["properties"].(map[string]any)
+	return newRow("Name", m["name"], "Location", m["location"], "Status", props["provisioningState"])
+})
 
 func (a *app) groupCreateCmd() *cobra.Command {
 	var name, location, managedBy string

@@ -144,32 +144,7 @@ func (a *app) identityShowCmd() *cobra.Command {
 }
 
 func (a *app) identityListCmd() *cobra.Command {
-	var group string
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List user-assigned identities in a resource group, or in the whole subscription",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			path := c.subscriptionPath() + "/providers/" + identityType
-			if group != "" {
-				path = c.groupPath(group) + "/providers/" + identityType
-			}
-			all, err := c.armList(cmd.Context(), path, apiIdentities, nil)
-			if err != nil {
-				return err
-			}
-			for i := range all {
-				all[i] = flattenIdentity(all[i])
-			}
-			return a.print(all, nil)
-		},
-	}
-	cmd.Flags().StringVarP(&group, "resource-group", "g", "", "name of the resource group (default: the whole subscription)")
-	return cmd
+	return a.armListCmd("List user-assigned identities in a resource group, or in the whole subscription", identityType, apiIdentities, flattenIdentity, nil)
 }
 
 func (a *app) identityDeleteCmd() *cobra.Command {

@@ -140,20 +140,9 @@ func withGroup(v any) any {
 }
 
 // vaultTable is az's table for vaults.
-func vaultTable(v any) any {
-	one := func(x any) row {
-		m, _ := x.(map[string]any)
-		return newRow("Location", m["location"], "Name", m["name"], "ResourceGroup", m["resourceGroup"])
-	}
-	if list, ok := v.([]any); ok {
-		rows := []row{}
-		for _, x := range list {
-			rows = append(rows, one(x))
-		}
-		return rows
-	}
-	return one(v)
-}
+var vaultTable = tableOf(func(m map[string]any) row {
+	return newRow("Location", m["location"], "Name", m["name"], "ResourceGroup", m["resourceGroup"])
+})
 
 func (a *app) kvCreateCmd() *cobra.Command {
 	var name, group, location, sku string
@@ -247,32 +236,7 @@ func (a *app) kvShowCmd() *cobra.Command {
 }
 
 func (a *app) kvListCmd() *cobra.Command {
-	var group string
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List key vaults in a resource group, or in the whole subscription",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			path := c.subscriptionPath() + "/providers/" + vaultType
-			if group != "" {
-				path = c.groupPath(group) + "/providers/" + vaultType
-			}
-			all, err := c.armList(cmd.Context(), path, apiKeyVault, nil)
-			if err != nil {
-				return err
-			}
-			for i := range all {
-				all[i] = withGroup(all[i])
-			}
-			return a.print(all, vaultTable)
-		},
-	}
-	cmd.Flags().StringVarP(&group, "resource-group", "g", "", "name of the resource group (default: the whole subscription)")
-	return cmd
+	return a.armListCmd("List key vaults in a resource group, or in the whole subscription", vaultType, apiKeyVault, withGroup, vaultTable)
 }
 
 func (a *app) kvUpdateCmd() *cobra.Command {

@@ -135,6 +135,15 @@ func (k *keyRef) path() string {
 	return "/keys/" + k.name
 }
 
+// versionPath is the path of one version: /keys/{name}/{version}, or
+// /keys/{name}/ (trailing slash) for the latest, as azkeys sends it.
+func (k *keyRef) versionPath() string {
+	if k.version == "" {
+		return k.path() + "/"
+	}
+	return k.path()
+}
+
 // parseISOTime reads an ISO 8601 date or time as Unix seconds.
 func parseISOTime(flag, s string) (int64, error) {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02"} {
@@ -488,11 +497,7 @@ func (a *app) keyShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p := ref.path()
-			if ref.version == "" {
-				p += "/"
-			}
-			out, err := c.data(cmd.Context(), http.MethodGet, ref.vault, p, nil)
+			out, err := c.data(cmd.Context(), http.MethodGet, ref.vault, ref.versionPath(), nil)
 			if err != nil {
 				return err
 			}
@@ -516,10 +521,16 @@ func keyListTable(v any) any {
 }
 
 func (a *app) keyListCmd() *cobra.Command {
+	return a.vaultListCmd("list", "List the keys of a vault", "/keys", keyListTable)
+}
+
+// vaultListCmd builds a command that lists every page of path on a vault's
+// data plane.
+func (a *app) vaultListCmd(use, short, path string, table func(any) any) *cobra.Command {
 	var vault string
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the keys of a vault",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireFlag("--vault-name", vault); err != nil {
@@ -529,11 +540,11 @@ func (a *app) keyListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			all, err := c.dataList(cmd.Context(), vault, "/keys")
+			all, err := c.dataList(cmd.Context(), vault, path)
 			if err != nil {
 				return err
 			}
-			return a.print(azKeyTimes(all), keyListTable)
+			return a.print(azKeyTimes(all), table)
 		},
 	}
 	cmd.Flags().StringVar(&vault, "vault-name", "", "name of the key vault")
@@ -594,11 +605,7 @@ func (a *app) keySetAttributesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p := ref.path()
-			if ref.version == "" {
-				p += "/"
-			}
-			out, err := c.data(cmd.Context(), http.MethodPatch, ref.vault, p, body)
+			out, err := c.data(cmd.Context(), http.MethodPatch, ref.vault, ref.versionPath(), body)
 			if err != nil {
 				return err
 			}
@@ -658,28 +665,7 @@ func (a *app) keyRotateCmd() *cobra.Command {
 }
 
 func (a *app) keyListDeletedCmd() *cobra.Command {
-	var vault string
-	cmd := &cobra.Command{
-		Use:   "list-deleted",
-		Short: "List the deleted keys of a vault",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireFlag("--vault-name", vault); err != nil {
-				return err
-			}
-			c, err := a.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			all, err := c.dataList(cmd.Context(), vault, "/deletedkeys")
-			if err != nil {
-				return err
-			}
-			return a.print(azKeyTimes(all), nil)
-		},
-	}
-	cmd.Flags().StringVar(&vault, "vault-name", "", "name of the key vault")
-	return cmd
+	return a.vaultListCmd("list-deleted", "List the deleted keys of a vault", "/deletedkeys", nil)
 }
 
 func (a *app) keyBackupCmd() *cobra.Command {

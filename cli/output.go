@@ -503,3 +503,20 @@ func isTerminal(w io.Writer) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
+
+// tableOf turns a row function into a -o table view that takes one object
+// or a list of them.
+func tableOf(one func(m map[string]any) row) func(any) any {
+	return func(v any) any {
+		if list, ok := v.([]any); ok {
+			rows := []row{}
+			for _, x := range list {
+				m, _ := x.(map[string]any)
+				rows = append(rows, one(m))
+			}
+			return rows
+		}
+		m, _ := v.(map[string]any)
+		return one(m)
+	}
+}

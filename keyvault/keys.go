@@ -835,6 +835,23 @@ func (s *Service) resolve(ctx context.Context, vault, name, version string, op o
 	return v, k, kv, nil
 }
 
+// resolveKey finds the vault and live key and checks the caller's
+// permission for op, for operations on a key as a whole.
+func (s *Service) resolveKey(ctx context.Context, vault, name string, op operation) (*Vault, *Key, error) {
+	v, err := s.liveVault(ctx, vault)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := s.liveKey(ctx, v, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.authorize(ctx, v, k.Name, op); err != nil {
+		return nil, nil, err
+	}
+	return v, k, nil
+}
+
 // UpdateKey changes the attributes, permitted operations or tags of a
 // version (the latest if version is "").
 func (s *Service) UpdateKey(ctx context.Context, vault, name, version string, body Decoder) (_ *KeyBundle, err error) {
@@ -1057,15 +1074,8 @@ func (s *Service) ListKeys(ctx context.Context, vault string, page Page) (_ *Key
 func (s *Service) ListKeyVersions(ctx context.Context, vault, name string, page Page) (_ *KeyList, err error) {
 	c := s.begin(ctx, opListVer, vault, name, "")
 	defer c.end(&err)
-	v, err := s.liveVault(ctx, vault)
+	v, k, err := s.resolveKey(ctx, vault, name, opListVer)
 	if err != nil {
-		return nil, err
-	}
-	k, err := s.liveKey(ctx, v, name)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, v, k.Name, opListVer); err != nil {
 		return nil, err
 	}
 	vs, err := s.Keys.ListKeyVersions(ctx, v.Name, k.Name)

@@ -124,15 +124,8 @@ func ptr[T any](v T) *T { return &v }
 func (s *Service) GetRotationPolicy(ctx context.Context, vault, name string) (_ *KeyRotationPolicy, err error) {
 	c := s.begin(ctx, opGetPolicy, vault, name, "")
 	defer c.end(&err)
-	v, err := s.liveVault(ctx, vault)
+	v, k, err := s.resolveKey(ctx, vault, name, opGetPolicy)
 	if err != nil {
-		return nil, err
-	}
-	k, err := s.liveKey(ctx, v, name)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, v, k.Name, opGetPolicy); err != nil {
 		return nil, err
 	}
 	return s.policyJSON(v, k), nil
@@ -144,15 +137,8 @@ func (s *Service) GetRotationPolicy(ctx context.Context, vault, name string) (_ 
 func (s *Service) UpdateRotationPolicy(ctx context.Context, vault, name string, body Decoder) (_ *KeyRotationPolicy, err error) {
 	c := s.begin(ctx, opSetPolicy, vault, name, "")
 	defer c.end(&err)
-	v, err := s.liveVault(ctx, vault)
+	v, k, err := s.resolveKey(ctx, vault, name, opSetPolicy)
 	if err != nil {
-		return nil, err
-	}
-	k, err := s.liveKey(ctx, v, name)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.authorize(ctx, v, k.Name, opSetPolicy); err != nil {
 		return nil, err
 	}
 	var in KeyRotationPolicy
