@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -68,7 +69,15 @@ type Authority struct {
 	mu     sync.RWMutex
 	active *signingKey
 	keys   map[string]*signingKey // by kid
+
+	// lastReload limits store look-ups for unknown kids, which anyone can
+	// send, to one per reloadEvery.
+	lastReload atomic.Int64
 }
+
+// reloadEvery is the least time between two store look-ups for a kid that
+// is not in memory.
+const reloadEvery = 5 * time.Second
 
 type signingKey struct {
 	kid     string
@@ -252,8 +261,10 @@ func (a *Authority) Verify(raw string, want Expectation) (*Claims, error) {
 	k := a.keys[kid]
 	a.mu.RUnlock()
 	if k == nil {
-		// Another replica may have rotated; look once more in the store.
-		if err := a.reload(context.Background()); err == nil {
+		// Another replica may have rotated; look once more in the store,
+		// at most every reloadEvery so forged kids cannot load the database.
+		now, last := a.now().UnixNano(), a.lastReload.Load()
+		if now-last >= int64(reloadEvery) && a.lastReload.CompareAndSwap(last, now) && a.reload(context.Background()) == nil {
 			a.mu.RLock()
 			k = a.keys[kid]
 			a.mu.RUnlock()
