@@ -77,7 +77,7 @@ func (s *Server) openBatch(ctx context.Context) error {
 	s.HTTP.RegisterBatchAccounts(s.Batch)
 	// Data plane: jobs, tasks and certificates, deleted with their account.
 	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB}}
-	s.Batch.Data = data
+	s.Batch.Data, s.BatchData = data, data
 	s.HTTP.RegisterBatchData(s.Batch, data)
 	s.openCompute(data)
 	return nil

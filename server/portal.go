@@ -1,21 +1,10 @@
 package server
 
-import (
-	"custody/batch"
-	"custody/portal"
-)
+import "custody/portal"
 
 // openPortal serves the web portal on portal.{domain}.
 func (s *Server) openPortal() error {
-	var data *batch.DataService
-	if ds, ok := s.Batch.Data.(accountDataDeleters); ok {
-		for _, d := range ds {
-			if dd, ok := d.(*batch.DataService); ok {
-				data = dd
-			}
-		}
-	}
-	p, err := portal.New(portal.Config{Identity: s.Identity, RM: s.RM, KeyVault: s.KeyVault, Batch: s.Batch, Data: data,
+	p, err := portal.New(portal.Config{Identity: s.Identity, RM: s.RM, KeyVault: s.KeyVault, Batch: s.Batch, Data: s.BatchData,
 		Compute: s.Compute, DataDir: s.cfg.DataDir, AdminClientID: s.Admin.ClientID, Logger: s.log})
 	if err != nil {
 		return err

@@ -132,11 +132,13 @@ type Server struct {
 	RM       *rm.Service
 	HTTP     *httpapi.Server
 	Batch    *batch.Service
-	KeyVault *keyvault.Service
-	Compute  *compute.Service
-	Admin    AdminCredentials
-	Endpoint Endpoint
-	TLS      *tls.Config
+	// BatchData is the batch data plane: jobs, tasks and certificates.
+	BatchData *batch.DataService
+	KeyVault  *keyvault.Service
+	Compute   *compute.Service
+	Admin     AdminCredentials
+	Endpoint  Endpoint
+	TLS       *tls.Config
 
 	listener net.Listener
 	srv      *http.Server
