@@ -196,3 +196,62 @@ func TestRoleAtResourceScope(t *testing.T) {
 	wantStatus(t, MustARM(t, ts, otok, "DELETE", id1+"?api-version="+miAPIVersion, ""), http.StatusOK)
 	wantARMError(t, MustARM(t, ts, admin, "GET", id1+"?api-version="+miAPIVersion, ""), http.StatusNotFound, "ResourceNotFound")
 }
+
+// TestRoleAssignmentPutCannotRewrite checks that a PUT on an existing role
+// assignment id with another role or principal is refused, as Azure refuses
+// it (RoleAssignmentUpdateNotPermitted), and that repeating the same PUT
+// stays harmless.
+func TestRoleAssignmentPutCannotRewrite(t *testing.T) {
+	ts := servertest.New(t, nil)
+	admin := adminToken(t, ts)
+	MustGroup(t, ts, admin, "rg1")
+	reader := MustServicePrincipal(t, ts, "reader")
+	other := MustServicePrincipal(t, ts, "other")
+	name := MustAssign(t, ts, admin, groupPath(ts, "rg1"), rm.RoleReader, reader.ObjectID)
+	path := groupPath(ts, "rg1") + "/providers/Microsoft.Authorization/roleAssignments/" + name + "?api-version=" + raAPIVersion
+	body := func(role, principal string) string {
+		return `{"properties":{"roleDefinitionId":"` + rm.RoleDefinitionID(ts.Admin.SubscriptionID, role) + `","principalId":"` + principal + `"}}`
+	}
+	type assignment struct {
+		Properties struct {
+			RoleDefinitionID string `json:"roleDefinitionId"`
+			PrincipalID      string `json:"principalId"`
+			CreatedOn        string `json:"createdOn"`
+		} `json:"properties"`
+	}
+	get := func() assignment {
+		t.Helper()
+		r := MustARM(t, ts, admin, "GET", path, "")
+		wantStatus(t, r, http.StatusOK)
+		var a assignment
+		if err := json.Unmarshal(r.Body, &a); err != nil {
+			t.Fatalf("role assignment body: %v: %s", err, r.Body)
+		}
+		return a
+	}
+	before := get()
+
+	for _, tt := range []struct{ name, body string }{
+		{"other role", body(rm.RoleOwner, reader.ObjectID)},
+		{"other principal", body(rm.RoleReader, other.ObjectID)},
+		{"both", body(rm.RoleOwner, other.ObjectID)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := MustARM(t, ts, admin, "PUT", path, tt.body)
+			wantARMError(t, r, http.StatusBadRequest, "RoleAssignmentUpdateNotPermitted")
+			if after := get(); after != before {
+				t.Errorf("assignment changed by a refused PUT: %+v, was %+v", after, before)
+			}
+		})
+	}
+	// The reader did not become Owner.
+	tok := MustToken(t, ts, reader.ClientID, reader.Secret, armScope)
+	wantARMError(t, MustARM(t, ts, tok, "DELETE", groupPath(ts, "rg1")+"?api-version="+rgAPIVersion, ""), http.StatusForbidden, "AuthorizationFailed")
+
+	// The same PUT again is accepted and changes nothing.
+	r := MustARM(t, ts, admin, "PUT", path, body(rm.RoleReader, reader.ObjectID))
+	wantStatus(t, r, http.StatusOK, http.StatusCreated)
+	if after := get(); after != before {
+		t.Errorf("identical PUT changed the assignment: %+v, was %+v", after, before)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"custody"
@@ -144,8 +145,14 @@ func (s *Service) ValidateScope(ctx context.Context, scope string) error {
 	return nil
 }
 
+// assignMu serializes role assignment writes in this process, so that the
+// checks of CreateRoleAssignment and its write are one step.
+var assignMu sync.Mutex
+
 // CreateRoleAssignment assigns role to principalID at scope. name is the
-// assignment's GUID (a new one if empty).
+// assignment's GUID (a new one if empty). An existing assignment of that id
+// is returned unchanged when it names the same role and principal; any other
+// change is refused with RoleAssignmentUpdateNotPermitted.
 func (s *Service) CreateRoleAssignment(ctx context.Context, scope, name, roleDefinitionID, principalID, principalType, createdBy string) (*RoleAssignment, error) {
 	if err := s.ValidateScope(ctx, scope); err != nil {
 		return nil, err
@@ -173,6 +180,21 @@ func (s *Service) CreateRoleAssignment(ctx context.Context, scope, name, roleDef
 		PrincipalType:    principalType,
 		CreatedAt:        s.now().UTC(),
 		CreatedBy:        createdBy,
+	}
+	assignMu.Lock()
+	defer assignMu.Unlock()
+	// An assignment's scope, role and principal never change: a PUT on an
+	// existing id must repeat them (and then changes nothing), as in Azure.
+	switch cur, err := s.Store.RoleAssignment(ctx, a.ID); {
+	case err == nil:
+		if !strings.EqualFold(cur.PrincipalID, a.PrincipalID) || !strings.EqualFold(lastSegment(cur.RoleDefinitionID), role.GUID) || !strings.EqualFold(cur.Scope, a.Scope) {
+			return nil, custody.Errorf(custody.KindInvalid, "RoleAssignmentUpdateNotPermitted",
+				"Tenant ID, application ID, principal ID, and scope are not allowed to be updated. Role assignment '%s' gives role %s to principal %s; to change either, delete it and create an assignment with a new id.",
+				cur.Name, lastSegment(cur.RoleDefinitionID), cur.PrincipalID)
+		}
+		return cur, nil
+	case !custody.IsNotFound(err):
+		return nil, err
 	}
 	// Assigning the same role to the same principal at the same scope twice
 	// is a conflict in Azure.
