@@ -2,6 +2,7 @@ package compat_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -314,4 +315,59 @@ func FuzzARMPath(f *testing.F) {
 			wantARMError(t, r, r.Status, "")
 		}
 	})
+}
+
+// TestARMEncodedSeparators sends path segments that decode to separators or
+// dot segments. Each is refused as a malformed path before any role check,
+// so that the scope a role is checked at is always the resource the handler
+// acts on: a Contributor on rg1 cannot reach rg2 through rg1%2F..%2Frg2.
+func TestARMEncodedSeparators(t *testing.T) {
+	ts := servertest.New(t, nil)
+	admin := adminToken(t, ts)
+	MustGroup(t, ts, admin, "rg1")
+	MustGroup(t, ts, admin, "rg2")
+	MustIdentity(t, ts, admin, "rg2", "id2")
+	sp := MustServicePrincipal(t, ts, "contributor-rg1")
+	MustAssign(t, ts, admin, groupPath(ts, "rg1"), rm.RoleContributor, sp.ObjectID)
+	tok := MustToken(t, ts, sp.ClientID, sp.Secret, armScope)
+	nobody := MustServicePrincipal(t, ts, "nobody")
+	ntok := MustToken(t, ts, nobody.ClientID, nobody.Secret, armScope)
+	v := "?api-version=" + rgAPIVersion
+	mv := "?api-version=" + miAPIVersion
+	sub := subPath(ts)
+
+	for _, tt := range []struct{ name, method, path, body string }{
+		{"SlashInGroup", "DELETE", sub + "/resourceGroups/rg1%2F..%2Frg2" + v, ""},
+		{"LowerCaseEscape", "GET", sub + "/resourceGroups/rg1%2f..%2frg2" + v, ""},
+		{"BackslashInGroup", "DELETE", sub + "/resourceGroups/rg1%5C..%5Crg2" + v, ""},
+		{"SlashInName", "DELETE", sub + "/resourceGroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x%2F..%2F..%2F..%2Frg2%2Fproviders%2FMicrosoft.ManagedIdentity%2FuserAssignedIdentities%2Fid2" + mv, ""},
+		{"EncodedDotDot", "GET", sub + "/resourceGroups/rg1/%2E%2E/rg2" + v, ""},
+		{"EncodedDot", "GET", sub + "/resourceGroups/%2E" + v, ""},
+		{"DotDot", "GET", sub + "/resourceGroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/.." + mv, ""},
+		{"SlashInScope", "PUT", sub + "/resourceGroups/rg1%2F..%2Frg2/providers/Microsoft.Authorization/roleAssignments/" + identity.NewID() + "?api-version=" + raAPIVersion,
+			`{"properties":{"roleDefinitionId":"` + rm.RoleDefinitionID(ts.Admin.SubscriptionID, rm.RoleReader) + `","principalId":"` + sp.ObjectID + `"}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, who := range []string{tok, ntok, admin} {
+				var body io.Reader
+				if tt.body != "" {
+					body = strings.NewReader(tt.body)
+				}
+				// url.Parse keeps the escapes as written (URL.RawPath).
+				req, err := http.NewRequestWithContext(context.Background(), tt.method, ts.URL("management")+tt.path, body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+who)
+				wantARMError(t, MustSend(t, ts, req), http.StatusBadRequest, "InvalidRequestUri")
+			}
+		})
+	}
+	// rg2 and its identity are untouched.
+	wantStatus(t, MustARM(t, ts, admin, "GET", groupPath(ts, "rg2")+v, ""), http.StatusOK)
+	wantStatus(t, MustARM(t, ts, admin, "GET", identityPath(ts, "rg2", "id2")+mv, ""), http.StatusOK)
+	// Escapes that are not separators still work: a name with a space is
+	// checked by the handler, as before.
+	wantARMError(t, MustARM(t, ts, tok, "PUT", groupPath(ts, "rg1")+"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a%20b"+mv, `{"location":"westus2"}`), http.StatusBadRequest, "InvalidResourceName")
 }

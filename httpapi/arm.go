@@ -173,6 +173,25 @@ func splitEscaped(u *url.URL) ([]string, error) {
 	return segs, nil
 }
 
+// armSegments splits an ARM request path into decoded segments and refuses
+// a segment that decodes to a path separator (a slash or backslash) or is a dot
+// segment ("." or ".."), escaped or not: ARM names never hold them, and a
+// segment like rg1%2F..%2Frg2 would otherwise make the scope the role check
+// runs at differ from the resource the handler acts on.
+func armSegments(u *url.URL) ([]string, error) {
+	segs, err := splitEscaped(u)
+	if err != nil {
+		return nil, custody.Errorf(custody.KindInvalid, "InvalidRequestUri", "The request path is not a valid URL path: %v.", err)
+	}
+	for _, s := range segs {
+		if s == "." || s == ".." || strings.ContainsAny(s, "/\\") {
+			return nil, custody.Errorf(custody.KindInvalid, "InvalidRequestUri",
+				"The request path has a segment %q that is a dot segment or holds an encoded path separator (%%2F or %%5C); resource ids name each resource in its own segment.", s)
+		}
+	}
+	return segs, nil
+}
+
 func (a *ARM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	authed, err := a.s.authenticate(r, identity.AudienceManagement)
 	if err != nil {
@@ -181,9 +200,9 @@ func (a *ARM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = authed
-	segs, err := splitEscaped(r.URL)
+	segs, err := armSegments(r.URL)
 	if err != nil {
-		writeError(w, r, custody.Errorf(custody.KindInvalid, "InvalidRequestUri", "The request path is not a valid URL path: %v.", err))
+		writeError(w, r, err)
 		return
 	}
 	var route *ARMRoute
