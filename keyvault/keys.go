@@ -271,6 +271,11 @@ func RecoveryLevel(v *Vault) (string, int) {
 	return level, days
 }
 
+// MaxKeyTime is the latest nbf or exp a key takes, in Unix seconds: the
+// last second of year 9999, the end of the range Key Vault's clients
+// represent.
+const MaxKeyTime = 253402300799
+
 func unixPtr(t *time.Time) *int64 {
 	if t == nil {
 		return nil
@@ -533,6 +538,14 @@ func applyAttributes(kv *KeyVersion, a *KeyAttributes) error {
 	}
 	if a.Enabled != nil {
 		kv.Enabled = *a.Enabled
+	}
+	for _, t := range []struct {
+		name string
+		v    *int64
+	}{{"nbf", a.NotBefore}, {"exp", a.Expires}} {
+		if t.v != nil && (*t.v < 0 || *t.v > MaxKeyTime) {
+			return bad("The key's %s %d is out of range: give Unix seconds from 0 (1970-01-01) to %d (9999-12-31T23:59:59Z).", t.name, *t.v, int64(MaxKeyTime))
+		}
 	}
 	if a.NotBefore != nil {
 		kv.NotBefore = timePtr(a.NotBefore)

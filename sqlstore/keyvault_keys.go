@@ -56,6 +56,24 @@ func nullFromUnix(n sql.NullInt64) *time.Time {
 	return &t
 }
 
+// nullSeconds and nullFromSeconds store a key version's nbf and exp in Unix
+// seconds: Key Vault's own resolution, and wide enough for any date up to
+// the end of year 9999 (nanoseconds wrap after 2262).
+func nullSeconds(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.Unix()
+}
+
+func nullFromSeconds(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := time.Unix(n.Int64, 0).UTC()
+	return &t
+}
+
 const versionCols = `vault_key, key_name_key, version, kty, crv, key_size, key_ops, enabled, not_before, expires, exportable, tags, public_jwk, private_sealed, created_at, updated_at`
 
 func scanVersion(row interface{ Scan(...any) error }) (*keyvault.KeyVersion, error) {
@@ -68,7 +86,7 @@ func scanVersion(row interface{ Scan(...any) error }) (*keyvault.KeyVersion, err
 		return nil, err
 	}
 	kv.KeySize = int(size)
-	kv.NotBefore, kv.Expires = nullFromUnix(nbf), nullFromUnix(exp)
+	kv.NotBefore, kv.Expires = nullFromSeconds(nbf), nullFromSeconds(exp)
 	kv.CreatedAt, kv.UpdatedAt = fromUnix(created), fromUnix(updated)
 	kv.PublicJWK = []byte(jwk)
 	if err := json.Unmarshal([]byte(ops), &kv.KeyOps); err != nil {
@@ -148,7 +166,7 @@ func insertKeyVersion(ctx context.Context, tx *sql.Tx, k *keyvault.Key, kv *keyv
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO kv_key_versions (`+versionCols+`, seq)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-		vault, name, lower(kv.Version), kv.Kty, kv.Crv, int64(kv.KeySize), string(ops), kv.Enabled, nullTime(kv.NotBefore), nullTime(kv.Expires),
+		vault, name, lower(kv.Version), kv.Kty, kv.Crv, int64(kv.KeySize), string(ops), kv.Enabled, nullSeconds(kv.NotBefore), nullSeconds(kv.Expires),
 		kv.Exportable, string(tags), string(kv.PublicJWK), kv.PrivateSealed, unix(kv.CreatedAt), unix(kv.UpdatedAt), seq)
 	if isUniqueViolation(err) {
 		return custody.Errorf(custody.KindConflict, "Conflict", "Key %s already has a version %s.", k.Name, kv.Version)
@@ -252,7 +270,7 @@ func (s *KeyStore) UpdateKeyVersion(ctx context.Context, kv *keyvault.KeyVersion
 	}
 	res, err := s.DB.db.ExecContext(ctx, `UPDATE kv_key_versions SET enabled = $1, not_before = $2, expires = $3, key_ops = $4, tags = $5, updated_at = $6
 		WHERE vault_key = $7 AND key_name_key = $8 AND version = $9`,
-		kv.Enabled, nullTime(kv.NotBefore), nullTime(kv.Expires), string(ops), string(tags), unix(kv.UpdatedAt),
+		kv.Enabled, nullSeconds(kv.NotBefore), nullSeconds(kv.Expires), string(ops), string(tags), unix(kv.UpdatedAt),
 		lower(kv.VaultName), lower(kv.KeyName), lower(kv.Version))
 	if err != nil {
 		return dbErr(err, "update key version")
