@@ -394,6 +394,11 @@ func (d *DataService) AddJob(ctx context.Context, account, id string, spec JobSp
 	if err != nil {
 		return nil, err
 	}
+	jobQuota.Lock()
+	defer jobQuota.Unlock()
+	if err := d.checkJobQuota(ctx, a); err != nil {
+		return nil, err
+	}
 	now := d.now()
 	j := &Job{JobMeta: JobMeta{
 		ID: id, PoolID: spec.PoolInfo.PoolID, State: JobActive, ETag: newETag(now),

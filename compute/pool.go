@@ -2,11 +2,13 @@ package compute
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
 
 	"custody"
+	"custody/batch"
 )
 
 // Pool states and allocation states, as Azure spells them.
@@ -204,11 +206,47 @@ func validateTargets(id string, dedicated, low int) error {
 	if dedicated < 0 || low < 0 {
 		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Target node counts of pool %q must not be negative.", id)
 	}
-	if dedicated+low > MaxNodesPerPool {
-		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Pool %q asks for %d nodes; this server allows at most %d per pool.", id, dedicated+low, MaxNodesPerPool)
+	// Each count is checked alone first, so that huge values cannot wrap
+	// their sum below the limit.
+	if dedicated > MaxNodesPerPool || low > MaxNodesPerPool || dedicated+low > MaxNodesPerPool {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Pool %q asks for %d dedicated and %d low-priority nodes; this server allows at most %d per pool.", id, dedicated, low, MaxNodesPerPool)
 	}
 	return nil
 }
 
 // Target is the number of nodes the pool should have.
 func (p *Pool) Target() int { return p.TargetDedicated + p.TargetLowPriority }
+
+// holdToCoreQuota lowers p's targets to what the account's core quotas
+// leave after the targets of its other pools, and returns the resize errors
+// Azure reports when quota stops an allocation (none if p fits).
+func holdToCoreQuota(q batch.Quotas, p *Pool, pools []*Pool) []ResizeError {
+	size, ok := LookupVMSize(p.VMSize)
+	if !ok || size.CPUs < 1 {
+		return nil
+	}
+	usedDedicated, usedLow := 0, 0
+	for _, o := range pools {
+		if o.State == PoolDeleting || strings.EqualFold(o.ID, p.ID) {
+			continue
+		}
+		if os, ok := LookupVMSize(o.VMSize); ok {
+			usedDedicated += o.TargetDedicated * os.CPUs
+			usedLow += o.TargetLowPriority * os.CPUs
+		}
+	}
+	var errs []ResizeError
+	if free := max(0, q.DedicatedCores-usedDedicated) / size.CPUs; p.TargetDedicated > free {
+		errs = append(errs, ResizeError{Code: "AccountCoreQuotaReached", Message: fmt.Sprintf(
+			"The specified account has reached VM core quota: pool %q asked for %d dedicated %s nodes (%d cores each), but the account's dedicatedCoreQuota of %d leaves room for %d.",
+			p.ID, p.TargetDedicated, p.VMSize, size.CPUs, q.DedicatedCores, free)})
+		p.TargetDedicated = free
+	}
+	if free := max(0, q.LowPriorityCores-usedLow) / size.CPUs; p.TargetLowPriority > free {
+		errs = append(errs, ResizeError{Code: "AccountLowPriorityCoreQuotaReached", Message: fmt.Sprintf(
+			"The specified account has reached low-priority core quota: pool %q asked for %d low-priority %s nodes (%d cores each), but the account's lowPriorityCoreQuota of %d leaves room for %d.",
+			p.ID, p.TargetLowPriority, p.VMSize, size.CPUs, q.LowPriorityCores, free)})
+		p.TargetLowPriority = free
+	}
+	return errs
+}

@@ -94,6 +94,9 @@ type Service struct {
 
 	mu     sync.Mutex
 	nodes  map[string]*liveNode // by node id
+	// quotaMu serialises pool creates and resizes, so that concurrent
+	// requests cannot pass the account's quotas together.
+	quotaMu sync.Mutex
 	byCred map[string]string    // credential hash -> node id
 	locked map[string]bool      // accounts whose key is inaccessible
 	// taskNodes remembers where each task last ran (account/job/task).
@@ -221,6 +224,23 @@ func (s *Service) CreatePool(ctx context.Context, account string, p *Pool) (*Poo
 	if err != nil {
 		return nil, err
 	}
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	others, err := s.cfg.Store.ListPools(ctx, a.Name)
+	if err != nil {
+		return nil, err
+	}
+	live := 0
+	for _, o := range others {
+		if o.State != PoolDeleting {
+			live++
+		}
+	}
+	if q := a.Quotas().Pools; live >= q {
+		return nil, custody.Errorf(custody.KindConflict, "PoolQuotaReached",
+			"The specified account has reached its pool quota (poolQuota %d). Delete a pool first.", q)
+	}
+	p.ResizeErrors = holdToCoreQuota(a.Quotas(), p, others)
 	now := s.now()
 	p.Account = a.Name
 	p.ETag = newETag()
@@ -315,7 +335,17 @@ func (s *Service) UpdatePool(ctx context.Context, account, id, etag string, fn f
 
 // Resize sets a pool's target node counts.
 func (s *Service) Resize(ctx context.Context, account, id, etag string, dedicated, low int, timeout time.Duration) error {
-	_, err := s.UpdatePool(ctx, account, id, etag, func(p *Pool) error {
+	a, _, err := s.cfg.Keys.DEK(ctx, account)
+	if err != nil {
+		return err
+	}
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	others, err := s.cfg.Store.ListPools(ctx, a.Name)
+	if err != nil {
+		return err
+	}
+	_, err = s.UpdatePool(ctx, account, id, etag, func(p *Pool) error {
 		if p.AllocationState == AllocStopping {
 			return custody.Errorf(custody.KindConflict, "PoolNotSteady", "The pool %q is stopping a resize; wait until it is steady.", id)
 		}
@@ -327,7 +357,7 @@ func (s *Service) Resize(ctx context.Context, account, id, etag string, dedicate
 			p.ResizeTimeout = timeout
 		}
 		p.AllocationState, p.AllocationTime = AllocResizing, s.now()
-		p.ResizeErrors = nil
+		p.ResizeErrors = holdToCoreQuota(a.Quotas(), p, others)
 		return nil
 	})
 	return err

@@ -203,10 +203,11 @@ func (h *batchARM) body(a *batch.Account) batchAccountOut {
 	p.EncryptionStatus = batchEncryptionStatus{State: st, Reason: a.Key.Reason, Since: armTimeOrEmpty(a.Key.Since),
 		KeyVersionInUse: a.Key.Wrapped.KeyID, LastKeyCheck: armTimeOrEmpty(a.Key.LastProbe)}
 	p.AllowedAuthenticationModes = []string{"SharedKey", "AAD", "TaskAuthenticationToken"}
-	p.DedicatedCoreQuota, p.LowPriorityCoreQuota = 500, 500
+	q := a.Quotas()
+	p.DedicatedCoreQuota, p.LowPriorityCoreQuota = int32(q.DedicatedCores), int32(q.LowPriorityCores)
 	p.DedicatedCoreQuotaPerVMFamily = []batchVMFamilyQuota{}
 	p.DedicatedCoreQuotaPerVMFamilyEnforced = false
-	p.PoolQuota, p.ActiveJobAndJobScheduleQuota = 100, 300
+	p.PoolQuota, p.ActiveJobAndJobScheduleQuota = int32(q.Pools), int32(q.ActiveJobsAndSchedules)
 	p.PrivateEndpointConnections = []any{}
 	return out
 }
