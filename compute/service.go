@@ -92,13 +92,13 @@ type Service struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	nodes  map[string]*liveNode // by node id
+	mu    sync.Mutex
+	nodes map[string]*liveNode // by node id
 	// quotaMu serialises pool creates and resizes, so that concurrent
 	// requests cannot pass the account's quotas together.
 	quotaMu sync.Mutex
-	byCred map[string]string    // credential hash -> node id
-	locked map[string]bool      // accounts whose key is inaccessible
+	byCred  map[string]string // credential hash -> node id
+	locked  map[string]bool   // accounts whose key is inaccessible
 	// taskNodes remembers where each task last ran (account/job/task).
 	taskNodes map[string]taskNode
 	kick      chan struct{}
