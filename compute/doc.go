@@ -49,8 +49,12 @@
 // Customer data reaches the agent only over this TLS channel and stays in
 // its memory; on disk there are only the tasks' own files
 // ({root}/workitems/{job}/job-1/{task}/{wd,stdout.txt,stderr.txt},
-// {root}/startup/...) and the pool's certificates in {root}/certs, which the
-// agent deletes when it is told to drop its data. Tasks get AZ_BATCH_*
+// {root}/startup/...) and the pool's certificates in the agent's
+// certificates directory (outside the node root), which the agent deletes
+// when it is told to drop its data. The node and task file APIs serve only
+// what lies beneath the node root or the task's directory: links that lead
+// out are refused (403 FileAccessDenied), listings do not follow links, and
+// certificate files are never served. Tasks get AZ_BATCH_*
 // variables; on a pool with a user-assigned identity also
 // IDENTITY_ENDPOINT/IDENTITY_HEADER pointing at the agent's
 // App-Service-style endpoint (http://127.0.0.1:{port}/msi/token), which

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -606,7 +607,18 @@ func (b *batchData) nodeFile(q *batchRequest) error {
 		return err
 	}
 	rel := strings.Join(q.segs[5:], "/")
+	if first, _, _ := strings.Cut(strings.TrimLeft(path.Clean("/"+rel), "/"), "/"); strings.EqualFold(first, "certs") {
+		return certificateFilesRefused(first)
+	}
 	return b.proxyFile(q, base, token, rel, "", q.nodeURL(q.segs[1], q.segs[3])+"/files")
+}
+
+// certificateFilesRefused answers a request for the certificates
+// directory, which the file API never serves (nor lists), whatever the
+// node's agent does: certificates and their passwords are read through the
+// certificate API only, which hides both.
+func certificateFilesRefused(name string) error {
+	return custody.Errorf(custody.KindForbidden, "FileAccessDenied", "%q holds the pool's certificates, which node and task file APIs never serve.", name)
 }
 
 func (b *batchData) taskFile(q *batchRequest) error {
@@ -625,16 +637,23 @@ func (b *batchData) taskFile(q *batchRequest) error {
 }
 
 // proxyFile reads a file or directory listing from a node's file endpoint.
-// prefix is the task directory relative to the node root ("" for node
-// files); names in listings are relative to it.
-func (b *batchData) proxyFile(q *batchRequest, base, token, rel, prefix, listURL string) error {
+// dir is the task directory relative to the node root ("" for node files):
+// the agent serves nothing outside it, and names in listings are relative
+// to it.
+func (b *batchData) proxyFile(q *batchRequest, base, token, rel, dir, listURL string) error {
 	if strings.Contains("/"+rel+"/", "/../") {
 		return custody.Errorf(custody.KindInvalid, "InvalidUri", "The file path %q may not contain '..'.", rel)
 	}
-	full := strings.Trim(prefix+"/"+rel, "/")
-	u := base + "/files/" + escapePath(full)
+	u := base + "/files/" + escapePath(rel)
+	v := url.Values{}
+	if dir != "" {
+		v.Set("dir", dir)
+	}
 	if q.r.URL.Query().Get("recursive") == "true" {
-		u += "?recursive=true"
+		v.Set("recursive", "true")
+	}
+	if len(v) > 0 {
+		u += "?" + v.Encode()
 	}
 	method := q.r.Method
 	if rel == "" {
@@ -656,6 +675,12 @@ func (b *batchData) proxyFile(q *batchRequest, base, token, rel, prefix, listURL
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		return custody.Errorf(custody.KindNotFound, "FileNotFound", "The specified file %q does not exist.", rel)
+	case resp.StatusCode == http.StatusForbidden:
+		where := "the task's directory"
+		if dir == "" {
+			where = "the node's root directory"
+		}
+		return custody.Errorf(custody.KindForbidden, "FileAccessDenied", "The file %q is not served: it leads outside %s through a symbolic link, or it is certificate material.", rel, where)
 	case resp.StatusCode == http.StatusConflict:
 		return custody.Errorf(custody.KindConflict, "FileIsDirectory", "%q is a directory; add recursive=true to delete it.", rel)
 	case resp.StatusCode >= 300:
@@ -679,6 +704,9 @@ func (b *batchData) proxyFile(q *batchRequest, base, token, rel, prefix, listURL
 		}
 		items := make([]any, 0, len(l.Files))
 		for _, f := range l.Files {
+			if dir == "" && rel == "" && (strings.EqualFold(f.Name, "certs") || strings.HasPrefix(strings.ToLower(f.Name), "certs/")) {
+				continue
+			}
 			name := f.Name
 			if rel != "" {
 				name = rel + "/" + f.Name

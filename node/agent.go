@@ -39,6 +39,10 @@ type AgentConfig struct {
 	Credential string
 	// Root is the node's root directory.
 	Root string
+	// CertificatesDir is where the pool's certificates are installed
+	// (default: {Root}.certs, beside the root and so outside every
+	// directory the file API serves).
+	CertificatesDir string
 	// Listen is the loopback address of the file and identity endpoint.
 	Listen string
 	Logger *slog.Logger
@@ -399,11 +403,11 @@ func (a *Agent) dropConfig() {
 	a.mu.Lock()
 	a.config = nil
 	a.mu.Unlock()
-	_ = os.RemoveAll(filepath.Join(a.cfg.Root, "certs"))
+	_ = os.RemoveAll(a.cfg.certificatesDir())
 }
 
 func (a *Agent) installConfig(c *Config) error {
-	dir := filepath.Join(a.cfg.Root, "certs")
+	dir := a.cfg.certificatesDir()
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -455,7 +459,7 @@ func (a *Agent) start(r Run) {
 		"AZ_BATCH_NODE_ROOT_DIR":                       a.cfg.Root,
 		"AZ_BATCH_NODE_SHARED_DIR":                     filepath.Join(a.cfg.Root, "shared"),
 		"AZ_BATCH_NODE_STARTUP_DIR":                    filepath.Join(a.cfg.Root, "startup"),
-		"AZ_BATCH_CERTIFICATES_DIR":                    filepath.Join(a.cfg.Root, "certs"),
+		"AZ_BATCH_CERTIFICATES_DIR":                    a.cfg.certificatesDir(),
 		"AZ_BATCH_TASK_DIR":                            dir,
 		"AZ_BATCH_TASK_WORKING_DIR":                    filepath.Join(dir, "wd"),
 		"AZ_BATCH_NODE_IS_DEDICATED":                   "true",
@@ -592,80 +596,4 @@ func (a *Agent) serveToken(w http.ResponseWriter, r *http.Request) {
 		"access_token": tr.AccessToken, "expires_on": strconv.FormatInt(tr.ExpiresOn, 10),
 		"resource": tr.Resource, "token_type": "Bearer", "client_id": tr.ClientID,
 	})
-}
-
-// FileInfo describes a node file in listings.
-type FileInfo struct {
-	Name        string    `json:"name"`
-	IsDirectory bool      `json:"isDirectory"`
-	Size        int64     `json:"size"`
-	Mode        string    `json:"mode"`
-	Modified    time.Time `json:"modified"`
-}
-
-// FileListing is the answer for a directory.
-type FileListing struct {
-	Files []FileInfo `json:"files"`
-}
-
-func (a *Agent) serveFiles(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+a.filesToken {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
-		return
-	}
-	rel := filepath.Clean("/" + r.PathValue("path"))
-	full := filepath.Join(a.cfg.Root, rel)
-	st, err := os.Lstat(full)
-	if err != nil {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	if r.Method == http.MethodDelete {
-		if st.IsDir() && r.URL.Query().Get("recursive") != "true" {
-			http.Error(w, "directory", http.StatusConflict)
-			return
-		}
-		if err := os.RemoveAll(full); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if st.IsDir() {
-		recursive := r.URL.Query().Get("recursive") == "true"
-		var out FileListing
-		filepath.WalkDir(full, func(p string, d os.DirEntry, err error) error {
-			if err != nil || p == full {
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				return nil
-			}
-			name, _ := filepath.Rel(full, p)
-			out.Files = append(out.Files, FileInfo{Name: filepath.ToSlash(name), IsDirectory: d.IsDir(), Size: info.Size(), Mode: fmt.Sprintf("0%o", info.Mode().Perm()), Modified: info.ModTime().UTC()})
-			if d.IsDir() && !recursive {
-				return filepath.SkipDir
-			}
-			return nil
-		})
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("X-Custody-Directory", "true")
-		json.NewEncoder(w).Encode(out)
-		return
-	}
-	if !st.Mode().IsRegular() {
-		http.Error(w, "not a regular file", http.StatusNotFound)
-		return
-	}
-	f, err := os.Open(full)
-	if err != nil {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	defer f.Close()
-	w.Header().Set("X-Custody-Mode", fmt.Sprintf("0%o", st.Mode().Perm()))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", st.ModTime(), f)
 }

@@ -118,3 +118,162 @@ func TestAgentKillsRunsWhenServerOutOfReach(t *testing.T) {
 		t.Errorf("the killed run was reported: %+v", reports)
 	}
 }
+
+// TestFilesStayInServedDirectory: the file API resolves every path beneath
+// the directory it serves (a task's directory for task files, the node
+// root for node files): links that lead out are refused for reads and
+// deletes, listings show links as files without following them, and
+// certificate material is never served or listed.
+func TestFilesStayInServedDirectory(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "node")
+	outside := t.TempDir()
+	mustWrite := func(p, s string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustLink := func(target, p string) {
+		t.Helper()
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustWrite(filepath.Join(outside, "secret"), "outside secret")
+	mustWrite(filepath.Join(outside, "victim"), "keep me")
+	task := filepath.Join(root, "workitems", "j", "job-1", "t")
+	mustWrite(filepath.Join(task, "stdout.txt"), "task output")
+	mustWrite(filepath.Join(task, "wd", "out.txt"), "in the working directory")
+	mustWrite(filepath.Join(root, "workitems", "j", "job-1", "t2", "stdout.txt"), "other task output")
+	mustLink(outside, filepath.Join(task, "wd", "etcdir")) // absolute, out of the root
+	relOut, err := filepath.Rel(filepath.Join(task, "wd"), outside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustLink(relOut, filepath.Join(task, "wd", "rel"))             // relative, out of the root
+	mustLink("../stdout.txt", filepath.Join(task, "wd", "inner"))  // inside the task directory
+	mustLink("../../t2", filepath.Join(task, "wd", "sibling"))     // inside the node root, out of the task
+	mustLink("workitems/j/job-1/t", filepath.Join(root, "shared")) // a node file leading into a task: allowed
+
+	a, err := NewAgent(AgentConfig{Server: "https://server.invalid", Credential: "c", Root: root,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, _ := filepath.Rel(root, a.cfg.certificatesDir()); !strings.HasPrefix(rel, "..") {
+		t.Errorf("the certificates directory %s is under the node root %s", a.cfg.certificatesDir(), root)
+	}
+	h := a.localHandler()
+	do := func(method, p, dir string, recursive bool) *httptest.ResponseRecorder {
+		t.Helper()
+		u := "/files/" + p + "?dir=" + dir
+		if recursive {
+			u += "&recursive=true"
+		}
+		r := httptest.NewRequest(method, u, nil)
+		r.Header.Set("Authorization", "Bearer "+a.filesToken)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	const taskDir = "workitems/j/job-1/t"
+	for _, c := range []struct {
+		path, dir string
+		status    int
+		body      string
+	}{
+		{"wd/etcdir/secret", taskDir, http.StatusForbidden, ""},
+		{"wd/etcdir", taskDir, http.StatusForbidden, ""},
+		{"wd/rel/secret", taskDir, http.StatusForbidden, ""},
+		{"wd/sibling/stdout.txt", taskDir, http.StatusForbidden, ""},
+		{"wd/inner", taskDir, http.StatusOK, "task output"},
+		{"stdout.txt", taskDir, http.StatusOK, "task output"},
+		{"shared/stdout.txt", "", http.StatusOK, "task output"},
+		{"workitems/j/job-1/t/wd/etcdir/secret", "", http.StatusForbidden, ""},
+		{"stdout.txt", "workitems/j/job-1/t/wd/sibling", http.StatusForbidden, ""},
+	} {
+		w := do(http.MethodGet, c.path, c.dir, false)
+		if w.Code != c.status || strings.Contains(w.Body.String(), "outside secret") || (c.body != "" && w.Body.String() != c.body) {
+			t.Errorf("GET %s (dir %q) = %d %q, want %d %q", c.path, c.dir, w.Code, w.Body.String(), c.status, c.body)
+		}
+	}
+
+	// Deletes through a link that leads out are refused; deleting the link
+	// removes the link only.
+	for _, p := range []string{"wd/etcdir/victim", "wd/rel/victim"} {
+		if w := do(http.MethodDelete, p, taskDir, false); w.Code != http.StatusForbidden {
+			t.Errorf("DELETE %s = %d, want 403", p, w.Code)
+		}
+	}
+	if w := do(http.MethodDelete, "wd/etcdir", taskDir, true); w.Code != http.StatusNoContent {
+		t.Errorf("DELETE wd/etcdir = %d, want 204", w.Code)
+	}
+	if _, err := os.Lstat(filepath.Join(task, "wd", "etcdir")); !os.IsNotExist(err) {
+		t.Errorf("the link wd/etcdir is still there: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(outside, "victim")); err != nil || string(b) != "keep me" {
+		t.Errorf("the file outside the node root is gone or changed: %q %v", b, err)
+	}
+
+	// Listings show links as files and never descend through them.
+	w := do(http.MethodGet, "", taskDir, true)
+	var l FileListing
+	if err := json.Unmarshal(w.Body.Bytes(), &l); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("list %s = %d %q: %v", taskDir, w.Code, w.Body.String(), err)
+	}
+	got := map[string]bool{}
+	for _, f := range l.Files {
+		got[f.Name] = f.IsDirectory
+	}
+	want := map[string]bool{"stdout.txt": false, "wd": true, "wd/out.txt": false, "wd/rel": false, "wd/inner": false, "wd/sibling": false}
+	if len(got) != len(want) {
+		t.Errorf("recursive task listing = %v, want %v", got, want)
+	}
+	for name, isDir := range want {
+		if d, ok := got[name]; !ok || d != isDir {
+			t.Errorf("recursive task listing = %v, want %v", got, want)
+			break
+		}
+	}
+
+	// Certificates: installed outside the node root by default; and where
+	// the directory is configured under it, still never served or listed.
+	cert := Certificate{Thumbprint: "AB12", ThumbprintAlgorithm: "sha1", Format: "pfx", Data: "cGZ4LWJ5dGVz", Password: "pfx-password"}
+	if err := a.installConfig(&Config{Generation: 1, Certificates: []Certificate{cert}}); err != nil {
+		t.Fatal(err)
+	}
+	if w := do(http.MethodGet, "", "", true); strings.Contains(w.Body.String(), "sha1-ab12") {
+		t.Errorf("the node listing shows the certificates: %s", w.Body.String())
+	}
+	a.cfg.CertificatesDir = filepath.Join(root, "certs")
+	if err := a.installConfig(&Config{Generation: 2, Certificates: []Certificate{cert}}); err != nil {
+		t.Fatal(err)
+	}
+	mustLink("../../../../../certs", filepath.Join(task, "wd", "certlink"))
+	for _, c := range []struct{ path, dir string }{
+		{"certs/sha1-ab12.pfx", ""}, {"certs/sha1-ab12.pw", ""}, {"certs", ""},
+		{"shared/wd/certlink/sha1-ab12.pw", ""}, {"wd/certlink/sha1-ab12.pfx", taskDir}, {"wd/certlink", taskDir},
+	} {
+		w := do(http.MethodGet, c.path, c.dir, false)
+		if w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), "pfx-") {
+			t.Errorf("GET %s (dir %q) = %d %q, want 403", c.path, c.dir, w.Code, w.Body.String())
+		}
+		if c.path == "wd/certlink" {
+			continue // deleting the link itself is allowed
+		}
+		if w := do(http.MethodDelete, c.path, c.dir, true); w.Code != http.StatusForbidden {
+			t.Errorf("DELETE %s (dir %q) = %d, want 403", c.path, c.dir, w.Code)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "certs", "sha1-ab12.pw")); err != nil {
+		t.Errorf("the certificate password file is gone: %v", err)
+	}
+	for _, dir := range []string{"", taskDir} {
+		if w := do(http.MethodGet, "", dir, true); strings.Contains(w.Body.String(), "sha1-ab12") || strings.Contains(w.Body.String(), `"certs"`) {
+			t.Errorf("listing of %q shows the certificates: %s", dir, w.Body.String())
+		}
+	}
+}

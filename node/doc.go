@@ -10,7 +10,11 @@
 //	{root}/workitems/{job}/job-1/{task}/stdout.txt
 //	{root}/workitems/{job}/job-1/{task}/stderr.txt
 //	{root}/startup/                                 the pool's start task
-//	{root}/certs/                                   the pool's certificates
+//	{root}.certs/                                   the pool's certificates (AgentConfig.CertificatesDir)
+//
+// The certificates directory lies outside the node root, so that the file
+// API, which serves nothing outside the node root (node files) or the
+// task's directory (task files), cannot reach it; see files.go.
 //
 // Killing a task (terminate, maxWallClockTime, the account's key being
 // lost, node removal) kills the whole tree with kill(-pgid, SIGKILL). The

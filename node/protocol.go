@@ -21,7 +21,9 @@ import "time"
 // again once it can.
 //
 // The agent also serves, on its own loopback listener, the files of its
-// tasks to the server (GET /files/{path}, with the file token given at join)
+// tasks to the server (GET, HEAD, DELETE /files/{path}?dir={task dir}, with
+// the file token given at join; confined to the node root or the task's
+// directory, see files.go)
 // and the App Service-style managed identity endpoint to its tasks
 // (GET /msi/token with X-IDENTITY-HEADER).
 

@@ -168,7 +168,7 @@ func (p *Portal) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 			d.Reason = custody.ErrorMessage(err)
 		default:
 			for _, name := range []string{"stdout.txt", "stderr.txt"} {
-				d.Files = append(d.Files, readNodeFile(r, base, token, dir+"/"+name, name))
+				d.Files = append(d.Files, readNodeFile(r, base, token, dir, name))
 			}
 		}
 	}
@@ -179,15 +179,12 @@ func (p *Portal) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 	p.render(w, r, http.StatusOK, "task", pg)
 }
 
-// readNodeFile reads a task file from the node's file endpoint, as the
-// data plane's file routes do.
-func readNodeFile(r *http.Request, base, token, rel, name string) taskFile {
+// readNodeFile reads a file of a task directory from the node's file
+// endpoint, as the data plane's file routes do.
+func readNodeFile(r *http.Request, base, token, dir, name string) taskFile {
 	f := taskFile{Name: name}
-	segs := strings.Split(rel, "/")
-	for i := range segs {
-		segs[i] = url.PathEscape(segs[i])
-	}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, base+"/files/"+strings.Join(segs, "/"), nil)
+	u := base + "/files/" + url.PathEscape(name) + "?" + url.Values{"dir": {dir}}.Encode()
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
 	if err != nil {
 		f.Err = "The file could not be requested."
 		return f
