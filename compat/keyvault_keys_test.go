@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -994,5 +995,93 @@ func mustKeyVaultTB(tb testing.TB, ts *servertest.TestServer, rg, name, adminOID
 	r := MustARM(tb, ts, adminToken(tb, ts), "PUT", groupPath(ts, rg)+"/providers/Microsoft.KeyVault/vaults/"+name+"?api-version=2024-11-01", body)
 	if r.Status != 200 && r.Status != 201 {
 		tb.Fatalf("create vault %s: %d %s", name, r.Status, r.Body)
+	}
+}
+
+// TestKeyVaultNoExistenceOracle checks that a principal without permission
+// learns nothing about which key names exist: every key operation answers
+// it the same 403 for a live key, a soft-deleted key and a name never used,
+// on access-policy and RBAC vaults alike.
+func TestKeyVaultNoExistenceOracle(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	tok := adminToken(t, ts)
+	MustGroup(t, ts, tok, "rg")
+	adminOID := adminObjectID(t, ts)
+	mustKeyVault(t, ts, "rg", "kv-policy", vaultSpec{retentionDays: 90, policies: map[string][]string{adminOID: {"all"}}})
+	v := mustKeyVault(t, ts, "rg", "kv-rbac", vaultSpec{retentionDays: 90, rbac: true})
+	MustAssign(t, ts, tok, *v.ID, rm.RoleKeyVaultAdministrator, adminOID)
+	sp := MustServicePrincipal(t, ts, "outsider")
+	outsider := MustToken(t, ts, sp.ClientID, sp.Secret, "https://vault."+ts.Endpoint.Domain+":"+portOf(ts)+"/.default")
+
+	const api = "?api-version=" + "7.5"
+	version := strings.Repeat("0", 32)
+	wrap := `{"alg":"RSA-OAEP-256","value":"AAAA"}`
+	for _, vault := range []string{"kv-policy", "kv-rbac"} {
+		t.Run(vault, func(t *testing.T) {
+			admin := keysClient(t, ts, vault, adminCredential(t, ts))
+			for _, name := range []string{"live", "gone"} {
+				if _, err := admin.CreateKey(ctx, name, azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}, nil); err != nil {
+					t.Fatalf("create %s: %v", name, err)
+				}
+			}
+			if _, err := admin.DeleteKey(ctx, "gone", nil); err != nil {
+				t.Fatalf("delete gone: %v", err)
+			}
+			for _, op := range []struct{ method, path, body string }{
+				{"GET", "/keys/%s", ""},
+				{"GET", "/keys/%s/" + version, ""},
+				{"PATCH", "/keys/%s", `{"attributes":{"enabled":false}}`},
+				{"PATCH", "/keys/%s/" + version, `{"attributes":{"enabled":false}}`},
+				{"DELETE", "/keys/%s", ""},
+				{"PUT", "/keys/%s", `{"key":{"kty":"RSA"}}`},
+				{"POST", "/keys/%s/create", `{"kty":"RSA"}`},
+				{"POST", "/keys/%s/backup", ""},
+				{"POST", "/keys/%s/rotate", ""},
+				{"GET", "/keys/%s/versions", ""},
+				{"GET", "/keys/%s/rotationpolicy", ""},
+				{"PUT", "/keys/%s/rotationpolicy", `{}`},
+				{"POST", "/keys/%s/wrapkey", wrap},
+				{"POST", "/keys/%s/" + version + "/unwrapkey", wrap},
+				{"GET", "/deletedkeys/%s", ""},
+				{"DELETE", "/deletedkeys/%s", ""},
+				{"POST", "/deletedkeys/%s/recover", ""},
+			} {
+				type answer struct {
+					Status      int
+					Code, Inner string
+				}
+				answers := map[string]answer{}
+				for _, name := range []string{"live", "gone", "missing"} {
+					r := kvRaw(t, ts, outsider, op.method, vault, fmt.Sprintf(op.path, name)+api, op.body)
+					var e struct {
+						Error struct {
+							Code       string `json:"code"`
+							InnerError struct {
+								Code string `json:"code"`
+							} `json:"innererror"`
+						} `json:"error"`
+					}
+					_ = json.Unmarshal(r.Body, &e)
+					answers[name] = answer{r.Status, e.Error.Code, e.Error.InnerError.Code}
+				}
+				want := answers["missing"]
+				if want.Status != http.StatusForbidden {
+					t.Errorf("%s %s: outsider got %+v for a missing key, want 403", op.method, op.path, want)
+				}
+				for _, name := range []string{"live", "gone"} {
+					if answers[name] != want {
+						t.Errorf("%s %s: outsider got %+v for the %s key but %+v for a missing one", op.method, op.path, answers[name], name, want)
+					}
+				}
+			}
+			// Nothing the outsider sent changed the keys.
+			if _, err := admin.GetKey(ctx, "live", "", nil); err != nil {
+				t.Errorf("live key after the outsider's calls: %v", err)
+			}
+			if _, err := admin.GetDeletedKey(ctx, "gone", nil); err != nil {
+				t.Errorf("deleted key after the outsider's calls: %v", err)
+			}
+		})
 	}
 }

@@ -19,14 +19,16 @@ import (
 )
 
 // This file is the keys data plane: every operation of the Key Vault REST API
-// for keys, as azkeys calls it. Each exported method checks, in Azure's
-// order: the vault exists and is live (404 VaultNotFound); the key or version
-// exists and is not soft-deleted (404 KeyNotFound), or, when creating,
-// importing or restoring, the name is not held by a soft-deleted key (409
-// ObjectIsDeletedButRecoverable); the caller may do the operation (403
-// ForbiddenByPolicy or ForbiddenByRbac); the version is enabled, inside its
-// nbf/exp window and permits the operation (403); and only then it reads the
-// request body (400). Every call, successful or not, is appended to the audit
+// for keys, as azkeys calls it. Each exported method checks, in this order:
+// the vault exists and is live (404 VaultNotFound); the caller may do the
+// operation on the key name it asked for (403 ForbiddenByPolicy or
+// ForbiddenByRbac); the key or version exists and is not soft-deleted (404
+// KeyNotFound), or, when creating, importing or restoring, the name is not
+// held by a soft-deleted key (409 ObjectIsDeletedButRecoverable); the version
+// is enabled, inside its nbf/exp window and permits the operation (403); and
+// only then it reads the request body (400). The permission comes before any
+// look-up of the name, so a caller without it gets the same 403 whether the
+// key exists, is soft-deleted or was never there. Every call, successful or not, is appended to the audit
 // log.
 //
 // Key types: "RSA-HSM" and "EC-HSM" keys are software keys, like "RSA" and
@@ -408,8 +410,19 @@ func caller(ctx context.Context) (custody.Caller, error) {
 	return c, nil
 }
 
+// scopeName is the key name a permission is checked for: name itself, or ""
+// (the vault) when name is not a valid key name, so that a name holding a
+// separator never reaches a role assignment's scope.
+func scopeName(name string) string {
+	if !ValidKeyName(name) {
+		return ""
+	}
+	return name
+}
+
 // authorize checks that the caller may do op on key name of v (name is ""
-// for vault-wide operations such as list).
+// for vault-wide operations such as list). It runs before the name is looked
+// up, so its answer does not depend on whether the key exists.
 func (s *Service) authorize(ctx context.Context, v *Vault, name string, op operation) error {
 	c, err := caller(ctx)
 	if err != nil {
@@ -681,11 +694,11 @@ func (s *Service) CreateKey(ctx context.Context, vault, name string, body Decode
 	if !ValidKeyName(name) {
 		return nil, bad("The key name '%s' is not valid: use 1 to 127 letters, digits and hyphens.", name)
 	}
-	k, err := s.keyForCreate(ctx, v, name)
-	if err != nil {
+	if err := s.authorize(ctx, v, name, opCreate); err != nil {
 		return nil, err
 	}
-	if err := s.authorize(ctx, v, name, opCreate); err != nil {
+	k, err := s.keyForCreate(ctx, v, name)
+	if err != nil {
 		return nil, err
 	}
 	var p CreateKeyParameters
@@ -773,11 +786,11 @@ func (s *Service) ImportKey(ctx context.Context, vault, name string, body Decode
 	if !ValidKeyName(name) {
 		return nil, bad("The key name '%s' is not valid: use 1 to 127 letters, digits and hyphens.", name)
 	}
-	k, err := s.keyForCreate(ctx, v, name)
-	if err != nil {
+	if err := s.authorize(ctx, v, name, opImport); err != nil {
 		return nil, err
 	}
-	if err := s.authorize(ctx, v, name, opImport); err != nil {
+	k, err := s.keyForCreate(ctx, v, name)
+	if err != nil {
 		return nil, err
 	}
 	var p ImportKeyParameters
@@ -827,11 +840,14 @@ func (s *Service) GetKey(ctx context.Context, vault, name, version string) (_ *K
 	return s.bundle(v, k, kv)
 }
 
-// resolve finds the vault, live key and version and checks the caller's
-// permission for op.
+// resolve checks the caller's permission for op on key name, then finds the
+// vault's live key and version.
 func (s *Service) resolve(ctx context.Context, vault, name, version string, op operation) (*Vault, *Key, *KeyVersion, error) {
 	v, err := s.liveVault(ctx, vault)
 	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := s.authorize(ctx, v, scopeName(name), op); err != nil {
 		return nil, nil, nil, err
 	}
 	k, err := s.liveKey(ctx, v, name)
@@ -842,24 +858,21 @@ func (s *Service) resolve(ctx context.Context, vault, name, version string, op o
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := s.authorize(ctx, v, k.Name, op); err != nil {
-		return nil, nil, nil, err
-	}
 	return v, k, kv, nil
 }
 
-// resolveKey finds the vault and live key and checks the caller's
-// permission for op, for operations on a key as a whole.
+// resolveKey checks the caller's permission for op on key name, then finds
+// the live key, for operations on a key as a whole.
 func (s *Service) resolveKey(ctx context.Context, vault, name string, op operation) (*Vault, *Key, error) {
 	v, err := s.liveVault(ctx, vault)
 	if err != nil {
 		return nil, nil, err
 	}
-	k, err := s.liveKey(ctx, v, name)
-	if err != nil {
+	if err := s.authorize(ctx, v, scopeName(name), op); err != nil {
 		return nil, nil, err
 	}
-	if err := s.authorize(ctx, v, k.Name, op); err != nil {
+	k, err := s.liveKey(ctx, v, name)
+	if err != nil {
 		return nil, nil, err
 	}
 	return v, k, nil
@@ -966,11 +979,11 @@ func (s *Service) GetDeletedKey(ctx context.Context, vault, name string) (_ *Del
 	if err != nil {
 		return nil, err
 	}
-	k, kv, err := s.deletedKey(ctx, v, name)
-	if err != nil {
+	if err := s.authorize(ctx, v, scopeName(name), opGetDeleted); err != nil {
 		return nil, err
 	}
-	if err := s.authorize(ctx, v, k.Name, opGetDeleted); err != nil {
+	k, kv, err := s.deletedKey(ctx, v, name)
+	if err != nil {
 		return nil, err
 	}
 	return s.deletedBundle(v, k, kv)
@@ -984,11 +997,11 @@ func (s *Service) RecoverDeletedKey(ctx context.Context, vault, name string) (_ 
 	if err != nil {
 		return nil, err
 	}
-	k, kv, err := s.deletedKey(ctx, v, name)
-	if err != nil {
+	if err := s.authorize(ctx, v, scopeName(name), opRecover); err != nil {
 		return nil, err
 	}
-	if err := s.authorize(ctx, v, k.Name, opRecover); err != nil {
+	k, kv, err := s.deletedKey(ctx, v, name)
+	if err != nil {
 		return nil, err
 	}
 	k.DeletedAt, k.ScheduledPurgeAt = nil, nil
@@ -1008,11 +1021,11 @@ func (s *Service) PurgeDeletedKey(ctx context.Context, vault, name string) (err 
 	if err != nil {
 		return err
 	}
-	k, _, err := s.deletedKey(ctx, v, name)
-	if err != nil {
+	if err := s.authorize(ctx, v, scopeName(name), opPurge); err != nil {
 		return err
 	}
-	if err := s.authorize(ctx, v, k.Name, opPurge); err != nil {
+	k, _, err := s.deletedKey(ctx, v, name)
+	if err != nil {
 		return err
 	}
 	if v.EnablePurgeProtection && (k.ScheduledPurgeAt == nil || s.now().Before(*k.ScheduledPurgeAt)) {
