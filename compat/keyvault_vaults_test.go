@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/keyvault/armkeyvault"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/msi/armmsi"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"custody/rm"
 	"custody/server/servertest"
@@ -741,4 +742,85 @@ func TestVaultAuditRoute(t *testing.T) {
 	// A Key Vault Administrator at the vault may read it.
 	MustAssign(t, ts, adminToken(t, ts), kvmPath(ts, "rg1", "audited"), rm.RoleKeyVaultAdministrator, sp.ObjectID)
 	wantStatus(t, MustDo(t, ts, spTok, "GET", "audited.vault", "/audit?api-version=2025-07-01", ""), http.StatusOK)
+}
+
+// TestVaultPermissionModelChange checks who may change how a vault grants
+// access. A Contributor may write access policies on an access-policy vault
+// (as in Azure), but may not switch a vault between access policies and
+// RBAC, nor plant access policies on an RBAC vault that would take effect
+// after a switch: both need Microsoft.Authorization/roleAssignments/write at
+// the vault (Owner, User Access Administrator).
+func TestVaultPermissionModelChange(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	admin := adminToken(t, ts)
+	MustGroup(t, ts, admin, "rg1")
+	adminOID := adminObjectID(t, ts)
+	rbacVault := mustKeyVault(t, ts, "rg1", "kv-rbac", vaultSpec{retentionDays: 90, rbac: true})
+	MustAssign(t, ts, admin, *rbacVault.ID, rm.RoleKeyVaultAdministrator, adminOID)
+	mustKeyVault(t, ts, "rg1", "kv-policy", vaultSpec{retentionDays: 90, policies: map[string][]string{adminOID: {"all"}}})
+	if _, err := keysClient(t, ts, "kv-rbac", adminCredential(t, ts)).CreateKey(ctx, "k", azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}, nil); err != nil {
+		t.Fatalf("create key: %v", err)
+	}
+
+	contributor := MustServicePrincipal(t, ts, "contributor")
+	MustAssign(t, ts, admin, groupPath(ts, "rg1"), rm.RoleContributor, contributor.ObjectID)
+	ctok := MustToken(t, ts, contributor.ClientID, contributor.Secret, armScope)
+	v := "?api-version=" + kvmAPIVersion
+	self := `{"tenantId":"` + ts.Admin.TenantID + `","objectId":"` + contributor.ObjectID + `","permissions":{"keys":["all"]}}`
+	props := func(rbac bool, policies string) string {
+		return `{"location":"westus2","properties":{"tenantId":"` + ts.Admin.TenantID + `","sku":{"family":"A","name":"standard"},"enableRbacAuthorization":` +
+			map[bool]string{true: "true", false: "false"}[rbac] + `,"accessPolicies":[` + policies + `]}}`
+	}
+	rbacPath, policyPath := kvmPath(ts, "rg1", "kv-rbac"), kvmPath(ts, "rg1", "kv-policy")
+
+	for _, tt := range []struct{ name, method, path, body string }{
+		{"PatchRBACOff", "PATCH", rbacPath + v, `{"properties":{"enableRbacAuthorization":false,"accessPolicies":[` + self + `]}}`},
+		{"PatchRBACOffOnly", "PATCH", rbacPath + v, `{"properties":{"enableRbacAuthorization":false}}`},
+		{"PutRBACOff", "PUT", rbacPath + v, props(false, self)},
+		{"PatchPoliciesOnRBAC", "PATCH", rbacPath + v, `{"properties":{"accessPolicies":[` + self + `]}}`},
+		{"PutPoliciesOnRBAC", "PUT", rbacPath + v, props(true, self)},
+		{"AddPolicyOnRBAC", "PUT", rbacPath + "/accessPolicies/add" + v, `{"properties":{"accessPolicies":[` + self + `]}}`},
+		{"ReplacePoliciesOnRBAC", "PUT", rbacPath + "/accessPolicies/replace" + v, `{"properties":{"accessPolicies":[` + self + `]}}`},
+		{"PatchRBACOn", "PATCH", policyPath + v, `{"properties":{"enableRbacAuthorization":true}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := MustARM(t, ts, ctok, tt.method, tt.path, tt.body)
+			wantARMError(t, r, http.StatusForbidden, "AuthorizationFailed")
+			if !strings.Contains(string(r.Body), "Microsoft.Authorization/roleAssignments/write") {
+				t.Errorf("refusal does not name the permission needed: %s", r.Body)
+			}
+		})
+	}
+	// Nothing changed, and the contributor still cannot reach the key.
+	c := kvmClient(t, ts, nil)
+	got, err := c.Get(ctx, "rg1", "kv-rbac", nil)
+	if err != nil || !*got.Properties.EnableRbacAuthorization || len(got.Properties.AccessPolicies) != 0 {
+		t.Fatalf("RBAC vault after refused changes: %+v, %v", got.Properties, err)
+	}
+	got, err = c.Get(ctx, "rg1", "kv-policy", nil)
+	if err != nil || *got.Properties.EnableRbacAuthorization {
+		t.Fatalf("access-policy vault after refused change: %+v, %v", got.Properties, err)
+	}
+	_, err = keysClient(t, ts, "kv-rbac", spCredential(t, ts, contributor.ClientID, contributor.Secret)).GetKey(ctx, "k", "", nil)
+	wantKVError(t, "contributor get key", err, 403, "Forbidden", "ForbiddenByRbac")
+
+	// What Azure lets a Contributor do stays allowed: access policies on an
+	// access-policy vault, and changes that leave an RBAC vault's grants alone.
+	wantStatus(t, MustARM(t, ts, ctok, "PUT", policyPath+"/accessPolicies/add"+v, `{"properties":{"accessPolicies":[`+self+`]}}`), http.StatusOK)
+	wantStatus(t, MustARM(t, ts, ctok, "PATCH", rbacPath+v, `{"tags":{"team":"a"}}`), http.StatusOK)
+	wantStatus(t, MustARM(t, ts, ctok, "PUT", rbacPath+v, props(true, "")), http.StatusOK)
+	wantStatus(t, MustARM(t, ts, ctok, "PATCH", rbacPath+v, `{"properties":{"enableRbacAuthorization":true,"accessPolicies":[]}}`), http.StatusOK)
+	// Removing access policies of an RBAC vault grants nothing, so it is
+	// allowed.
+	planted := `{"tenantId":"` + ts.Admin.TenantID + `","objectId":"` + adminOID + `","permissions":{"keys":["get","list"]}}`
+	wantStatus(t, MustARM(t, ts, admin, "PUT", rbacPath+"/accessPolicies/add"+v, `{"properties":{"accessPolicies":[`+planted+`]}}`), http.StatusOK)
+	wantARMError(t, MustARM(t, ts, ctok, "PUT", rbacPath+"/accessPolicies/add"+v, `{"properties":{"accessPolicies":[`+strings.Replace(planted, `"list"`, `"decrypt"`, 1)+`]}}`), http.StatusForbidden, "AuthorizationFailed")
+	wantStatus(t, MustARM(t, ts, ctok, "PUT", rbacPath+"/accessPolicies/remove"+v, `{"properties":{"accessPolicies":[`+planted+`]}}`), http.StatusOK)
+
+	// With User Access Administrator at the vault as well, the switch is
+	// allowed; the Owner of the subscription may do it too.
+	MustAssign(t, ts, admin, *rbacVault.ID, rm.RoleUserAccessAdministrator, contributor.ObjectID)
+	wantStatus(t, MustARM(t, ts, ctok, "PATCH", rbacPath+v, `{"properties":{"enableRbacAuthorization":false,"accessPolicies":[`+self+`]}}`), http.StatusOK)
+	wantStatus(t, MustARM(t, ts, admin, "PATCH", policyPath+v, `{"properties":{"enableRbacAuthorization":true}}`), http.StatusOK)
 }

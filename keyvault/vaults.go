@@ -259,6 +259,9 @@ func (s *Service) PutVault(ctx context.Context, sub, rg, name string, u VaultUpd
 	if err := s.apply(v, cur, u); err != nil {
 		return nil, false, err
 	}
+	if err := s.checkGrantChange(ctx, cur, v); err != nil {
+		return nil, false, err
+	}
 	// az keyvault create gives its caller an access policy with full
 	// permissions when the command names none and RBAC is off; az does it on
 	// the client side. Custody does the same on the server, but only when a
@@ -346,11 +349,84 @@ func (s *Service) UpdateVault(ctx context.Context, sub, rg, name string, u Vault
 	if err := s.apply(&v, cur, u); err != nil {
 		return nil, err
 	}
+	if err := s.checkGrantChange(ctx, cur, &v); err != nil {
+		return nil, err
+	}
 	v.UpdatedAt = s.now().UTC()
 	if err := s.Vaults.PutVault(ctx, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
+}
+
+// ActionRoleAssignmentsWrite is the permission that changing who may reach a
+// vault's keys other than through access policies needs: switching the
+// permission model, or writing access policies of an RBAC vault.
+const ActionRoleAssignmentsWrite = "Microsoft.Authorization/roleAssignments/write"
+
+// checkGrantChange refuses a change from cur to next that would let the
+// caller in ctx grant access to keys beyond what its roles allow. Azure lets
+// anyone who may write a vault write its access policies while they are in
+// force (enableRbacAuthorization off); but switching the permission model,
+// in either direction, needs Microsoft.Authorization/roleAssignments/write at
+// the vault (Owner, User Access Administrator), as in Azure. Custody asks
+// the same of access policy changes on an RBAC vault that grant anything new:
+// they are not in force there, but would become so on a later switch. A new vault (cur nil) has no
+// keys yet and is not checked.
+func (s *Service) checkGrantChange(ctx context.Context, cur, next *Vault) error {
+	if cur == nil {
+		return nil
+	}
+	modelChanged := cur.EnableRbacAuthorization != next.EnableRbacAuthorization
+	dormantPolicies := cur.EnableRbacAuthorization && next.EnableRbacAuthorization && grantsMore(cur.AccessPolicies, next.AccessPolicies)
+	if !modelChanged && !dormantPolicies {
+		return nil
+	}
+	c, ok := custody.CallerFrom(ctx)
+	if !ok || c.ObjectID == "" {
+		return custody.Errorf(custody.KindUnauthenticated, "Unauthorized", "Changing how vault '%s' grants access needs an authenticated caller.", cur.Name)
+	}
+	if s.RM == nil {
+		return custody.Internal(nil, "no resource manager to check roles")
+	}
+	ok, err := s.RM.HasRoleAt(ctx, c.ObjectID, cur.ID, ActionRoleAssignmentsWrite, false)
+	if err != nil || ok {
+		return err
+	}
+	if modelChanged {
+		return custody.Errorf(custody.KindForbidden, "AuthorizationFailed",
+			"The client '%s' with object id '%s' may not change the permission model of vault '%s' (enableRbacAuthorization from %t to %t): that needs permission to perform action '%s' over scope '%s' (Owner or User Access Administrator), since it changes who can reach the vault's keys.",
+			c.ObjectID, c.ObjectID, cur.Name, cur.EnableRbacAuthorization, next.EnableRbacAuthorization, ActionRoleAssignmentsWrite, cur.ID)
+	}
+	return custody.Errorf(custody.KindForbidden, "AuthorizationFailed",
+		"The client '%s' with object id '%s' may not change the access policies of vault '%s': the vault uses Azure RBAC (enableRbacAuthorization), and access policies written now would grant access if the permission model were switched, so changing them needs permission to perform action '%s' over scope '%s' (Owner or User Access Administrator). Grant access with a Key Vault role assignment instead.",
+		c.ObjectID, c.ObjectID, cur.Name, ActionRoleAssignmentsWrite, cur.ID)
+}
+
+// grantsMore reports whether the access policies next grant a permission
+// that those of cur do not (a new principal, or a new permission for one).
+func grantsMore(cur, next []AccessPolicy) bool {
+	has := func(perms []string, p string) bool {
+		return slices.ContainsFunc(perms, func(x string) bool { return strings.EqualFold(x, p) || strings.EqualFold(x, "all") })
+	}
+	for _, n := range next {
+		i := findPolicy(cur, n)
+		if i < 0 {
+			if len(n.Keys)+len(n.Secrets)+len(n.Certificates)+len(n.Storage) > 0 {
+				return true
+			}
+			continue
+		}
+		c := cur[i]
+		for _, pair := range [][2][]string{{c.Keys, n.Keys}, {c.Secrets, n.Secrets}, {c.Certificates, n.Certificates}, {c.Storage, n.Storage}} {
+			for _, p := range pair[1] {
+				if !has(pair[0], p) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func badProperty(target, format string, args ...any) error {
@@ -590,6 +666,9 @@ func (s *Service) UpdateAccessPolicies(ctx context.Context, sub, rg, name string
 	if len(v.AccessPolicies) > MaxAccessPolicies {
 		return nil, badProperty("properties.accessPolicies",
 			"Vault '%s' would have %d access policies; a vault can hold at most %d.", name, len(v.AccessPolicies), MaxAccessPolicies)
+	}
+	if err := s.checkGrantChange(ctx, cur, &v); err != nil {
+		return nil, err
 	}
 	v.UpdatedAt = s.now().UTC()
 	if err := s.Vaults.PutVault(ctx, &v); err != nil {
