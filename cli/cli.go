@@ -101,6 +101,8 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.KeyProbeInterval, "key-probe-interval", 5*time.Second, "how often each customer-managed key is probed; a refused key locks its account, a restored one unlocks it")
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
 	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
+	f.DurationVar(&cfg.AuditRetention, "audit-retention", server.DefaultAuditRetention, "how long key vault audit records are kept (deleted by the key vault sweep); 0 keeps them for ever")
+	f.DurationVar(&cfg.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "time a client has to send a whole request, headers and body; slower ones are cut off")
 	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")
 	f.BoolVar(&cfg.DisableLocalNodes, "disable-local-nodes", false, "do not start pool nodes as local `custody node` processes; agents on other machines join with node credentials instead")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -2,15 +2,23 @@ package compat_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
+	"custody/keyvault"
 	"custody/server"
 	"custody/server/servertest"
 )
@@ -163,4 +171,198 @@ func TestBatchQuotas(t *testing.T) {
 	})
 	r = batchRaw(t, ts, tok, "POST", "quota1", "/jobs"+v, `{"id":"jmore","poolInfo":{"poolId":"p1"}}`)
 	wantStatus(t, r, 201)
+}
+
+// slowRequest opens a TLS connection to the server, sends head (a request
+// line and headers) and part of a body, and returns how the server ended
+// the exchange: what it answered before closing the connection. It fails
+// the test if the server holds the connection past the client's own
+// 20-second deadline.
+func slowRequest(t *testing.T, ts *servertest.TestServer, head, partial string) string {
+	t.Helper()
+	conn, err := tls.Dial("tcp", ts.Endpoint.Address, &tls.Config{RootCAs: ts.CAPool, ServerName: "login." + ts.Endpoint.Domain, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, head+partial); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server held a connection with an unfinished body for 20 s (read so far: %q)", got)
+	}
+	return string(got)
+}
+
+// TestSlowBodiesAndBodyLimits checks that a client that does not finish
+// its body is cut off at the read timeout, with a 400 (never a 500) when
+// the handler was reading it; that node long-polls held longer than the
+// read timeout still succeed; and that bodies over a route's limit are
+// refused with 413 naming it, before reading when Content-Length says so.
+func TestSlowBodiesAndBodyLimits(t *testing.T) {
+	t.Setenv(agentEnv, "1")
+	ts := servertest.New(t, func(c *server.Config) {
+		c.ReadTimeout = 500 * time.Millisecond
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = 1500 * time.Millisecond
+	})
+	host := "login." + ts.Endpoint.Domain
+	// The token endpoint reads its form body before any authentication.
+	got := slowRequest(t, ts, "POST /"+ts.Admin.TenantID+"/oauth2/v2.0/token HTTP/1.1\r\nHost: "+host+
+		"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n", "grant_type=client_")
+	if strings.Contains(got, " 500 ") {
+		t.Fatalf("slow token body answered 500: %q", got)
+	}
+	// ARM answers 401 without reading the body; the unread rest must not
+	// hold the connection either.
+	slowRequest(t, ts, "PUT /subscriptions/"+ts.Admin.SubscriptionID+"/resourcegroups/slow?api-version=2021-04-01 HTTP/1.1\r\nHost: management."+
+		ts.Endpoint.Domain+"\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", `{"location":`)
+
+	// Long-polls: a node's syncs are held 1.5 s, three times the read
+	// timeout, and must all succeed.
+	mustBatchAccount(t, ts, "rg-slow", "slow1")
+	c := dataClient(t, ts, "slow1")
+	mustPool(t, c, "p1", 1, 1)
+	waitNodes(t, c, "p1", 1, "idle")
+	nodeCalls := func() (ok, failed int) {
+		mfs, err := ts.HTTP.Metrics().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "custody_http_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var service, code string
+				for _, l := range m.GetLabel() {
+					switch l.GetName() {
+					case "service":
+						service = l.GetValue()
+					case "code":
+						code = l.GetValue()
+					}
+				}
+				if service != "nodes" {
+					continue
+				}
+				if strings.HasPrefix(code, "2") {
+					ok += int(m.GetCounter().GetValue())
+				} else {
+					failed += int(m.GetCounter().GetValue())
+				}
+			}
+		}
+		return ok, failed
+	}
+	start, _ := nodeCalls()
+	waitFor(t, 30*time.Second, "three more node calls", func() (bool, string) {
+		ok, failed := nodeCalls()
+		return ok >= start+3, fmt.Sprintf("ok %d failed %d", ok, failed)
+	})
+	if _, failed := nodeCalls(); failed != 0 {
+		t.Fatalf("%d node calls failed while long-polls outlasted the read timeout", failed)
+	}
+	if st := nodeStates(t, c, "p1"); len(st) != 1 || st[0] != "idle" {
+		t.Fatalf("node states = %v, want [idle]", st)
+	}
+
+	// Body limits: addtaskcollection takes at most 1 MB, as in Azure.
+	tok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	r := batchRaw(t, ts, tok, "POST", "slow1", "/jobs?api-version="+dataAPIVersion, `{"id":"j1","poolInfo":{"poolId":"p1"}}`)
+	wantStatus(t, r, 201)
+	big := `{"value":[{"id":"t1","commandLine":"` + strings.Repeat("x", 1<<20) + `"}]}`
+	r = batchRaw(t, ts, tok, "POST", "slow1", "/jobs/j1/addtaskcollection?api-version="+dataAPIVersion, big)
+	e := wantBatchError(t, r, 413, "RequestBodyTooLarge")
+	if e.Message != nil && !strings.Contains(e.Message.Value, "1048576") {
+		t.Errorf("413 does not name the limit: %s", e.Message.Value)
+	}
+	// A declared Content-Length over the limit is refused before the body
+	// is read: the server answers although the body never comes.
+	got = slowRequest(t, ts, "POST /jobs/j1/addtaskcollection?api-version="+dataAPIVersion+" HTTP/1.1\r\nHost: slow1.batch."+ts.Endpoint.Domain+
+		"\r\nAuthorization: Bearer "+tok+"\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n", `{"value":[`)
+	if !strings.HasPrefix(got, "HTTP/1.1 413 ") || !strings.Contains(got, "RequestBodyTooLarge") {
+		t.Fatalf("declared 50 MB body: %q", got)
+	}
+}
+
+// TestLongNamesAndAuditRetention checks that over-long names and paths
+// cost neither database nor log space: key names over 127 characters are
+// refused before the audit log records them, logged paths are cut, request
+// targets over the limit are refused, and audit records past the retention
+// are swept.
+func TestLongNamesAndAuditRetention(t *testing.T) {
+	var logs syncBuffer
+	var clock atomic.Int64 // hours added to the key vault's clock
+	ts := servertest.New(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.AuditRetention = 24 * time.Hour
+		c.KeyVaultClock = func() time.Time { return time.Now().Add(time.Duration(clock.Load()) * time.Hour) }
+	})
+	ctx := context.Background()
+	MustGroup(t, ts, adminToken(t, ts), "rg-long")
+	stranger := MustServicePrincipal(t, ts, "no-role")
+	mustKeyVaultTB(t, ts, "rg-long", "kvlong", adminObjectID(t, ts))
+	strangerTok := MustToken(t, ts, stranger.ClientID, stranger.Secret, "https://vault."+ts.Endpoint.Domain+":"+portOf(ts)+"/.default")
+
+	long := strings.Repeat("k", 4000)
+	for _, path := range []string{"/keys/" + long + "?api-version=7.5", "/keys/" + long + "/create?api-version=7.5", "/deletedkeys/" + long + "?api-version=7.5"} {
+		r := kvRaw(t, ts, strangerTok, "GET", "kvlong", path, "")
+		wantARMError(t, r, 400, "BadParameter")
+	}
+	recs, err := ts.KeyVault.ListAudit(ctx, keyvault.AuditFilter{VaultName: "kvlong", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		if len(rec.KeyName) > 130 || len(rec.VaultName) > 30 || len(rec.Version) > 40 {
+			t.Fatalf("audit record keeps an over-long name: %d bytes", len(rec.KeyName)+len(rec.VaultName)+len(rec.Version))
+		}
+	}
+
+	// An unauthenticated long path: refused, and logged cut short.
+	r := MustDo(t, ts, "", "GET", "management", "/"+strings.Repeat("a", 6000), "")
+	wantStatus(t, r, 401, 404)
+	r = MustDo(t, ts, "", "GET", "management", "/"+strings.Repeat("b", 20000), "")
+	wantARMError(t, r, 400, "RequestUriTooLong")
+	// Far longer ones never reach a handler (HTTP/2 clients are told the
+	// limit and do not send them at all).
+	got := slowRequest(t, ts, "GET /"+strings.Repeat("c", 200000)+" HTTP/1.1\r\nHost: management."+ts.Endpoint.Domain+"\r\n\r\n", "")
+	if !strings.HasPrefix(got, "HTTP/1.1 431 ") {
+		t.Fatalf("200 kB request target: %.100q", got)
+	}
+	for _, line := range strings.Split(string(logs.Bytes()), "\n") {
+		if len(line) > 2000 {
+			t.Fatalf("a log line is %d bytes long: %.300s...", len(line), line)
+		}
+	}
+
+	// Retention: a record older than a day goes at the next sweep; a new
+	// one stays.
+	kc := keysClient(t, ts, "kvlong", spCredential(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret))
+	if _, err := kc.CreateKey(ctx, "old", azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeEC), Curve: to.Ptr(azkeys.CurveNameP256)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	clock.Store(25)
+	if _, err := kc.GetKey(ctx, "old", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	ts.KeyVault.FlushAudit()
+	if err := ts.KeyVault.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, err = ts.KeyVault.ListAudit(ctx, keyvault.AuditFilter{VaultName: "kvlong", KeyName: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Operation != "KeyGet" {
+		var ops []string
+		for _, r := range recs {
+			ops = append(ops, r.Operation)
+		}
+		t.Fatalf("audit records of key old after the sweep: %v, want only the recent get", ops)
+	}
 }

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -208,15 +207,12 @@ func (q *batchRequest) decode(v any) error {
 
 // decodeOptional reads a JSON body if there is one.
 func (q *batchRequest) decodeOptional(v any) (bool, error) {
-	body, err := io.ReadAll(io.LimitReader(q.r.Body, maxBody+1))
+	body, err := readBody(q.r)
 	if err != nil {
-		return false, custody.Errorf(custody.KindInvalid, "InvalidRequestBody", "The request body could not be read: %v.", err)
+		return false, batchBodyError(err)
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return false, nil
-	}
-	if len(body) > maxBody {
-		return false, custody.Errorf(custody.KindTooLarge, "RequestBodyTooLarge", "The request body is larger than %d bytes.", maxBody)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return false, custody.Errorf(custody.KindInvalid, "InvalidRequestBody", "The request body is not valid: %s.", jsonErrorText(err))

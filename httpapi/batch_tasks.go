@@ -79,10 +79,15 @@ type taskAddResultOut struct {
 	Error        *batchError `json:"error,omitempty"`
 }
 
+// maxTaskCollectionBody is Azure's limit on an addtaskcollection body: "the
+// total serialized size of this collection must be less than 1MB".
+const maxTaskCollectionBody = 1 << 20
+
 func (b *batchData) addTaskCollection(q *batchRequest) error {
 	var in struct {
 		Value []taskIn `json:"value"`
 	}
+	setBodyLimit(q.r, maxTaskCollectionBody)
 	if err := q.decode(&in); err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -326,7 +327,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if lg == nil {
 			lg = slog.Default()
 		}
-		lg.Error("internal error", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("x-ms-request-id"), "err", err)
+		lg.Error("internal error", "method", r.Method, "path", logPath(r), "request_id", w.Header().Get("x-ms-request-id"), "err", err)
 	}
 	body := azureErrorBody{Code: custody.ErrorCode(err), Message: custody.ErrorMessage(err)}
 	var ce *custody.Error
@@ -386,7 +387,7 @@ func writeBatchError(w http.ResponseWriter, r *http.Request, err error) {
 		if lg == nil {
 			lg = slog.Default()
 		}
-		lg.Error("internal error", "method", r.Method, "path", r.URL.Path, "request_id", reqID, "err", err)
+		lg.Error("internal error", "method", r.Method, "path", logPath(r), "request_id", reqID, "err", err)
 	}
 	body := newBatchError(r, reqID, err)
 	setErrorCode(r, body.Code)
@@ -404,8 +405,40 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 }
 
-// maxBody is the largest request body any API accepts.
+// maxBody is the largest request body any API accepts: ARM's limit. Routes
+// with a lower limit set it with setBodyLimit.
 const maxBody = 4 << 20
+
+// readBody reads r's body up to the request's limit. A declared or actual
+// size over the limit is 413 RequestTooLarge naming the limit (refused
+// before reading when Content-Length declares it); a body the client does
+// not send within the server's read timeout is 400.
+func readBody(r *http.Request) ([]byte, error) {
+	limit := state(r).bodyLimit
+	if limit <= 0 {
+		limit = maxBody
+	}
+	tooLarge := func() error {
+		return custody.Errorf(custody.KindTooLarge, "RequestTooLarge",
+			"The request body is larger than %d bytes, the limit of this operation.", limit)
+	}
+	if r.ContentLength > limit {
+		return nil, tooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		var ne net.Error
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+			return nil, custody.Errorf(custody.KindInvalid, "InvalidRequestContent",
+				"The request body was not received in time; send the whole request within the server's read timeout.")
+		}
+		return nil, custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body could not be read: %v.", err)
+	}
+	if int64(len(body)) > limit {
+		return nil, tooLarge()
+	}
+	return body, nil
+}
 
 // decodeJSON reads the request body into v. An empty body, a body that is not
 // JSON, or one over maxBody gives a 400/413 in Azure's shape naming the
@@ -417,12 +450,9 @@ func decodeJSON(r *http.Request, v any) error {
 			return custody.Errorf(custody.KindInvalid, "UnsupportedMediaType", "The content type %q is not supported; send application/json.", ct)
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	body, err := readBody(r)
 	if err != nil {
-		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body could not be read: %v.", err)
-	}
-	if len(body) > maxBody {
-		return custody.Errorf(custody.KindTooLarge, "RequestTooLarge", "The request body is larger than %d bytes.", maxBody)
+		return err
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body is empty; a JSON object is required.")

@@ -45,6 +45,8 @@ type reqState struct {
 	class     hostClass
 	caller    string
 	errorCode string
+	// bodyLimit is the largest request body decodeJSON reads (0: maxBody).
+	bodyLimit int64
 }
 
 type stateKey struct{}
@@ -59,6 +61,26 @@ func state(r *http.Request) *reqState {
 func setClass(r *http.Request, c hostClass)    { state(r).class = c }
 func setErrorCode(r *http.Request, c string)   { state(r).errorCode = c }
 func setCallerLog(r *http.Request, oid string) { state(r).caller = oid }
+
+// setBodyLimit lowers the largest body decodeJSON reads for this request.
+func setBodyLimit(r *http.Request, n int64) { state(r).bodyLimit = n }
+
+// MaxRequestURI is the longest request target (path and query) served;
+// longer ones are refused before routing. The server's MaxHeaderBytes
+// refuses far longer ones before they reach a handler.
+const MaxRequestURI = 8 << 10
+
+// maxLoggedPath is how much of a request path a log line keeps.
+const maxLoggedPath = 256
+
+// logPath is r's path as logs record it: cut to maxLoggedPath bytes.
+func logPath(r *http.Request) string {
+	p := r.URL.Path
+	if len(p) <= maxLoggedPath {
+		return p
+	}
+	return p[:maxLoggedPath] + "...(" + strconv.Itoa(len(p)) + " bytes)"
+}
 
 type statusWriter struct {
 	http.ResponseWriter
@@ -100,44 +122,56 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			w.Header().Set("x-ms-client-request-id", cid)
 		}
 		sw := &statusWriter{ResponseWriter: w}
+		if len(r.RequestURI) > MaxRequestURI {
+			defer s.logRequest(r, sw, st, reqID, start)
+			setClass(r, hostUnknown)
+			writeError(sw, r, custody.Errorf(custody.KindInvalid, "RequestUriTooLong",
+				"The request URI is %d bytes long; this server accepts at most %d.", len(r.RequestURI), MaxRequestURI))
+			return
+		}
 		defer func() {
 			if p := recover(); p != nil {
-				s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "request_id", reqID, "panic", p, "stack", string(debug.Stack()))
+				s.log.Error("panic serving request", "method", r.Method, "path", logPath(r), "request_id", reqID, "panic", p, "stack", string(debug.Stack()))
 				if !sw.wrote {
 					writeError(sw, r, custody.Internal(nil, "panic"))
 				}
 			}
-			status := sw.status
-			if !sw.wrote {
-				status = http.StatusOK
-			}
-			d := time.Since(start)
-			s.metrics.requests.WithLabelValues(string(st.class), r.Method, strconv.Itoa(status)).Inc()
-			s.metrics.duration.WithLabelValues(string(st.class)).Observe(d.Seconds())
-			level := slog.LevelInfo
-			switch {
-			case status >= 500:
-				level = slog.LevelError
-			case status < 400 && strings.HasPrefix(r.URL.Path, "/node/v1/"):
-				// Node agents poll and report for every task; their
-				// successful calls would drown the log.
-				level = slog.LevelDebug
-			}
-			if !s.log.Enabled(r.Context(), level) {
-				return
-			}
-			attrs := []any{"method", r.Method, "host", hostOnly(r.Host), "path", r.URL.Path, "status", status,
-				"duration_ms", float64(d.Microseconds()) / 1000, "request_id", reqID}
-			if st.caller != "" {
-				attrs = append(attrs, "caller_oid", st.caller)
-			}
-			if st.errorCode != "" {
-				attrs = append(attrs, "error_code", st.errorCode)
-			}
-			s.log.Log(r.Context(), level, "request", attrs...)
+			s.logRequest(r, sw, st, reqID, start)
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// logRequest counts a request in the metrics and writes its access log line.
+func (s *Server) logRequest(r *http.Request, sw *statusWriter, st *reqState, reqID string, start time.Time) {
+	status := sw.status
+	if !sw.wrote {
+		status = http.StatusOK
+	}
+	d := time.Since(start)
+	s.metrics.requests.WithLabelValues(string(st.class), r.Method, strconv.Itoa(status)).Inc()
+	s.metrics.duration.WithLabelValues(string(st.class)).Observe(d.Seconds())
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case status < 400 && strings.HasPrefix(r.URL.Path, "/node/v1/"):
+		// Node agents poll and report for every task; their
+		// successful calls would drown the log.
+		level = slog.LevelDebug
+	}
+	if !s.log.Enabled(r.Context(), level) {
+		return
+	}
+	attrs := []any{"method", r.Method, "host", hostOnly(r.Host), "path", logPath(r), "status", status,
+		"duration_ms", float64(d.Microseconds()) / 1000, "request_id", reqID}
+	if st.caller != "" {
+		attrs = append(attrs, "caller_oid", st.caller)
+	}
+	if st.errorCode != "" {
+		attrs = append(attrs, "error_code", st.errorCode)
+	}
+	s.log.Log(r.Context(), level, "request", attrs...)
 }
 
 // authenticate verifies the bearer token of r for an API of class c and

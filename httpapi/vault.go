@@ -231,12 +231,23 @@ func (a *vaultAPI) page(r *http.Request, vault, apiVersion, path string) (keyvau
 	return p, nil
 }
 
+// maxKeyNameLen is Key Vault's longest object name.
+const maxKeyNameLen = 127
+
 // route dispatches r and returns the response body and status.
 func (a *vaultAPI) route(r *http.Request, vault, apiVersion string) (any, int, error) {
 	ctx := r.Context()
 	segs, ok := segments(r)
 	if !ok || len(segs) == 0 {
 		return nil, 0, notFoundPath(r)
+	}
+	// Names longer than Key Vault allows are refused before any lookup, so
+	// that they reach neither the store nor the audit log.
+	for _, seg := range segs {
+		if len(seg) > maxKeyNameLen {
+			return nil, 0, custody.Errorf(custody.KindInvalid, "BadParameter",
+				"A name in the path is %d characters long; key names are 1 to %d letters, digits and hyphens, and versions 32 characters.", len(seg), maxKeyNameLen)
+		}
 	}
 	body := func(v any) error { return decodeJSON(r, v) }
 	eq := strings.EqualFold

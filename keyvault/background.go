@@ -191,7 +191,8 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 }
 
 // Sweep purges soft-deleted keys and vaults whose scheduled purge date has
-// passed, and rotates keys whose rotation policy makes them due.
+// passed, deletes audit records older than AuditRetention, and rotates keys
+// whose rotation policy makes them due.
 func (s *Service) Sweep(ctx context.Context) error {
 	now := s.now()
 	var errs []error
@@ -208,6 +209,11 @@ func (s *Service) Sweep(ctx context.Context) error {
 	}
 	if _, err := s.PurgeExpiredVaults(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if s.AuditRetention > 0 {
+		if _, err := s.Keys.PurgeAudit(ctx, now.Add(-s.AuditRetention)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	errs = append(errs, s.rotateDue(ctx, now))
 	return errors.Join(errs...)

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"custody"
 )
@@ -612,9 +613,23 @@ func (c *call) end(errp *error) {
 		oid = cl.ObjectID
 	}
 	c.s.audit(&AuditRecord{
-		Time: c.s.now().UTC(), CallerOID: oid, VaultName: strings.ToLower(c.vault), KeyName: c.key,
-		Version: c.version, Operation: c.op.audit, Outcome: outcome,
+		Time: c.s.now().UTC(), CallerOID: oid, VaultName: clip(strings.ToLower(c.vault), 24), KeyName: clip(c.key, 127),
+		Version: clip(c.version, 32), Operation: c.op.audit, Outcome: outcome,
 	})
+}
+
+// clip bounds a caller-chosen name before it is recorded: names longer than
+// Azure allows (vaults 24, keys 127, versions 32 characters) are refused,
+// but the refusal is audited, and must not store what the caller sent.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // ---- key generation ----

@@ -186,4 +186,7 @@ type KeyStore interface {
 
 	AppendAudit(ctx context.Context, r *AuditRecord) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]*AuditRecord, error)
+	// PurgeAudit deletes the audit records older than before and returns
+	// how many it deleted.
+	PurgeAudit(ctx context.Context, before time.Time) (int64, error)
 }

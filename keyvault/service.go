@@ -31,6 +31,9 @@ type Service struct {
 	Domain string
 	Port   int
 	Now    func() time.Time
+	// AuditRetention is how long audit records are kept: Sweep deletes
+	// older ones. Zero keeps them for ever.
+	AuditRetention time.Duration
 
 	// Logger receives background and audit failures; nil means
 	// slog.Default.

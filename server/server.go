@@ -59,6 +59,14 @@ type Config struct {
 	// keys and vaults whose retention has ended and rotates keys whose
 	// rotation policy is due (default 1 minute).
 	KeyVaultSweepInterval time.Duration
+	// AuditRetention is how long key vault audit records are kept; the key
+	// vault sweep deletes older ones. Zero keeps them for ever.
+	AuditRetention time.Duration
+	// ReadTimeout bounds the time a client has to send one whole request,
+	// headers and body (default 30 s); a slower one is answered 400 and
+	// loses the connection. Responses are not bounded by it, so node
+	// long-polls, whose response is held, are unaffected.
+	ReadTimeout time.Duration
 	// KeyVaultClock, if set, replaces time.Now in the key vault, so tests
 	// can reach retention and purge dates without waiting days.
 	KeyVaultClock func() time.Time
@@ -79,6 +87,17 @@ type Config struct {
 	// silent for 3 polls are lost and their tasks requeued.
 	NodePoll time.Duration
 }
+
+// DefaultReadTimeout is Config.ReadTimeout's default.
+const DefaultReadTimeout = 30 * time.Second
+
+// DefaultAuditRetention is how long `custody server` keeps key vault audit
+// records unless --audit-retention says otherwise.
+const DefaultAuditRetention = 90 * 24 * time.Hour
+
+// MaxHeaderBytes bounds a request's line and headers (the request target
+// included); larger ones are refused before any handler runs.
+const MaxHeaderBytes = 64 << 10
 
 // DefaultDataDir returns $CUSTODY_DATA_DIR or ~/.custody.
 func DefaultDataDir() string {
@@ -240,7 +259,8 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// Key vault: management (ARM; a resource group delete soft-deletes its
 	// vaults) and the keys data plane on {vault}.vault.{domain}.
 	s.KeyVault = &keyvault.Service{Vaults: &sqlstore.VaultStore{DB: s.DB}, Keys: &sqlstore.KeyStore{DB: s.DB}, Sealer: sealer,
-		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log, Now: cfg.KeyVaultClock}
+		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log, Now: cfg.KeyVaultClock,
+		AuditRetention: cfg.AuditRetention}
 	if s.DB.Engine == sqlstore.SQLite {
 		// This process is the database's only writer: lookups can be cached.
 		s.KeyVault.CacheLookups()
@@ -258,12 +278,20 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.openPortal(); err != nil {
 		return nil, fmt.Errorf("portal: %w", err)
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	s.srv = &http.Server{
 		Handler:           s.HTTP.Handler(),
 		TLSConfig:         s.TLS,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: min(10*time.Second, cfg.ReadTimeout),
+		// The connection's read deadline is cleared once the body has been
+		// read (HTTP/1.1), and HTTP/2 applies it to the body alone, so
+		// handlers may hold their response as long as they need.
+		ReadTimeout:    cfg.ReadTimeout,
+		MaxHeaderBytes: MaxHeaderBytes,
+		IdleTimeout:    120 * time.Second,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
 }

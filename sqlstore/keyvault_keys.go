@@ -396,6 +396,16 @@ func (s *KeyStore) AppendAuditBatch(ctx context.Context, rs []*keyvault.AuditRec
 	return dbErr(err, "append audit records")
 }
 
+// PurgeAudit deletes the audit records older than before.
+func (s *KeyStore) PurgeAudit(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.DB.db.ExecContext(ctx, `DELETE FROM kv_audit WHERE at < $1`, unix(before))
+	if err != nil {
+		return 0, dbErr(err, "purge audit records")
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
 // ListAudit lists audit records, most recent first.
 func (s *KeyStore) ListAudit(ctx context.Context, f keyvault.AuditFilter) ([]*keyvault.AuditRecord, error) {
 	q := `SELECT id, at, caller_oid, vault_key, key_name, version, operation, outcome FROM kv_audit WHERE 1 = 1`
