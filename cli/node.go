@@ -65,7 +65,7 @@ func nodeCmd() *cobra.Command {
 	f.StringVar(&credFile, "credential-file", "", "file holding the node credential (default: env CUSTODY_NODE_CREDENTIAL)")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate")
 	f.StringVar(&cfg.Root, "root", "", "the node's root directory (tasks run in {root}/workitems/...)")
-	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "loopback address for the file and managed identity endpoint")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "loopback address for the managed identity endpoint")
 	f.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	return cmd
 }

@@ -3,15 +3,24 @@ package compat_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
+
+	"custody/node"
+	"custody/server"
+	"custody/server/servertest"
 )
 
 // TestComputeFilesStayInTheirDirectory: links a task makes to /etc, to
@@ -121,5 +130,115 @@ func TestComputeFilesStayInTheirDirectory(t *testing.T) {
 				t.Errorf("the node listing shows certificate material: %s", *f.Name)
 			}
 		}
+	}
+}
+
+// TestComputeNodeFilesNeverFetchURLs: whoever holds a node credential may
+// name any filesUrl at join, yet reading a node file never makes the server
+// connect anywhere: the request reaches the agent over the node channel
+// (in a sync answer), and only a reply posted with the same node's
+// credential, for that request's id, is returned.
+func TestComputeNodeFilesNeverFetchURLs(t *testing.T) {
+	var hits atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "internal secret")
+	}))
+	defer target.Close()
+
+	ts := servertest.New(t, func(c *server.Config) { c.DisableLocalNodes = true; c.NodePoll = time.Second })
+	mustBatchAccount(t, ts, "rg-nodefiles", "computenodefiles")
+	c := dataClient(t, ts, "computenodefiles")
+	ctx := context.Background()
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p1"), VMSize: to.Ptr("standard_d2s_v3"), TargetDedicatedNodes: to.Ptr[int32](2)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	credential := func() (id, cred string) {
+		r := batchRaw(t, ts, tok, "POST", "computenodefiles", "/pools/p1/nodecredentials?api-version="+dataAPIVersion, "")
+		var nc struct{ NodeID, Credential string }
+		if err := json.Unmarshal(r.Body, &nc); r.Status != 201 || err != nil {
+			t.Fatalf("node credential: %d %s", r.Status, r.Body)
+		}
+		return nc.NodeID, nc.Credential
+	}
+	nodeID, cred := credential()
+	_, otherCred := credential()
+	channel := func(cred, path, body string, header map[string]string) response {
+		t.Helper()
+		req, err := http.NewRequest("POST", ts.URL("batch")+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", node.CredentialScheme+" "+cred)
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		return MustSend(t, ts, req)
+	}
+	for _, cr := range []string{cred, otherCred} {
+		if r := channel(cr, "/node/v1/join", `{"filesUrl":"`+target.URL+`","filesToken":"x","agentVersion":"1.0.0"}`, nil); r.Status != 200 {
+			t.Fatalf("join: %d %s", r.Status, r.Body)
+		}
+	}
+
+	type result struct {
+		status int
+		body   string
+	}
+	got := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", ts.URL("computenodefiles.batch")+"/pools/p1/nodes/"+nodeID+"/files/startup%2Fstdout.txt?api-version="+dataAPIVersion, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := ts.Client.Do(req)
+		if err != nil {
+			got <- result{0, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- result{resp.StatusCode, string(b)}
+	}()
+
+	var fr node.FileRequest
+	waitFor(t, 10*time.Second, "the file request in a sync answer", func() (bool, string) {
+		r := channel(cred, "/node/v1/sync", `{"running":[],"haveConfig":0}`, nil)
+		var sr node.SyncResponse
+		if err := json.Unmarshal(r.Body, &sr); r.Status != 200 || err != nil {
+			t.Fatalf("sync: %d %s", r.Status, r.Body)
+		}
+		if len(sr.Files) > 0 {
+			fr = sr.Files[0]
+		}
+		return fr.ID != "", string(r.Body)
+	})
+	if fr.Method != "GET" || fr.Path != "startup/stdout.txt" || fr.Dir != "" {
+		t.Errorf("file request = %+v", fr)
+	}
+	reply := func(id string) string {
+		b, _ := json.Marshal(node.FileReply{ID: id, Status: 200, ContentLength: 5, Mode: "0644", LastModified: time.Now().UTC().Format(http.TimeFormat)})
+		return string(b)
+	}
+	// Another node's credential, or an id the server never issued, is refused.
+	if r := channel(otherCred, "/node/v1/files", "hijacked", map[string]string{node.FileReplyHeader: reply(fr.ID)}); r.Status != 404 {
+		t.Errorf("reply with another node's credential: %d %s", r.Status, r.Body)
+	}
+	if r := channel(cred, "/node/v1/files", "made up", map[string]string{node.FileReplyHeader: reply("0123456789abcdef")}); r.Status != 404 {
+		t.Errorf("reply for an unknown request: %d %s", r.Status, r.Body)
+	}
+	if r := channel(cred, "/node/v1/files", "hello and more than declared", map[string]string{node.FileReplyHeader: reply(fr.ID)}); r.Status != 204 {
+		t.Errorf("reply: %d %s", r.Status, r.Body)
+	}
+	select {
+	case res := <-got:
+		if res.status != 200 || res.body != "hello" {
+			t.Errorf("node file = %d %q, want 200 %q", res.status, res.body, "hello")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node file request did not end")
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the server connected to the filesUrl a node named (%d requests)", n)
 	}
 }

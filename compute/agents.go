@@ -2,7 +2,6 @@ package compute
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -34,11 +33,7 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 		s.mu.Unlock()
 		return node.JoinResponse{}, err
 	}
-	if !strings.HasPrefix(req.FilesURL, "http://") && !strings.HasPrefix(req.FilesURL, "https://") {
-		s.mu.Unlock()
-		return node.JoinResponse{}, custody.Errorf(custody.KindInvalid, "InvalidFilesURL", "filesUrl must be an http or https URL.")
-	}
-	n.filesURL, n.filesTok, n.AgentVersion = strings.TrimRight(req.FilesURL, "/"), req.FilesToken, req.AgentVersion
+	n.AgentVersion = req.AgentVersion
 	n.joined = true
 	n.reboot, n.drop, n.leave = false, false, false
 	n.LastSync, n.LastBootTime = s.now(), s.now()
@@ -159,13 +154,14 @@ func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (
 func (s *Service) syncAnswer(ctx context.Context, n *liveNode, req node.SyncRequest) (node.SyncResponse, bool) {
 	s.mu.Lock()
 	resp := node.SyncResponse{State: n.State, Drop: n.drop || n.dropPending, Leave: n.leave, Reboot: n.reboot}
-	ready := n.leave || n.reboot || n.dropPending || len(n.kill) > 0 || len(n.outbox) > 0
+	ready := n.leave || n.reboot || n.dropPending || len(n.kill) > 0 || len(n.outbox) > 0 || len(n.fileOut) > 0
 	n.dropPending = false
 	if n.drop && req.HaveConfig != 0 {
 		ready = true
 	}
 	resp.Kill, n.kill = n.kill, nil
 	resp.Runs, n.outbox = n.outbox, nil
+	resp.Files, n.fileOut = n.fileOut, nil
 	for _, r := range resp.Runs {
 		if lr := n.runs[r.RunID]; lr != nil {
 			lr.spec = nil // delivered: the server keeps no plaintext
@@ -393,59 +389,4 @@ func (s *Service) Token(ctx context.Context, cred string, req node.TokenRequest)
 		return node.TokenResponse{}, err
 	}
 	return node.TokenResponse{AccessToken: tok, ExpiresOn: exp.Unix(), Resource: req.Resource, ClientID: match[0].ClientID}, nil
-}
-
-// FileEndpoint returns where a node serves its files and the token to send.
-func (s *Service) FileEndpoint(ctx context.Context, account, poolID, nodeID string) (url, token string, err error) {
-	a, err := s.account(ctx, account)
-	if err != nil {
-		return "", "", err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, err := s.node(a, poolID, nodeID)
-	if err != nil {
-		return "", "", err
-	}
-	if !n.joined || n.filesURL == "" {
-		return "", "", custody.Errorf(custody.KindConflict, "NodeNotReady", "The node %q has not joined its pool yet; its files cannot be read.", nodeID)
-	}
-	return n.filesURL, n.filesTok, nil
-}
-
-// ErrNoNode is returned by TaskFileEndpoint for a task that never ran here.
-var ErrNoNode = errors.New("compute: the task has not run on a node of this server")
-
-type taskNode struct{ poolID, nodeID string }
-
-// lastNode remembers where a task last ran, for its files. Caller holds s.mu.
-func (s *Service) lastNode(account, jobID, taskID string, n *liveNode) {
-	if s.taskNodes == nil {
-		s.taskNodes = map[string]taskNode{}
-	}
-	s.taskNodes[strings.ToLower(account)+"/"+jobID+"/"+taskID] = taskNode{n.PoolID, n.ID}
-}
-
-// TaskFileEndpoint returns where the files of a task's last run are served:
-// the node's file URL, its token, and the task directory relative to the
-// node's root.
-func (s *Service) TaskFileEndpoint(ctx context.Context, account, jobID, taskID string) (url, token, dir string, err error) {
-	a, err := s.account(ctx, account)
-	if err != nil {
-		return "", "", "", err
-	}
-	s.mu.Lock()
-	tn, ok := s.taskNodes[strings.ToLower(a)+"/"+jobID+"/"+taskID]
-	s.mu.Unlock()
-	if !ok {
-		return "", "", "", ErrNoNode
-	}
-	url, token, err = s.FileEndpoint(ctx, a, tn.poolID, tn.nodeID)
-	if err != nil {
-		if custody.IsNotFound(err) {
-			return "", "", "", custody.Errorf(custody.KindNotFound, "NodeNotFound", "The node task %q ran on (%s) has left its pool; its files are gone.", taskID, tn.nodeID)
-		}
-		return "", "", "", err
-	}
-	return url, token, "workitems/" + jobID + "/job-1/" + taskID, nil
 }

@@ -41,10 +41,22 @@
 // {credential}:
 //
 //	call                   what
-//	POST /node/v1/join     the agent says where it serves its files (a loopback URL and a random token); the server queues the pool's start task
-//	POST /node/v1/sync     long poll and heartbeat: returns at once with new runs (command line and environment, unsealed), runs to kill, a new configuration (certificates, identities), or "drop"/"leave"/"reboot"; otherwise after the poll interval
+//	POST /node/v1/join     the agent's first call (version, host name); the server queues the pool's start task
+//	POST /node/v1/sync     long poll and heartbeat: returns at once with new runs (command line and environment, unsealed), runs to kill, file requests, a new configuration (certificates, identities), or "drop"/"leave"/"reboot"; otherwise after the poll interval
 //	POST /node/v1/report   runs that ended (exit code, start and end time, timed out, killed); sent on its own request so a long poll in flight is never cancelled
 //	POST /node/v1/token    a managed identity token for a task, for one of the pool's user-assigned identities only
+//	POST /node/v1/files    the agent's reply to a file request: a FileReply header and the bytes
+//
+// Node and task files (list, read, properties, delete) travel over the same
+// channel: the server never connects to the node, nor to any address an
+// agent (or anyone holding a node credential) names. Service.NodeFile and
+// Service.TaskFile queue a file request for the node with a random id and
+// wake its long poll; the agent answers on its own POST /node/v1/files with
+// its node credential; the server takes the reply only for a request it
+// sent to that very node, copies at most the length the reply declares
+// (listings at most 16 MiB), and answers 503 NodeNotReachable when no reply
+// begins within FileWait (20 s). So remote agents need no inbound port, and
+// a node credential gives no way to make the server fetch anything.
 //
 // Customer data reaches the agent only over this TLS channel and stays in
 // its memory; on disk there are only the tasks' own files

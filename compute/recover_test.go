@@ -111,7 +111,7 @@ func TestRecoverHoldsTasksOfRemoteNodes(t *testing.T) {
 	if resp, err := s2.Sync(ctx, credEarly, node.SyncRequest{}); err != nil || !resp.Rejoin {
 		t.Fatalf("early sync: %+v %v", resp, err)
 	}
-	if _, err := s2.Join(ctx, credEarly, node.JoinRequest{FilesURL: "http://127.0.0.1:1"}); err != nil {
+	if _, err := s2.Join(ctx, credEarly, node.JoinRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	s2.loadRemoteNodes(ctx)
@@ -134,7 +134,7 @@ func TestRecoverHoldsTasksOfRemoteNodes(t *testing.T) {
 		t.Fatalf("sync of A: %+v %v", resp, err)
 	}
 	check("after A synced", "onA", a, 0)
-	if _, err := s2.Join(ctx, credA, node.JoinRequest{FilesURL: "http://127.0.0.1:1"}); err != nil {
+	if _, err := s2.Join(ctx, credA, node.JoinRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	check("after A joined", "onA", "", 1)
@@ -148,7 +148,7 @@ func TestRecoverHoldsTasksOfRemoteNodes(t *testing.T) {
 	s2.detectLost(ctx)
 	check("after the lost timeout", "onGone", "", 1)
 	s2.detectLost(ctx)
-	if _, err := s2.Join(ctx, credA, node.JoinRequest{FilesURL: "http://127.0.0.1:1"}); err != nil {
+	if _, err := s2.Join(ctx, credA, node.JoinRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"onA", "onGone", "onEarly", "onLocal"} {

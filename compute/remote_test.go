@@ -154,7 +154,7 @@ func TestRemoteNodeOutlivesRestartAndLoss(t *testing.T) {
 	}
 	join := func(s *Service, when string) {
 		t.Helper()
-		jr, err := s.Join(ctx, cred, node.JoinRequest{FilesURL: "http://127.0.0.1:1"})
+		jr, err := s.Join(ctx, cred, node.JoinRequest{})
 		if err != nil || jr.NodeID != id {
 			t.Fatalf("%s: join: %+v %v", when, jr, err)
 		}
@@ -206,7 +206,7 @@ func TestRemoteNodeOutlivesRestartAndLoss(t *testing.T) {
 	if len(nodes.m) != 0 {
 		t.Errorf("stored nodes after removal %v", nodes.m)
 	}
-	if _, err := New(cfg).Join(ctx, cred, node.JoinRequest{FilesURL: "http://127.0.0.1:1"}); custody.ErrorKind(err) != custody.KindUnauthenticated {
+	if _, err := New(cfg).Join(ctx, cred, node.JoinRequest{}); custody.ErrorKind(err) != custody.KindUnauthenticated {
 		t.Errorf("join of a removed node after a restart: %v", err)
 	}
 }

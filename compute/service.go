@@ -122,8 +122,6 @@ type run struct {
 type liveNode struct {
 	Node
 	credHash string
-	filesURL string
-	filesTok string
 	slots    int
 	fill     string
 	joined   bool
@@ -141,6 +139,10 @@ type liveNode struct {
 	stop        func()
 	startRun    *node.Run
 	seq         int
+	// fileOut are file requests to send at the next sync; fileCalls are
+	// the requests waiting for the agent's reply, by id.
+	fileOut   []node.FileRequest
+	fileCalls map[string]chan *FileAnswer
 	// held are tasks a previous server process left running on this
 	// (remote) node: they stay running until its agent joins again, having
 	// killed its runs, or the node is lost; then they are requeued.

@@ -584,8 +584,6 @@ func (b *batchData) nodeCounts(q *batchRequest) error {
 
 // ---- files ----
 
-var fileClient = &http.Client{Timeout: 60 * time.Second}
-
 type nodeFileOut struct {
 	Name        string            `json:"name"`
 	URL         string            `json:"url"`
@@ -602,15 +600,14 @@ type nodeFilePropsOut struct {
 }
 
 func (b *batchData) nodeFile(q *batchRequest) error {
-	base, token, err := b.compute.FileEndpoint(q.ctx, q.account.Name, q.segs[1], q.segs[3])
-	if err != nil {
-		return err
-	}
 	rel := strings.Join(q.segs[5:], "/")
 	if first, _, _ := strings.Cut(strings.TrimLeft(path.Clean("/"+rel), "/"), "/"); strings.EqualFold(first, "certs") {
 		return certificateFilesRefused(first)
 	}
-	return b.proxyFile(q, base, token, rel, "", q.nodeURL(q.segs[1], q.segs[3])+"/files")
+	ask := func(fr node.FileRequest) (*compute.FileAnswer, error) {
+		return b.compute.NodeFile(q.ctx, q.account.Name, q.segs[1], q.segs[3], fr)
+	}
+	return b.proxyFile(q, ask, rel, false, q.nodeURL(q.segs[1], q.segs[3])+"/files")
 }
 
 // certificateFilesRefused answers a request for the certificates
@@ -625,77 +622,61 @@ func (b *batchData) taskFile(q *batchRequest) error {
 	if _, err := b.data.GetTask(q.ctx, q.account.Name, q.segs[1], q.segs[3]); err != nil {
 		return err
 	}
-	base, token, dir, err := b.compute.TaskFileEndpoint(q.ctx, q.account.Name, q.segs[1], q.segs[3])
-	if errors.Is(err, compute.ErrNoNode) {
-		return custody.Errorf(custody.KindConflict, "TaskNotStarted", "The task %q has not run on a node yet, so it has no files.", q.segs[3])
-	}
-	if err != nil {
-		return err
+	ask := func(fr node.FileRequest) (*compute.FileAnswer, error) {
+		ans, err := b.compute.TaskFile(q.ctx, q.account.Name, q.segs[1], q.segs[3], fr)
+		if errors.Is(err, compute.ErrNoNode) {
+			return nil, custody.Errorf(custody.KindConflict, "TaskNotStarted", "The task %q has not run on a node yet, so it has no files.", q.segs[3])
+		}
+		return ans, err
 	}
 	rel := strings.Join(q.segs[5:], "/")
-	return b.proxyFile(q, base, token, rel, dir, q.taskURL(q.segs[1], q.segs[3])+"/files")
+	return b.proxyFile(q, ask, rel, true, q.taskURL(q.segs[1], q.segs[3])+"/files")
 }
 
-// proxyFile reads a file or directory listing from a node's file endpoint.
-// dir is the task directory relative to the node root ("" for node files):
-// the agent serves nothing outside it, and names in listings are relative
-// to it.
-func (b *batchData) proxyFile(q *batchRequest, base, token, rel, dir, listURL string) error {
+// maxListing bounds a node's directory listing.
+const maxListing = 16 << 20
+
+// proxyFile reads a file or directory listing, or deletes one, through the
+// node channel (ask sends the request to the node's agent; the server never
+// connects to the node). For task files (task) the agent serves nothing
+// outside the task's directory, and names in listings are relative to it.
+func (b *batchData) proxyFile(q *batchRequest, ask func(node.FileRequest) (*compute.FileAnswer, error), rel string, task bool, listURL string) error {
 	if strings.Contains("/"+rel+"/", "/../") {
 		return custody.Errorf(custody.KindInvalid, "InvalidUri", "The file path %q may not contain '..'.", rel)
-	}
-	u := base + "/files/" + escapePath(rel)
-	v := url.Values{}
-	if dir != "" {
-		v.Set("dir", dir)
-	}
-	if q.r.URL.Query().Get("recursive") == "true" {
-		v.Set("recursive", "true")
-	}
-	if len(v) > 0 {
-		u += "?" + v.Encode()
 	}
 	method := q.r.Method
 	if rel == "" {
 		method = http.MethodGet
 	}
-	req, err := http.NewRequestWithContext(q.ctx, method, u, nil)
+	resp, err := ask(node.FileRequest{Method: method, Path: rel, Recursive: q.r.URL.Query().Get("recursive") == "true", Range: q.r.Header.Get("ocp-range")})
 	if err != nil {
-		return custody.Internal(err, "node file request")
+		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if rg := q.r.Header.Get("ocp-range"); rg != "" {
-		req.Header.Set("Range", rg)
-	}
-	resp, err := fileClient.Do(req)
-	if err != nil {
-		return custody.Errorf(custody.KindUnavailable, "NodeNotReachable", "The node holding the file cannot be reached right now; retry shortly.")
-	}
-	defer resp.Body.Close()
+	defer resp.Close()
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case resp.Status == http.StatusNotFound:
 		return custody.Errorf(custody.KindNotFound, "FileNotFound", "The specified file %q does not exist.", rel)
-	case resp.StatusCode == http.StatusForbidden:
-		where := "the task's directory"
-		if dir == "" {
-			where = "the node's root directory"
+	case resp.Status == http.StatusForbidden:
+		where := "the node's root directory"
+		if task {
+			where = "the task's directory"
 		}
 		return custody.Errorf(custody.KindForbidden, "FileAccessDenied", "The file %q is not served: it leads outside %s through a symbolic link, or it is certificate material.", rel, where)
-	case resp.StatusCode == http.StatusConflict:
+	case resp.Status == http.StatusConflict:
 		return custody.Errorf(custody.KindConflict, "FileIsDirectory", "%q is a directory; add recursive=true to delete it.", rel)
-	case resp.StatusCode >= 300:
-		return custody.Errorf(custody.KindUnavailable, "NodeFileError", "The node could not serve the file (status %d).", resp.StatusCode)
+	case resp.Status >= 300 || resp.Status < 200:
+		return custody.Errorf(custody.KindUnavailable, "NodeFileError", "The node could not serve the file (status %d).", resp.Status)
 	}
 	if q.r.Method == http.MethodDelete {
 		return q.noBody(http.StatusOK)
 	}
-	if resp.Header.Get("X-Custody-Directory") == "true" {
+	if resp.Directory {
 		if rel != "" && q.r.Method != http.MethodHead {
 			return custody.Errorf(custody.KindInvalid, "FileIsDirectory", "%q is a directory; list it with the files listing and recursive=true.", rel)
 		}
 		var l node.FileListing
-		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&l); err != nil {
-			return custody.Internal(err, "decode node listing")
+		if err := json.NewDecoder(io.LimitReader(resp.Body, maxListing)).Decode(&l); err != nil {
+			return custody.Errorf(custody.KindUnavailable, "NodeFileError", "The node's listing of %q could not be read; retry shortly.", rel)
 		}
 		if q.r.Method == http.MethodHead {
 			q.w.Header().Set("ocp-batch-file-isdirectory", "true")
@@ -704,7 +685,7 @@ func (b *batchData) proxyFile(q *batchRequest, base, token, rel, dir, listURL st
 		}
 		items := make([]any, 0, len(l.Files))
 		for _, f := range l.Files {
-			if dir == "" && rel == "" && (strings.EqualFold(f.Name, "certs") || strings.HasPrefix(strings.ToLower(f.Name), "certs/")) {
+			if !task && rel == "" && (strings.EqualFold(f.Name, "certs") || strings.HasPrefix(strings.ToLower(f.Name), "certs/")) {
 				continue
 			}
 			name := f.Name
@@ -720,23 +701,27 @@ func (b *batchData) proxyFile(q *batchRequest, base, token, rel, dir, listURL st
 		}
 		return q.writeList("files", items, "")
 	}
+	if resp.ContentLength < 0 {
+		return custody.Errorf(custody.KindUnavailable, "NodeFileError", "The node did not say how long %q is; retry shortly.", rel)
+	}
 	h := q.w.Header()
-	mod := resp.Header.Get("Last-Modified")
+	mod := resp.LastModified
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Length", resp.Header.Get("Content-Length"))
+	h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
 	h.Set("Last-Modified", mod)
 	h.Set("ocp-creation-time", mod)
 	h.Set("ocp-batch-file-isdirectory", "false")
 	h.Set("ocp-batch-file-url", listURL+"/"+escapePath(rel))
-	h.Set("ocp-batch-file-mode", resp.Header.Get("X-Custody-Mode"))
+	h.Set("ocp-batch-file-mode", resp.Mode)
 	status := http.StatusOK
-	if resp.StatusCode == http.StatusPartialContent {
+	if resp.Status == http.StatusPartialContent {
 		status = http.StatusPartialContent
-		h.Set("Content-Range", resp.Header.Get("Content-Range"))
+		h.Set("Content-Range", resp.ContentRange)
 	}
 	q.w.WriteHeader(status)
 	if q.r.Method != http.MethodHead {
-		_, _ = io.Copy(q.w, resp.Body)
+		// Never more than the reply declared.
+		_, _ = io.Copy(q.w, io.LimitReader(resp.Body, resp.ContentLength))
 	}
 	return nil
 }
@@ -751,7 +736,7 @@ func escapePath(p string) string {
 
 // ---- the node channel (batch.{domain}) ----
 
-// nodeChannel serves node agents: join, sync, report, token.
+// nodeChannel serves node agents: join, sync, report, token, files.
 type nodeChannel struct{ c *compute.Service }
 
 func nodeCredential(r *http.Request) string {
@@ -771,6 +756,13 @@ func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var out any
 	var err error
 	switch strings.ToLower(r.URL.Path) {
+	case "/node/v1/files":
+		var reply node.FileReply
+		if err = json.Unmarshal([]byte(r.Header.Get(node.FileReplyHeader)), &reply); err != nil || reply.ID == "" {
+			err = custody.Errorf(custody.KindInvalid, "InvalidFileReply", "POST /node/v1/files needs the %s header: a JSON file reply with the request's id.", node.FileReplyHeader)
+			break
+		}
+		err = nc.c.FileReply(r.Context(), cred, reply, r.Body)
 	case "/node/v1/join":
 		var in node.JoinRequest
 		if err = decodeJSON(r, &in); err == nil {
@@ -792,7 +784,7 @@ func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			out, err = nc.c.Token(r.Context(), cred, in)
 		}
 	default:
-		err = custody.Errorf(custody.KindNotFound, "NotFound", "batch.{domain} serves the node channel only (/node/v1/join, sync, report, token); account data planes are at {account}.batch.{domain}.")
+		err = custody.Errorf(custody.KindNotFound, "NotFound", "batch.{domain} serves the node channel only (/node/v1/join, sync, report, token, files); account data planes are at {account}.batch.{domain}.")
 	}
 	if err != nil {
 		writeError(w, r, err)

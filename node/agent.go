@@ -24,7 +24,7 @@ import (
 )
 
 // Version is the agent version reported to the server.
-const Version = "1.0.0"
+const Version = "1.1.0"
 
 // AgentConfig configures an agent.
 type AgentConfig struct {
@@ -43,7 +43,7 @@ type AgentConfig struct {
 	// (default: {Root}.certs, beside the root and so outside every
 	// directory the file API serves).
 	CertificatesDir string
-	// Listen is the loopback address of the file and identity endpoint.
+	// Listen is the loopback address of the managed identity endpoint.
 	Listen string
 	Logger *slog.Logger
 	// Runner runs the tasks (nil: a new one, whose reaper waits for every
@@ -58,8 +58,8 @@ type Agent struct {
 	http   *http.Client
 	runner *Runner
 
-	filesToken  string
 	identityKey string
+	fileSlots   chan struct{}
 	msiURL      string
 
 	mu       sync.Mutex
@@ -108,7 +108,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, http: &http.Client{Transport: tr},
 		runs: map[string]*Process{}, kick: make(chan struct{}, 1), abandoned: map[string]bool{},
-		filesToken: randomHex(24), identityKey: randomHex(24),
+		identityKey: randomHex(24), fileSlots: make(chan struct{}, maxFileAnswers),
 	}
 	return a, nil
 }
@@ -142,7 +142,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("node: listen for files and identity: %w", err)
+		return fmt.Errorf("node: listen for the identity endpoint: %w", err)
 	}
 	base := "http://" + ln.Addr().String()
 	a.msiURL = base + "/msi/token"
@@ -156,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 join:
 	var jr JoinResponse
 	for {
-		err = a.call(ctx, "/node/v1/join", JoinRequest{FilesURL: base, FilesToken: a.filesToken, AgentVersion: Version, Root: a.cfg.Root, Hostname: host}, &jr)
+		err = a.call(ctx, "/node/v1/join", JoinRequest{AgentVersion: Version, Root: a.cfg.Root, Hostname: host}, &jr)
 		if err == nil {
 			a.touch()
 			break
@@ -215,6 +215,7 @@ join:
 		}
 		failures = 0
 		a.touch()
+		a.answerFiles(ctx, resp.Files)
 		if a.apply(resp) {
 			return nil
 		}
@@ -552,13 +553,11 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	}
 }
 
-// localHandler serves node files to the server and tokens to tasks.
+// localHandler serves tokens to tasks. (Files go to the server over the
+// node channel, see files.go.)
 func (a *Agent) localHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /msi/token", a.serveToken)
-	mux.HandleFunc("GET /files/{path...}", a.serveFiles)
-	mux.HandleFunc("HEAD /files/{path...}", a.serveFiles)
-	mux.HandleFunc("DELETE /files/{path...}", a.serveFiles)
 	return mux
 }
 

@@ -166,17 +166,10 @@ func TestFilesStayInServedDirectory(t *testing.T) {
 	if rel, _ := filepath.Rel(root, a.cfg.certificatesDir()); !strings.HasPrefix(rel, "..") {
 		t.Errorf("the certificates directory %s is under the node root %s", a.cfg.certificatesDir(), root)
 	}
-	h := a.localHandler()
 	do := func(method, p, dir string, recursive bool) *httptest.ResponseRecorder {
 		t.Helper()
-		u := "/files/" + p + "?dir=" + dir
-		if recursive {
-			u += "&recursive=true"
-		}
-		r := httptest.NewRequest(method, u, nil)
-		r.Header.Set("Authorization", "Bearer "+a.filesToken)
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		a.serveFile(w, FileRequest{Method: method, Path: p, Dir: dir, Recursive: recursive})
 		return w
 	}
 	const taskDir = "workitems/j/job-1/t"

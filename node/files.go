@@ -1,14 +1,18 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"path"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -16,8 +20,8 @@ import (
 // The file API: the server lists, reads and deletes node and task files
 // through the agent. Each request is confined to one served directory: the
 // node root for node files, the task's own directory for task files (the
-// dir parameter, relative to the node root). Nothing outside it can be
-// reached:
+// Dir of the FileRequest, relative to the node root). Nothing outside it
+// can be reached:
 //
 //   - Paths are resolved with os.Root beneath the served directory, every
 //     component at the time of the call: a symbolic link that stays inside
@@ -140,26 +144,30 @@ func fileError(w http.ResponseWriter, err error) {
 	http.Error(w, "forbidden", http.StatusForbidden)
 }
 
-// serveFiles answers GET, HEAD and DELETE of /files/{path}, confined to the
-// directory named by the dir parameter (see the file API above).
-func (a *Agent) serveFiles(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+a.filesToken {
-		http.Error(w, "unauthorized", http.StatusUnauthorized)
-		return
-	}
-	rel, ok := filePath(r.PathValue("path"))
+// serveFile answers a file request (GET, HEAD or DELETE), confined to the
+// directory it names (see the file API above).
+func (a *Agent) serveFile(w http.ResponseWriter, fr FileRequest) {
+	rel, ok := filePath(fr.Path)
 	if !ok {
 		http.Error(w, "bad path", http.StatusBadRequest)
 		return
 	}
-	root, err := a.openServed(r.URL.Query().Get("dir"))
+	r, err := http.NewRequest(fr.Method, "/", nil)
+	if err != nil || (fr.Method != http.MethodGet && fr.Method != http.MethodHead && fr.Method != http.MethodDelete) {
+		http.Error(w, "bad method", http.StatusMethodNotAllowed)
+		return
+	}
+	if fr.Range != "" {
+		r.Header.Set("Range", fr.Range)
+	}
+	root, err := a.openServed(fr.Dir)
 	if err != nil {
 		fileError(w, err)
 		return
 	}
 	defer root.Close()
 	guard := a.certGuard()
-	recursive := r.URL.Query().Get("recursive") == "true"
+	recursive := fr.Recursive
 
 	if r.Method == http.MethodDelete {
 		st, err := root.Lstat(rel)
@@ -245,4 +253,90 @@ func (a *Agent) serveFiles(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Custody-Mode", fmt.Sprintf("0%o", st.Mode().Perm()))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, "", st.ModTime(), f)
+}
+
+// maxFileAnswers bounds the file requests an agent answers at once.
+const maxFileAnswers = 8
+
+// answerFiles answers the file requests of a sync answer, each on its own
+// POST /node/v1/files (see the node protocol).
+func (a *Agent) answerFiles(ctx context.Context, reqs []FileRequest) {
+	for _, fr := range reqs {
+		go func() {
+			select {
+			case a.fileSlots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-a.fileSlots }()
+			if err := a.answerFile(ctx, fr); err != nil {
+				a.log.Warn("node: file reply", "err", err)
+			}
+		}()
+	}
+}
+
+// replyWriter turns serveFile's answer into a FileReply and a body that
+// streams through a pipe into the reply's upload.
+type replyWriter struct {
+	h      http.Header
+	sent   http.Header
+	status int
+	headed chan struct{}
+	once   sync.Once
+	pw     *io.PipeWriter
+}
+
+func (w *replyWriter) Header() http.Header { return w.h }
+
+func (w *replyWriter) WriteHeader(code int) {
+	w.once.Do(func() {
+		w.status, w.sent = code, w.h.Clone()
+		close(w.headed)
+	})
+}
+
+func (w *replyWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.pw.Write(b)
+}
+
+func (a *Agent) answerFile(ctx context.Context, fr FileRequest) error {
+	pr, pw := io.Pipe()
+	w := &replyWriter{h: http.Header{}, headed: make(chan struct{}), pw: pw}
+	go func() {
+		a.serveFile(w, fr)
+		w.WriteHeader(http.StatusOK)
+		pw.Close()
+	}()
+	<-w.headed
+	reply := FileReply{ID: fr.ID, Status: w.status, Directory: w.sent.Get("X-Custody-Directory") == "true", ContentLength: -1,
+		ContentRange: w.sent.Get("Content-Range"), LastModified: w.sent.Get("Last-Modified"), Mode: w.sent.Get("X-Custody-Mode")}
+	if n, err := strconv.ParseInt(w.sent.Get("Content-Length"), 10, 64); err == nil && n >= 0 {
+		reply.ContentLength = n
+	}
+	head, err := json.Marshal(reply)
+	if err != nil {
+		pr.CloseWithError(err)
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.cfg.Server, "/")+"/node/v1/files", pr)
+	if err != nil {
+		pr.CloseWithError(err)
+		return err
+	}
+	req.Header.Set("Authorization", CredentialScheme+" "+a.cfg.Credential)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(FileReplyHeader, string(head))
+	resp, err := a.http.Do(req)
+	pr.CloseWithError(errors.New("node: the file reply is over"))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode/100 != 2 {
+		return &protocolError{status: resp.StatusCode, body: string(body)}
+	}
+	return nil
 }

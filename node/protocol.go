@@ -10,32 +10,39 @@ import "time"
 //	POST /node/v1/sync    SyncRequest   -> SyncResponse   (long poll; also the heartbeat)
 //	POST /node/v1/report  ReportRequest -> 204            (runs that finished)
 //	POST /node/v1/token   TokenRequest  -> TokenResponse  (managed identity tokens for tasks)
+//	POST /node/v1/files   (FileReply in the Custody-File-Reply header, the file's bytes as body) -> 204
 //
 // Sync returns at once when the server has something for the node (new
-// runs, runs to kill, a state change), or after the poll interval. Finished
-// runs are reported on their own request as soon as they end, so a long poll
-// in flight is never cancelled (its answer may carry new runs). A node that
-// has not synced for a few intervals is lost: its runs are requeued
-// elsewhere. So that they never run twice at once, an agent that has not
-// reached the server for most of that time kills its runs itself, and joins
-// again once it can.
+// runs, runs to kill, file requests, a state change), or after the poll
+// interval. Finished runs are reported on their own request as soon as they
+// end, so a long poll in flight is never cancelled (its answer may carry new
+// runs). A node that has not synced for a few intervals is lost: its runs
+// are requeued elsewhere. So that they never run twice at once, an agent
+// that has not reached the server for most of that time kills its runs
+// itself, and joins again once it can.
 //
-// The agent also serves, on its own loopback listener, the files of its
-// tasks to the server (GET, HEAD, DELETE /files/{path}?dir={task dir}, with
-// the file token given at join; confined to the node root or the task's
-// directory, see files.go)
-// and the App Service-style managed identity endpoint to its tasks
-// (GET /msi/token with X-IDENTITY-HEADER).
+// Node and task files travel over this channel too, never over a
+// connection the server opens: the server never fetches a URL an agent (or
+// anyone holding a node credential) names. A file request (list, read,
+// properties or delete) reaches the agent as a FileRequest in a sync
+// answer, which the server sends at once by waking the node's long poll;
+// the agent answers with its own POST /node/v1/files, authenticated by its
+// node credential like every other call, carrying a FileReply and the
+// bytes. The server matches the reply to a request it issued to that very
+// node (a random id, usable once), copies at most the length the reply
+// declares (listings at most 16 MiB), and answers 503 NodeNotReachable when
+// no reply comes in time. What the agent serves is confined to the node
+// root or the task's directory (see files.go).
+//
+// On its own loopback listener the agent serves only the App Service-style
+// managed identity endpoint to its tasks (GET /msi/token with
+// X-IDENTITY-HEADER).
 
 // CredentialScheme is the Authorization scheme of node credentials.
 const CredentialScheme = "CustodyNode"
 
 // JoinRequest is sent once when an agent starts.
 type JoinRequest struct {
-	// FilesURL is where the agent serves node files (http://127.0.0.1:port).
-	FilesURL string `json:"filesUrl"`
-	// FilesToken authenticates the server to the file endpoint.
-	FilesToken   string `json:"filesToken"`
 	AgentVersion string `json:"agentVersion"`
 	Root         string `json:"root"`
 	Hostname     string `json:"hostname"`
@@ -134,6 +141,47 @@ type SyncResponse struct {
 	Runs []Run `json:"runs,omitempty"`
 	// Kill lists runs to kill (terminate, delete).
 	Kill []string `json:"kill,omitempty"`
+	// Files are file requests to answer with POST /node/v1/files.
+	Files []FileRequest `json:"files,omitempty"`
+}
+
+// FileRequest asks the agent for a node or task file, a listing, or a
+// delete.
+type FileRequest struct {
+	// ID is the request's id, random, to be echoed in the FileReply.
+	ID string `json:"id"`
+	// Method is GET, HEAD or DELETE.
+	Method string `json:"method"`
+	// Dir confines the request: a task's directory relative to the node
+	// root, or "" for the node root.
+	Dir string `json:"dir,omitempty"`
+	// Path is the file or directory, relative to Dir ("" for Dir itself).
+	Path      string `json:"path"`
+	Recursive bool   `json:"recursive,omitempty"`
+	// Range is an HTTP Range header value for GET.
+	Range string `json:"range,omitempty"`
+}
+
+// FileReplyHeader is the header of POST /node/v1/files that carries the
+// FileReply (JSON).
+const FileReplyHeader = "Custody-File-Reply"
+
+// FileReply heads the agent's answer to a FileRequest; the body of the
+// POST is what follows it: the file's bytes (or the requested range), a
+// FileListing for a directory, nothing for HEAD and DELETE.
+type FileReply struct {
+	ID string `json:"id"`
+	// Status is 200, 206, 204 (deleted), 404 (no such file), 403 (outside
+	// the served directory, or certificate material), 409 (a directory
+	// deleted without recursive), 400 or 416.
+	Status    int  `json:"status"`
+	Directory bool `json:"directory,omitempty"`
+	// ContentLength is the file's length, or the range's (-1: unknown).
+	ContentLength int64  `json:"contentLength"`
+	ContentRange  string `json:"contentRange,omitempty"`
+	LastModified  string `json:"lastModified,omitempty"`
+	// Mode is the file's permission bits in octal (0644).
+	Mode string `json:"mode,omitempty"`
 }
 
 // TokenRequest asks for a managed identity token for a task.

@@ -1,17 +1,19 @@
 package portal
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"custody"
 	"custody/batch"
 	"custody/compute"
+	"custody/node"
 )
 
 // Read views of a Batch account's pools, jobs and tasks. They need read
@@ -140,8 +142,6 @@ type taskFile struct {
 // maxOutput is how much of stdout.txt and stderr.txt a task page shows.
 const maxOutput = 256 << 10
 
-var fileClient = &http.Client{Timeout: 20 * time.Second}
-
 func (p *Portal) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx := r.Context()
 	a, err := p.account(ctx, s, r.PathValue("account"), actionBatchRead)
@@ -160,16 +160,17 @@ func (p *Portal) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	if p.cfg.Compute != nil {
-		base, token, dir, err := p.cfg.Compute.TaskFileEndpoint(ctx, a.Name, jobID, taskID)
-		switch {
-		case errors.Is(err, compute.ErrNoNode):
-			d.Reason = "The task has not run on a node yet, so it has no output."
-		case err != nil:
-			d.Reason = custody.ErrorMessage(err)
-		default:
-			for _, name := range []string{"stdout.txt", "stderr.txt"} {
-				d.Files = append(d.Files, readNodeFile(r, base, token, dir, name))
+		for _, name := range []string{"stdout.txt", "stderr.txt"} {
+			f, err := readTaskFile(ctx, p.cfg.Compute, a.Name, jobID, taskID, name)
+			if errors.Is(err, compute.ErrNoNode) {
+				d.Reason = "The task has not run on a node yet, so it has no output."
+				break
 			}
+			if err != nil {
+				d.Reason = custody.ErrorMessage(err)
+				break
+			}
+			d.Files = append(d.Files, f)
 		}
 	}
 	pg := &page{Title: "Task " + taskID, Session: s, Tabs: accountTabs(a.Name, "Jobs"), Data: d,
@@ -179,32 +180,24 @@ func (p *Portal) taskPage(w http.ResponseWriter, r *http.Request, s *session) {
 	p.render(w, r, http.StatusOK, "task", pg)
 }
 
-// readNodeFile reads a file of a task directory from the node's file
-// endpoint, as the data plane's file routes do.
-func readNodeFile(r *http.Request, base, token, dir, name string) taskFile {
+// readTaskFile reads a file of a task's directory from its node, over the
+// node channel, as the data plane's file routes do.
+func readTaskFile(ctx context.Context, c *compute.Service, account, jobID, taskID, name string) (taskFile, error) {
 	f := taskFile{Name: name}
-	u := base + "/files/" + url.PathEscape(name) + "?" + url.Values{"dir": {dir}}.Encode()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
+	resp, err := c.TaskFile(ctx, account, jobID, taskID, node.FileRequest{Method: http.MethodGet, Path: name})
 	if err != nil {
-		f.Err = "The file could not be requested."
-		return f
+		return f, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := fileClient.Do(req)
-	if err != nil {
-		f.Err = "The node holding the file cannot be reached right now; reload to retry."
-		return f
-	}
-	defer resp.Body.Close()
+	defer resp.Close()
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case resp.Status == http.StatusNotFound:
 		f.Err = "The task has not written " + name + " (yet)."
-		return f
-	case resp.StatusCode != http.StatusOK:
-		f.Err = "The node answered " + resp.Status + " for " + name + "."
-		return f
+		return f, nil
+	case resp.Status != http.StatusOK || resp.ContentLength < 0:
+		f.Err = "The node answered " + strconv.Itoa(resp.Status) + " for " + name + "."
+		return f, nil
 	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxOutput+1))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, min(resp.ContentLength, maxOutput+1)))
 	if len(b) > maxOutput {
 		b = b[:maxOutput]
 		f.Err = "Only the first 256 KiB are shown."
@@ -213,5 +206,5 @@ func readNodeFile(r *http.Request, base, token, dir, name string) taskFile {
 		b = []byte(strings.ToValidUTF8(string(b), "\uFFFD"))
 	}
 	f.Text = string(b)
-	return f
+	return f, nil
 }
