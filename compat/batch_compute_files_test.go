@@ -146,7 +146,10 @@ func TestComputeNodeFilesNeverFetchURLs(t *testing.T) {
 	}))
 	defer target.Close()
 
-	ts := servertest.New(t, func(c *server.Config) { c.DisableLocalNodes = true; c.NodePoll = time.Second })
+	ts := servertest.New(t, func(c *server.Config) {
+		c.DisableLocalNodes, c.NodePoll = true, time.Second
+		c.ReadTimeout = time.Second // a reply runs as long as the client reads it
+	})
 	mustBatchAccount(t, ts, "rg-nodefiles", "computenodefiles")
 	c := dataClient(t, ts, "computenodefiles")
 	ctx := context.Background()
@@ -164,9 +167,9 @@ func TestComputeNodeFilesNeverFetchURLs(t *testing.T) {
 	}
 	nodeID, cred := credential()
 	_, otherCred := credential()
-	channel := func(cred, path, body string, header map[string]string) response {
+	channel := func(cred, path string, body io.Reader, header map[string]string) response {
 		t.Helper()
-		req, err := http.NewRequest("POST", ts.URL("batch")+path, strings.NewReader(body))
+		req, err := http.NewRequest("POST", ts.URL("batch")+path, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +181,7 @@ func TestComputeNodeFilesNeverFetchURLs(t *testing.T) {
 		return MustSend(t, ts, req)
 	}
 	for _, cr := range []string{cred, otherCred} {
-		if r := channel(cr, "/node/v1/join", `{"filesUrl":"`+target.URL+`","filesToken":"x","agentVersion":"1.0.0"}`, nil); r.Status != 200 {
+		if r := channel(cr, "/node/v1/join", strings.NewReader(`{"filesUrl":"`+target.URL+`","filesToken":"x","agentVersion":"1.0.0"}`), nil); r.Status != 200 {
 			t.Fatalf("join: %d %s", r.Status, r.Body)
 		}
 	}
@@ -203,7 +206,7 @@ func TestComputeNodeFilesNeverFetchURLs(t *testing.T) {
 
 	var fr node.FileRequest
 	waitFor(t, 10*time.Second, "the file request in a sync answer", func() (bool, string) {
-		r := channel(cred, "/node/v1/sync", `{"running":[],"haveConfig":0}`, nil)
+		r := channel(cred, "/node/v1/sync", strings.NewReader(`{"running":[],"haveConfig":0}`), nil)
 		var sr node.SyncResponse
 		if err := json.Unmarshal(r.Body, &sr); r.Status != 200 || err != nil {
 			t.Fatalf("sync: %d %s", r.Status, r.Body)
@@ -221,13 +224,22 @@ func TestComputeNodeFilesNeverFetchURLs(t *testing.T) {
 		return string(b)
 	}
 	// Another node's credential, or an id the server never issued, is refused.
-	if r := channel(otherCred, "/node/v1/files", "hijacked", map[string]string{node.FileReplyHeader: reply(fr.ID)}); r.Status != 404 {
+	if r := channel(otherCred, "/node/v1/files", strings.NewReader("hijacked"), map[string]string{node.FileReplyHeader: reply(fr.ID)}); r.Status != 404 {
 		t.Errorf("reply with another node's credential: %d %s", r.Status, r.Body)
 	}
-	if r := channel(cred, "/node/v1/files", "made up", map[string]string{node.FileReplyHeader: reply("0123456789abcdef")}); r.Status != 404 {
+	if r := channel(cred, "/node/v1/files", strings.NewReader("made up"), map[string]string{node.FileReplyHeader: reply("0123456789abcdef")}); r.Status != 404 {
 		t.Errorf("reply for an unknown request: %d %s", r.Status, r.Body)
 	}
-	if r := channel(cred, "/node/v1/files", "hello and more than declared", map[string]string{node.FileReplyHeader: reply(fr.ID)}); r.Status != 204 {
+	// The reply comes slowly (past the server's read timeout), and says
+	// more than it declared.
+	pr, pw := io.Pipe()
+	go func() {
+		io.WriteString(pw, "hel")
+		time.Sleep(1500 * time.Millisecond)
+		io.WriteString(pw, "lo and more than declared")
+		pw.Close()
+	}()
+	if r := channel(cred, "/node/v1/files", pr, map[string]string{node.FileReplyHeader: reply(fr.ID)}); r.Status != 204 {
 		t.Errorf("reply: %d %s", r.Status, r.Body)
 	}
 	select {

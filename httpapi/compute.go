@@ -747,6 +747,22 @@ func nodeCredential(r *http.Request) string {
 	return ""
 }
 
+// replyIdle is how long an agent's file reply may stall between reads.
+const replyIdle = time.Minute
+
+// replyBody reads an agent's file reply. The reply is read only as fast as
+// the data-plane client takes it, so instead of the server's read timeout
+// for the whole request it bounds each read: a stall of replyIdle ends it.
+type replyBody struct {
+	r  io.Reader
+	rc *http.ResponseController
+}
+
+func (b *replyBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(replyIdle))
+	return b.r.Read(p)
+}
+
 func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		writeError(w, r, custody.Errorf(custody.KindMethodNotAllowed, "MethodNotAllowed", "The node channel takes POST only."))
@@ -762,7 +778,7 @@ func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			err = custody.Errorf(custody.KindInvalid, "InvalidFileReply", "POST /node/v1/files needs the %s header: a JSON file reply with the request's id.", node.FileReplyHeader)
 			break
 		}
-		err = nc.c.FileReply(r.Context(), cred, reply, r.Body)
+		err = nc.c.FileReply(r.Context(), cred, reply, &replyBody{r: r.Body, rc: http.NewResponseController(w)})
 	case "/node/v1/join":
 		var in node.JoinRequest
 		if err = decodeJSON(r, &in); err == nil {
