@@ -150,3 +150,24 @@ func ParseID(id string) (p ParsedID, ok bool) {
 	}
 	return p, true
 }
+
+// UserAssignedIdentityID checks that id is the resource id of a user-assigned
+// identity, /subscriptions/{s}/resourceGroups/{g}/providers/
+// Microsoft.ManagedIdentity/userAssignedIdentities/{name}, and returns it
+// with Azure's casing of the literal segments. Segments may not be empty,
+// "." or "..", nor hold a backslash, so that the id a role is checked at is
+// the identity that is then used.
+func UserAssignedIdentityID(id string) (string, bool) {
+	segs := strings.Split(strings.TrimPrefix(id, "/"), "/")
+	if !strings.HasPrefix(id, "/") || len(segs) != 8 ||
+		!strings.EqualFold(segs[0], "subscriptions") || !strings.EqualFold(segs[2], "resourceGroups") || !strings.EqualFold(segs[4], "providers") ||
+		!strings.EqualFold(segs[5], "Microsoft.ManagedIdentity") || !strings.EqualFold(segs[6], "userAssignedIdentities") {
+		return "", false
+	}
+	for _, s := range segs {
+		if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "\\?#") {
+			return "", false
+		}
+	}
+	return ResourceID(segs[1], segs[3], "Microsoft.ManagedIdentity", "userAssignedIdentities", segs[7]), true
+}

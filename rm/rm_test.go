@@ -19,6 +19,11 @@ func TestMatchAction(t *testing.T) {
 		{"Microsoft.KeyVault/vaults/keys/*", "Microsoft.KeyVault/vaults/keys/wrap/action", true},
 		{"Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaults/keys/read", true},
 		{"Microsoft.KeyVault/vaults/keys/read", "Microsoft.KeyVault/vaults/keys/readx", false},
+		{"Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action", "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action", true},
+		{"Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action", "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/assign/action", true},
+		{"Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action", "Microsoft.ManagedIdentity/userAssignedIdentities/write", false},
+		{"Microsoft.ManagedIdentity/userAssignedIdentities/*/read", "Microsoft.ManagedIdentity/userAssignedIdentities/read", true},
+		{"Microsoft.ManagedIdentity/userAssignedIdentities/*/read", "Microsoft.ManagedIdentity/userAssignedIdentitiesread", false},
 	}
 	for _, c := range cases {
 		if got := rm.MatchAction(c.pattern, c.action); got != c.want {
@@ -38,6 +43,21 @@ func TestRoles(t *testing.T) {
 	reader, _ := rm.RoleByGUID(rm.RoleReader)
 	if reader.Allows("Microsoft.Resources/subscriptions/resourceGroups/delete", false) {
 		t.Error("Reader can delete")
+	}
+	mio, ok := rm.RoleByName("Managed Identity Operator")
+	if !ok || mio.GUID != rm.RoleManagedIdentityOperator || !mio.Allows(rm.ActionAssignIdentity, false) ||
+		mio.Allows("Microsoft.ManagedIdentity/userAssignedIdentities/write", false) || mio.Allows("Microsoft.Batch/batchAccounts/write", false) {
+		t.Error("Managed Identity Operator must allow assigning identities and nothing like writing them or other resources")
+	}
+	for _, guid := range []string{rm.RoleOwner, rm.RoleContributor} {
+		if r, _ := rm.RoleByGUID(guid); !r.Allows(rm.ActionAssignIdentity, false) {
+			t.Errorf("%s cannot assign identities", r.Name)
+		}
+	}
+	for _, guid := range []string{rm.RoleReader, rm.RoleUserAccessAdministrator} {
+		if r, _ := rm.RoleByGUID(guid); r.Allows(rm.ActionAssignIdentity, false) {
+			t.Errorf("%s can assign identities", r.Name)
+		}
 	}
 	seu, _ := rm.RoleByGUID(rm.RoleKeyVaultCryptoServiceEncUse)
 	if !seu.Allows("Microsoft.KeyVault/vaults/keys/unwrap/action", true) || seu.Allows("Microsoft.KeyVault/vaults/keys/decrypt/action", true) {

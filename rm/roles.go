@@ -28,7 +28,13 @@ const (
 	RoleKeyVaultCryptoUser          = "12338af0-0e69-4776-bea7-57ae8d297424"
 	RoleKeyVaultCryptoServiceEncUse = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
 	RoleKeyVaultReader              = "21090545-7ca7-4776-b22c-e363652d74d2"
+	RoleManagedIdentityOperator     = "f1a07417-d97a-45cb-824c-7a7467783830"
 )
+
+// ActionAssignIdentity is the permission to attach a user-assigned identity
+// to a resource (a batch account, a pool): whoever attaches it can make the
+// resource act as the identity.
+const ActionAssignIdentity = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
 
 // BuiltinRoles are the roles Custody knows.
 var BuiltinRoles = []RoleDefinition{
@@ -57,6 +63,10 @@ var BuiltinRoles = []RoleDefinition{
 	{GUID: RoleKeyVaultReader, Name: "Key Vault Reader", Description: "Read metadata of key vaults and its certificates, keys, and secrets.",
 		Actions:     []string{"Microsoft.Authorization/*/read", "Microsoft.Resources/subscriptions/resourceGroups/read", "Microsoft.KeyVault/checkNameAvailability/read", "Microsoft.KeyVault/deletedVaults/read", "Microsoft.KeyVault/locations/*/read", "Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/operations/read"},
 		DataActions: []string{"Microsoft.KeyVault/vaults/*/read", "Microsoft.KeyVault/vaults/secrets/readMetadata/action"}},
+	{GUID: RoleManagedIdentityOperator, Name: "Managed Identity Operator", Description: "Read and Assign User Assigned Identity",
+		Actions: []string{"Microsoft.ManagedIdentity/userAssignedIdentities/*/read", "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+			"Microsoft.Authorization/*/read", "Microsoft.Insights/alertRules/*", "Microsoft.Resources/subscriptions/resourceGroups/read",
+			"Microsoft.Resources/deployments/*", "Microsoft.Support/*"}},
 }
 
 // RoleByGUID returns the built-in role with the given GUID.
@@ -104,9 +114,28 @@ func (r *RoleDefinition) Allows(action string, data bool) bool {
 }
 
 // MatchAction matches an action against a pattern with "*" wildcards, case
-// insensitively, as Azure RBAC does ("*" matches any run of characters,
-// including slashes).
+// insensitively, as Azure RBAC does: "*" matches any run of characters,
+// including slashes, and a "/*/" segment also matches no segment at all, so
+// that Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action (in
+// Managed Identity Operator) allows .../userAssignedIdentities/assign/action.
 func MatchAction(pattern, action string) bool {
+	if matchWildcard(pattern, action) {
+		return true
+	}
+	for i := 0; ; {
+		j := strings.Index(pattern[i:], "/*/")
+		if j < 0 {
+			return false
+		}
+		i += j
+		if MatchAction(pattern[:i]+pattern[i+2:], action) {
+			return true
+		}
+		i += 2
+	}
+}
+
+func matchWildcard(pattern, action string) bool {
 	p, a := strings.ToLower(pattern), strings.ToLower(action)
 	for {
 		star := strings.IndexByte(p, '*')
@@ -122,7 +151,7 @@ func MatchAction(pattern, action string) bool {
 		}
 		// Try every split point for the star.
 		for i := 0; i <= len(a); i++ {
-			if MatchAction(p, a[i:]) {
+			if matchWildcard(p, a[i:]) {
 				return true
 			}
 		}

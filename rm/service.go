@@ -116,6 +116,31 @@ func (s *Service) Authorize(ctx context.Context, principalID, scope, action stri
 		principalID, principalID, action, scope)
 }
 
+// AuthorizeAssign checks that principalID may attach each of the
+// user-assigned identities ids (ActionAssignIdentity on each) to the
+// resource at scope, which it is about to write with action. A refusal is
+// Azure's LinkedAuthorizationFailed (403) naming the identities it may not
+// assign. It is checked before the identities are looked up, so the answer
+// does not tell whether they exist.
+func (s *Service) AuthorizeAssign(ctx context.Context, principalID, action, scope string, ids []string) error {
+	var denied []string
+	for _, id := range ids {
+		ok, err := s.HasRoleAt(ctx, principalID, id, ActionAssignIdentity, false)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			denied = append(denied, id)
+		}
+	}
+	if len(denied) == 0 {
+		return nil
+	}
+	return custody.Errorf(custody.KindForbidden, "LinkedAuthorizationFailed",
+		"The client '%s' with object id '%s' has permission to perform action '%s' on scope '%s'; however, it does not have permission to perform action '%s' on the linked scope(s) '%s' or the linked scope(s) are invalid. Ask an Owner of the identity to assign you Managed Identity Operator on it.",
+		principalID, principalID, action, scope, ActionAssignIdentity, strings.Join(denied, ","))
+}
+
 // HasRoleAt reports whether principalID has a role that allows action at scope.
 func (s *Service) HasRoleAt(ctx context.Context, principalID, scope, action string, data bool) (bool, error) {
 	err := s.Authorize(ctx, principalID, scope, action, data)
