@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/batch/armbatch/v3"
 
+	"custody/rm"
 	"custody/server/servertest"
 )
 
@@ -465,5 +466,104 @@ func TestBatchAccountOddBodies(t *testing.T) {
 	wantStatus(t, MustARM(t, ts, tok, "GET", base, ""), 200)
 	if _, _, err := ts.Batch.DEK(context.Background(), "odd"); err != nil {
 		t.Errorf("data key after odd bodies: %v", err)
+	}
+}
+
+// TestAssignIdentityNeedsPermission: attaching a user-assigned identity to a
+// batch account (ARM create, update, PATCH) or a pool (data plane create and
+// update) needs Microsoft.ManagedIdentity/userAssignedIdentities/assign/action
+// on that identity. A Contributor of one resource group cannot attach an
+// identity of another group, whether or not it exists, and learns nothing
+// about it; Managed Identity Operator on the identity lets it.
+func TestAssignIdentityNeedsPermission(t *testing.T) {
+	ts := servertest.New(t, nil)
+	admin := adminToken(t, ts)
+	MustGroup(t, ts, admin, "rgB")
+	MustGroup(t, ts, admin, "rgC")
+	principalB := MustIdentity(t, ts, admin, "rgB", "idB")
+	idB, missingB := identityPath(ts, "rgB", "idB"), identityPath(ts, "rgB", "nosuch")
+	attacker := MustServicePrincipal(t, ts, "contributor-rgC")
+	MustAssign(t, ts, admin, groupPath(ts, "rgC"), rm.RoleContributor, attacker.ObjectID)
+	atok := MustToken(t, ts, attacker.ClientID, attacker.Secret, armScope)
+	principalC := MustIdentity(t, ts, atok, "rgC", "idC")
+	idC := identityPath(ts, "rgC", "idC")
+	v := "?api-version=2024-07-01"
+	acct := batchAccountPath(ts, "rgC", "acctc")
+	withIdentity := func(rid string) string {
+		return `{"location":"westus2","identity":{"type":"UserAssigned","userAssignedIdentities":{"` + rid + `":{}}}}`
+	}
+	wantStatus(t, MustARM(t, ts, atok, "PUT", acct+v, `{"location":"westus2"}`), http.StatusAccepted)
+
+	for _, tt := range []struct{ name, method, path, body string }{
+		{"CreateForeign", "PUT", batchAccountPath(ts, "rgC", "acctnew") + v, withIdentity(idB)},
+		{"CreateMissing", "PUT", batchAccountPath(ts, "rgC", "acctnew") + v, withIdentity(missingB)},
+		{"PutExistingForeign", "PUT", acct + v, withIdentity(idB)},
+		{"PatchForeign", "PATCH", acct + v, withIdentity(idB)},
+		{"PatchMissing", "PATCH", acct + v, withIdentity(missingB)},
+		{"PatchBothOneForeign", "PATCH", acct + v, `{"identity":{"type":"UserAssigned","userAssignedIdentities":{"` + idC + `":{},"` + idB + `":{}}}}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := MustARM(t, ts, atok, tt.method, tt.path, tt.body)
+			wantARMError(t, r, http.StatusForbidden, "LinkedAuthorizationFailed")
+			if !strings.Contains(string(r.Body), rm.ActionAssignIdentity) || strings.Contains(string(r.Body), principalB) {
+				t.Errorf("refusal should name the permission and nothing of the identity: %s", r.Body)
+			}
+		})
+	}
+	wantARMError(t, MustARM(t, ts, admin, "GET", batchAccountPath(ts, "rgC", "acctnew")+v, ""), http.StatusNotFound, "")
+	if r := MustARM(t, ts, admin, "GET", acct+v, ""); strings.Contains(string(r.Body), "idB") || strings.Contains(string(r.Body), principalB) {
+		t.Fatalf("account holds the foreign identity after refused writes: %s", r.Body)
+	}
+
+	// The data plane: pools of the attacker's account.
+	btok := batchToken(t, ts, attacker.ClientID, attacker.Secret)
+	pool := func(id, rid string) string {
+		return `{"id":"` + id + `","vmSize":"standard_a1_v2","targetDedicatedNodes":0,"identity":{"type":"UserAssigned","userAssignedIdentities":[{"resourceId":"` + rid + `"}]}}`
+	}
+	for _, rid := range []string{idB, missingB, strings.Replace(idC, "/rgC/", "/rgC/../rgB/", 1)} {
+		r := batchRaw(t, ts, btok, "POST", "acctc", "/pools?api-version="+dataAPIVersion, pool("pb", rid))
+		if r.Status == http.StatusCreated || r.Status >= 500 || strings.Contains(string(r.Body), principalB) {
+			t.Errorf("pool create with %s: %d %s", rid, r.Status, r.Body)
+		}
+	}
+	wantBatchError(t, batchRaw(t, ts, btok, "POST", "acctc", "/pools?api-version="+dataAPIVersion, pool("pb", idB)), http.StatusForbidden, "LinkedAuthorizationFailed")
+	if r := batchRaw(t, ts, btok, "POST", "acctc", "/pools?api-version="+dataAPIVersion, pool("pc", idC)); r.Status != http.StatusCreated {
+		t.Fatalf("pool with the attacker's own identity: %d %s", r.Status, r.Body)
+	}
+	patch := `{"identity":{"type":"UserAssigned","userAssignedIdentities":[{"resourceId":"` + idB + `"}]}}`
+	wantBatchError(t, batchRaw(t, ts, btok, "PATCH", "acctc", "/pools/pc?api-version="+dataAPIVersion, patch), http.StatusForbidden, "LinkedAuthorizationFailed")
+	wantBatchError(t, batchRaw(t, ts, btok, "POST", "acctc", "/pools/pc/updateproperties?api-version="+dataAPIVersion,
+		`{"certificateReferences":[],"applicationPackageReferences":[],"metadata":[],"identity":{"type":"UserAssigned","userAssignedIdentities":[{"resourceId":"`+idB+`"}]}}`), http.StatusForbidden, "LinkedAuthorizationFailed")
+	if r := batchRaw(t, ts, btok, "GET", "acctc", "/pools/pc?api-version="+dataAPIVersion, ""); r.Status != http.StatusOK || strings.Contains(string(r.Body), "idB") || !strings.Contains(string(r.Body), principalC) {
+		t.Fatalf("pool after refused updates: %d %s", r.Status, r.Body)
+	}
+
+	// The attacker's own identity may be attached to the account.
+	r := MustARM(t, ts, atok, "PATCH", acct+v, withIdentity(idC))
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.Body), principalC) {
+		t.Errorf("PATCH with an identity the caller may assign does not show it: %s", r.Body)
+	}
+
+	// Managed Identity Operator on idB is enough to attach it.
+	MustAssign(t, ts, admin, idB, rm.RoleManagedIdentityOperator, attacker.ObjectID)
+	r = MustARM(t, ts, atok, "PATCH", acct+v, withIdentity(idB))
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.Body), principalB) {
+		t.Errorf("PATCH by an operator of the identity does not show it: %s", r.Body)
+	}
+
+	// A Reader of the account sees which identity it has, but not the
+	// principal and client ids of an identity it may not read.
+	reader := MustServicePrincipal(t, ts, "reader-acctc")
+	MustAssign(t, ts, admin, acct, rm.RoleReader, reader.ObjectID)
+	r = MustARM(t, ts, MustToken(t, ts, reader.ClientID, reader.Secret, armScope), "GET", acct+v, "")
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.Body), "idB") || strings.Contains(string(r.Body), principalB) {
+		t.Errorf("reader's view of the account: %s", r.Body)
+	}
+	pr := batchRaw(t, ts, batchToken(t, ts, reader.ClientID, reader.Secret), "GET", "acctc", "/pools/pc?api-version="+dataAPIVersion, "")
+	if pr.Status != http.StatusOK || !strings.Contains(string(pr.Body), "idC") || strings.Contains(string(pr.Body), principalC) {
+		t.Errorf("reader's view of the pool: %d %s", pr.Status, pr.Body)
 	}
 }

@@ -212,6 +212,39 @@ func (h *batchARM) body(a *batch.Account) batchAccountOut {
 	return out
 }
 
+// authorizeAssign checks that the caller may attach each user-assigned
+// identity of ident to the account id (LinkedAuthorizationFailed otherwise),
+// before any identity is looked up.
+func (h *batchARM) authorizeAssign(r *ARMRequest, id string, ident *batch.AccountIdentity) error {
+	if ident == nil || len(ident.UserAssigned) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(ident.UserAssigned))
+	for rid := range ident.UserAssigned {
+		ids = append(ids, rid)
+	}
+	sort.Strings(ids)
+	return h.a.s.cfg.RM.AuthorizeAssign(r.Context(), r.Caller.ObjectID, actionBatchAccountWrite, id, ids)
+}
+
+// bodyFor is body as the caller may see it: the principal and client ids of
+// a user-assigned identity are shown only to callers that may read or
+// assign that identity.
+func (h *batchARM) bodyFor(r *ARMRequest, a *batch.Account) (batchAccountOut, error) {
+	out := h.body(a)
+	for rid, u := range out.Identity.UserAssignedIdentities {
+		ok, err := h.a.s.mayKnowIdentity(r.Context(), r.Caller.ObjectID, rid)
+		if err != nil {
+			return out, err
+		}
+		if !ok {
+			u.PrincipalID, u.ClientID = "", ""
+			out.Identity.UserAssignedIdentities[rid] = u
+		}
+	}
+	return out, nil
+}
+
 // accountID is the resource id the request names, in Azure's casing.
 func accountID(r *ARMRequest, rg string) string {
 	return rm.ResourceID(r.Param("subscriptionId"), rg, "Microsoft.Batch", "batchAccounts", r.Param("accountName"))
@@ -270,12 +303,12 @@ func toIdentity(in *batchIdentityIn) (*batch.AccountIdentity, error) {
 	if len(in.UserAssignedIdentities) > 0 {
 		id.UserAssigned = map[string]batch.UserAssignedIdentity{}
 		for rid := range in.UserAssignedIdentities {
-			p, ok := rm.ParseID(rid)
-			if !ok || !strings.EqualFold(p.Namespace, "Microsoft.ManagedIdentity") || !strings.EqualFold(p.Type, "userAssignedIdentities") || p.Name == "" {
+			canon, ok := rm.UserAssignedIdentityID(rid)
+			if !ok {
 				return nil, custody.Errorf(custody.KindInvalid, "InvalidIdentity",
 					"'%s' in identity.userAssignedIdentities is not a user-assigned identity's resource id: use /subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}.", rid)
 			}
-			id.UserAssigned[rm.ResourceID(p.SubscriptionID, p.ResourceGroup, "Microsoft.ManagedIdentity", "userAssignedIdentities", p.Name)] = batch.UserAssignedIdentity{}
+			id.UserAssigned[canon] = batch.UserAssignedIdentity{}
 		}
 	}
 	return id, nil
@@ -356,6 +389,9 @@ func (h *batchARM) put(w http.ResponseWriter, r *ARMRequest) error {
 	}
 	ident, err := toIdentity(body.Identity)
 	if err != nil {
+		return err
+	}
+	if err := h.authorizeAssign(r, accountID(r, r.Param("resourceGroupName")), ident); err != nil {
 		return err
 	}
 	var enc *batch.Encryption
@@ -483,7 +519,11 @@ func (h *batchARM) operationResult(w http.ResponseWriter, r *ARMRequest) error {
 		return custody.Errorf(custody.KindConflict, "AccountNoLongerExists",
 			"The %s of batch account '%s' succeeded, but the account has since been deleted.", op.Kind, p.Name)
 	}
-	writeJSON(w, http.StatusOK, h.body(a))
+	out, err := h.bodyFor(r, a)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -492,7 +532,11 @@ func (h *batchARM) get(w http.ResponseWriter, r *ARMRequest) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, h.body(a))
+	out, err := h.bodyFor(r, a)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -513,6 +557,9 @@ func (h *batchARM) patch(w http.ResponseWriter, r *ARMRequest) error {
 	}
 	ident, err := toIdentity(body.Identity)
 	if err != nil {
+		return err
+	}
+	if err := h.authorizeAssign(r, a.ID, ident); err != nil {
 		return err
 	}
 	var enc *batch.Encryption
@@ -541,7 +588,11 @@ func (h *batchARM) patch(w http.ResponseWriter, r *ARMRequest) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, h.body(got))
+	out, err := h.bodyFor(r, got)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -586,7 +637,11 @@ func (h *batchARM) list(w http.ResponseWriter, r *ARMRequest) error {
 			return err
 		}
 		if ok {
-			out = append(out, h.body(a))
+			b, err := h.bodyFor(r, a)
+			if err != nil {
+				return err
+			}
+			out = append(out, b)
 		}
 	}
 	writeJSON(w, http.StatusOK, listBody[batchAccountOut]{Value: out})

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"custody/identity"
@@ -130,4 +131,17 @@ func (a *ARM) listIdentities(w http.ResponseWriter, r *ARMRequest) error {
 	}
 	writeJSON(w, http.StatusOK, listBody[armResource]{Value: out})
 	return nil
+}
+
+// mayKnowIdentity reports whether principalID may learn the principal and
+// client ids of the user-assigned identity rid, where a resource it can read
+// names that identity: only if it may read or assign the identity itself.
+func (s *Server) mayKnowIdentity(ctx context.Context, principalID, rid string) (bool, error) {
+	for _, action := range []string{"Microsoft.ManagedIdentity/userAssignedIdentities/read", rm.ActionAssignIdentity} {
+		ok, err := s.cfg.RM.HasRoleAt(ctx, principalID, rid, action, false)
+		if ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
 }

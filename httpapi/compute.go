@@ -16,6 +16,7 @@ import (
 	"custody/batch"
 	"custody/compute"
 	"custody/node"
+	"custody/rm"
 )
 
 // Compute routes of the batch data plane (pools, compute nodes, node and
@@ -175,7 +176,17 @@ func (b *batchData) poolBody(q *batchRequest, p *compute.Pool, withMetadata bool
 		TaskSlotsPerNode: p.TaskSlotsPerNode, TaskSchedulingPolicy: taskSchedulingPolicyIO{p.NodeFillType},
 		StartTask: p.Spec.StartTask, CertificateReferences: p.Certificates, Metadata: p.Spec.Metadata}
 	if len(p.Identities) > 0 {
-		out.Identity = &poolIdentityIO{Type: "UserAssigned", UserAssignedIdentities: p.Identities}
+		// The principal and client ids of an identity are shown only to
+		// callers that may read or assign it.
+		caller, _ := custody.CallerFrom(q.ctx)
+		ids := make([]compute.PoolIdentity, len(p.Identities))
+		for i, id := range p.Identities {
+			if ok, err := b.s.mayKnowIdentity(q.ctx, caller.ObjectID, id.ResourceID); err != nil || !ok {
+				id.ClientID, id.PrincipalID = "", ""
+			}
+			ids[i] = id
+		}
+		out.Identity = &poolIdentityIO{Type: "UserAssigned", UserAssignedIdentities: ids}
 	}
 	if withMetadata {
 		out.OData = q.metadata("pools/@Element")
@@ -246,7 +257,31 @@ func ParseISODuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// resolveIdentities fills in the ids of a pool's user-assigned identities.
+// authorizePoolIdentities checks the user-assigned identities a pool body
+// names, before any is looked up: each must be an identity's resource id
+// (400), and the caller must be allowed to assign each of them (403
+// LinkedAuthorizationFailed), as for the account itself. The ids in the body
+// are replaced by their canonical form, which is what is then resolved.
+func (b *batchData) authorizePoolIdentities(q *batchRequest, in *poolIdentityIO) error {
+	if in == nil || len(in.UserAssignedIdentities) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(in.UserAssignedIdentities))
+	for i, id := range in.UserAssignedIdentities {
+		canon, ok := rm.UserAssignedIdentityID(id.ResourceID)
+		if !ok {
+			return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue",
+				"'%s' in identity.userAssignedIdentities is not a user-assigned identity's resource id: use /subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}.", id.ResourceID)
+		}
+		in.UserAssignedIdentities[i].ResourceID = canon
+		ids = append(ids, canon)
+	}
+	caller, _ := custody.CallerFrom(q.ctx)
+	return b.s.cfg.RM.AuthorizeAssign(q.ctx, caller.ObjectID, "Microsoft.Batch/batchAccounts/write", q.account.ID, ids)
+}
+
+// poolIdentities fills in the ids of a pool's user-assigned identities
+// (already checked by authorizePoolIdentities).
 func (b *batchData) poolIdentities(ctx context.Context, in *poolIdentityIO) ([]compute.PoolIdentity, error) {
 	if in == nil || strings.EqualFold(in.Type, "None") || in.Type == "" {
 		if in != nil && len(in.UserAssignedIdentities) > 0 && !strings.EqualFold(in.Type, "UserAssigned") {
@@ -301,6 +336,9 @@ func (b *batchData) applyPoolIn(q *batchRequest, p *compute.Pool, in *poolIn, re
 func (b *batchData) addPool(q *batchRequest) error {
 	var in poolIn
 	if err := q.decode(&in); err != nil {
+		return err
+	}
+	if err := b.authorizePoolIdentities(q, in.Identity); err != nil {
 		return err
 	}
 	if in.ID == "" {
@@ -374,6 +412,9 @@ func (b *batchData) patchPool(q *batchRequest) error {
 	if err := q.decode(&in); err != nil {
 		return err
 	}
+	if err := b.authorizePoolIdentities(q, in.Identity); err != nil {
+		return err
+	}
 	p, err := b.compute.UpdatePool(q.ctx, q.account.Name, q.segs[1], q.ifMatch(), func(p *compute.Pool) error {
 		return b.applyPoolIn(q, p, &in, false)
 	})
@@ -387,6 +428,9 @@ func (b *batchData) patchPool(q *batchRequest) error {
 func (b *batchData) replacePoolProperties(q *batchRequest) error {
 	var in poolIn
 	if err := q.decode(&in); err != nil {
+		return err
+	}
+	if err := b.authorizePoolIdentities(q, in.Identity); err != nil {
 		return err
 	}
 	if in.CertificateReferences == nil || in.Metadata == nil {

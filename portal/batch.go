@@ -17,17 +17,15 @@ import (
 
 // RBAC actions, the same names the resource manager checks for the API.
 const (
-	actionBatchRead    = "Microsoft.Batch/batchAccounts/read"
-	actionBatchWrite   = "Microsoft.Batch/batchAccounts/write"
-	actionBatchDelete  = "Microsoft.Batch/batchAccounts/delete"
-	actionGroupRead    = "Microsoft.Resources/subscriptions/resourceGroups/read"
-	actionGroupWrite   = "Microsoft.Resources/subscriptions/resourceGroups/write"
-	actionVaultRead    = "Microsoft.KeyVault/vaults/read"
-	actionVaultWrite   = "Microsoft.KeyVault/vaults/write"
-	actionVaultDelete  = "Microsoft.KeyVault/vaults/delete"
-	actionPolicyWrite  = "Microsoft.KeyVault/vaults/accessPolicies/write"
-	actionIdentityRead = "Microsoft.ManagedIdentity/userAssignedIdentities/read"
-	identityResourceNS = "Microsoft.ManagedIdentity"
+	actionBatchRead   = "Microsoft.Batch/batchAccounts/read"
+	actionBatchWrite  = "Microsoft.Batch/batchAccounts/write"
+	actionBatchDelete = "Microsoft.Batch/batchAccounts/delete"
+	actionGroupRead   = "Microsoft.Resources/subscriptions/resourceGroups/read"
+	actionGroupWrite  = "Microsoft.Resources/subscriptions/resourceGroups/write"
+	actionVaultRead   = "Microsoft.KeyVault/vaults/read"
+	actionVaultWrite  = "Microsoft.KeyVault/vaults/write"
+	actionVaultDelete = "Microsoft.KeyVault/vaults/delete"
+	actionPolicyWrite = "Microsoft.KeyVault/vaults/accessPolicies/write"
 )
 
 // Regions offered by the create forms: display name and ARM name.
@@ -177,8 +175,8 @@ func (p *Portal) renderCreateAccount(w http.ResponseWriter, r *http.Request, s *
 }
 
 // userAssignedIdentities lists the subscription's user-assigned identities
-// the principal may read, as the resource manager's list does, sorted by
-// resource group and name.
+// the principal may assign (Managed Identity Operator, Contributor, Owner),
+// sorted by resource group and name: the identities it could attach.
 func (p *Portal) userAssignedIdentities(ctx context.Context, s *session) ([]*identity.UserAssignedIdentity, error) {
 	us, err := p.cfg.Identity.Store.ListUserAssignedIdentities(ctx, p.sub(), "")
 	if err != nil {
@@ -186,7 +184,7 @@ func (p *Portal) userAssignedIdentities(ctx context.Context, s *session) ([]*ide
 	}
 	out := []*identity.UserAssignedIdentity{}
 	for _, u := range us {
-		ok, err := p.can(ctx, s, u.ID, actionIdentityRead)
+		ok, err := p.can(ctx, s, u.ID, rm.ActionAssignIdentity)
 		if err != nil {
 			return nil, err
 		}
@@ -241,13 +239,12 @@ func identityFromForm(f url.Values) (batch.AccountIdentity, error) {
 			return id, &custody.Error{Kind: custody.KindInvalid, Code: "InvalidIdentity", Target: "userAssignedId",
 				Message: "Select a user-assigned identity, or paste the resource id of one: /subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}."}
 		}
-		pid, ok := rm.ParseID(rid)
-		if !ok || !strings.EqualFold(pid.Namespace, identityResourceNS) || !strings.EqualFold(pid.Type, "userAssignedIdentities") || pid.Name == "" {
+		canon, ok := rm.UserAssignedIdentityID(rid)
+		if !ok {
 			return id, &custody.Error{Kind: custody.KindInvalid, Code: "InvalidIdentity", Target: "userAssignedId",
 				Message: "Enter the resource id of a user-assigned identity: /subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}."}
 		}
-		id.UserAssigned = map[string]batch.UserAssignedIdentity{
-			rm.ResourceID(pid.SubscriptionID, pid.ResourceGroup, identityResourceNS, "userAssignedIdentities", pid.Name): {}}
+		id.UserAssigned = map[string]batch.UserAssignedIdentity{canon: {}}
 	default:
 		return id, &custody.Error{Kind: custody.KindInvalid, Code: "InvalidIdentityType", Target: "identityType",
 			Message: "Choose an identity type: None, System assigned or User assigned."}
@@ -338,6 +335,17 @@ func (p *Portal) createAccount(w http.ResponseWriter, r *http.Request, s *sessio
 		fail(err)
 		return
 	}
+	if len(ident.UserAssigned) > 0 {
+		ids := make([]string, 0, len(ident.UserAssigned))
+		for rid := range ident.UserAssigned {
+			ids = append(ids, rid)
+		}
+		sort.Strings(ids)
+		if err := p.cfg.RM.AuthorizeAssign(ctx, s.ObjectID, actionBatchWrite, id, ids); err != nil {
+			fail(err)
+			return
+		}
+	}
 	a := &batch.Account{ID: id, SubscriptionID: p.sub(), ResourceGroup: g.Name, Name: name, Location: loc,
 		Identity: ident, Encryption: enc, PoolAllocationMode: "BatchService", PublicNetworkAccess: "Enabled"}
 	if _, err := p.cfg.Batch.CreateAccount(ctx, a); err != nil {
@@ -368,8 +376,30 @@ func (p *Portal) accountOverview(w http.ResponseWriter, r *http.Request, s *sess
 	if r.URL.Query().Get("created") != "" {
 		pg.Notice = "Your deployment is complete: Batch account " + a.Name + " was created."
 	}
-	pg.Data = p.accountData(a)
+	pg.Data = p.accountData(p.withKnownIdentities(r.Context(), s, a))
 	p.render(w, r, http.StatusOK, "account", pg)
+}
+
+// withKnownIdentities returns a copy of a in which the principal and client
+// ids of a user-assigned identity are kept only if the principal may read or
+// assign that identity, as the resource manager shows them.
+func (p *Portal) withKnownIdentities(ctx context.Context, s *session, a *batch.Account) *batch.Account {
+	if len(a.Identity.UserAssigned) == 0 {
+		return a
+	}
+	c := *a
+	c.Identity.UserAssigned = map[string]batch.UserAssignedIdentity{}
+	for rid, u := range a.Identity.UserAssigned {
+		read, err := p.can(ctx, s, rid, "Microsoft.ManagedIdentity/userAssignedIdentities/read")
+		if err == nil && !read {
+			read, err = p.can(ctx, s, rid, rm.ActionAssignIdentity)
+		}
+		if err != nil || !read {
+			u.PrincipalID, u.ClientID = "", ""
+		}
+		c.Identity.UserAssigned[rid] = u
+	}
+	return &c
 }
 
 func (p *Portal) accountData(a *batch.Account) accountData {

@@ -466,3 +466,52 @@ func TestDeleteAsksFirst(t *testing.T) {
 		t.Fatalf("the deleted vault is not soft-deleted: %v", err)
 	}
 }
+
+// TestCreateAccountNeedsAssignOnIdentity: a principal that may create
+// accounts in its group but may not assign a user-assigned identity of
+// another group is not offered that identity, and pasting its resource id
+// is refused at Create; the account is not created.
+func TestCreateAccountNeedsAssignOnIdentity(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	sub := ts.RM.SubscriptionID
+	for _, rg := range []string{"idrg", "mine"} {
+		if _, err := ts.RM.PutResourceGroup(ctx, &rm.ResourceGroup{SubscriptionID: sub, Name: rg, Location: "westus2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _, err := ts.Identity.PutUserAssignedIdentity(ctx, &identity.UserAssignedIdentity{
+		ID:             rm.ResourceID(sub, "idrg", "Microsoft.ManagedIdentity", "userAssignedIdentities", "foreign-id"),
+		SubscriptionID: sub, ResourceGroup: "idrg", Name: "foreign-id", Location: "westus2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, secret, err := ts.Identity.CreateServicePrincipal(ctx, "contributor-mine", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Contributor on its group, Reader on the subscription: it can read the
+	// identity but not assign it.
+	if _, err := ts.RM.CreateRoleAssignment(ctx, rm.GroupID(sub, "mine"), "", rm.RoleDefinitionID(sub, rm.RoleContributor), p.ObjectID, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.RM.CreateRoleAssignment(ctx, rm.SubscriptionID(sub), "", rm.RoleDefinitionID(sub, rm.RoleReader), p.ObjectID, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, ts)
+	csrf := b.signIn(p.AppID, secret)
+	form := url.Values{"csrf": {csrf}, "go": {"advanced"}, "name": {"stolenid"}, "resourceGroup": {"mine"}, "location": {"westus2"},
+		"identityType": {"UserAssigned"}, "encryption": {"Microsoft.Batch"}}
+	if status, page := b.post("/batch/create", form); status != http.StatusOK || strings.Contains(page, "foreign-id") {
+		t.Fatalf("Advanced tab: status %d, want no identity the principal cannot assign; page:\n%s", status, page)
+	}
+	form.Set("go", "create")
+	form.Set("userAssignedIdOther", u.ID)
+	status, page := b.post("/batch/create", form)
+	if status != http.StatusForbidden || !strings.Contains(page, "userAssignedIdentities/assign/action") || strings.Contains(page, u.PrincipalID) {
+		t.Fatalf("create with an identity the principal cannot assign: status %d, want 403 naming the permission; page:\n%s", status, page)
+	}
+	if _, err := ts.Batch.Account(ctx, "stolenid"); err == nil {
+		t.Fatalf("the account was created with an identity the principal cannot assign")
+	}
+}
