@@ -86,8 +86,18 @@ func newServerCmd() *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "Custody is running at https://management.%s:%d (login: https://login.%s:%d).\n", cfg.Domain, s.Port(), cfg.Domain, s.Port())
 			fmt.Fprintf(cmd.ErrOrStderr(), "Admin credentials: %s (mode 0600). CA certificate: %s.\n", s.DataDir()+string(os.PathSeparator)+server.AdminFile, s.Endpoint.CAFile)
 			fmt.Fprintln(cmd.ErrOrStderr(), "In another terminal: custody group list, or eval \"$(custody env)\" for Azure SDK programs.")
-			if link, err := s.PortalSignInLink(); err == nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "Portal: %s (sign in as the admin, once, within 15 minutes: %s; `custody portal` prints a new link).\n", publicURLOf("portal", cfg.Domain, s.Port()), link)
+			portalURL := publicURLOf("portal", cfg.Domain, s.Port())
+			// The sign-in link is a credential until used: it goes only to a
+			// terminal, never to a file or pipe that may end up in a log.
+			if out := cmd.OutOrStdout(); isTerminal(out) {
+				if link, err := s.PortalSignInLink(); err == nil {
+					fmt.Fprintf(out, "Portal: %s (sign in as the admin, once, within 15 minutes: %s; `custody portal` prints a new link).\n", portalURL, link)
+				}
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Portal: %s (run `custody portal` for a one-time admin sign-in link).\n", portalURL)
+			}
+			if a := s.MetricsAddr(); a != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Metrics: http://%s/metrics\n", a)
 			}
 			return s.Serve(cmd.Context())
 		},
@@ -101,6 +111,7 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.KeyProbeInterval, "key-probe-interval", 5*time.Second, "how often each customer-managed key is probed; a refused key locks its account, a restored one unlocks it")
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
 	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP address of a plain HTTP listener serving Prometheus /metrics only (e.g. 127.0.0.1:9464); empty serves no metrics")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", server.DefaultAuditRetention, "how long key vault audit records are kept (deleted by the key vault sweep); 0 keeps them for ever")
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "time a client has to send a whole request, headers and body; slower ones are cut off")
 	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")

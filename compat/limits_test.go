@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -364,5 +365,72 @@ func TestLongNamesAndAuditRetention(t *testing.T) {
 			ops = append(ops, r.Operation)
 		}
 		t.Fatalf("audit records of key old after the sweep: %v, want only the recent get", ops)
+	}
+}
+
+// TestShutdownEndsLongPollsQuietly checks that a shutdown answers the node
+// syncs it finds held at once, so it finishes in time, and that nothing is
+// logged as an error or answered 500 on the way.
+func TestShutdownEndsLongPollsQuietly(t *testing.T) {
+	t.Setenv(agentEnv, "1")
+	logs := &syncBuffer{}
+	ts := servertest.New(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = time.Minute // longer than the shutdown's 10-second grace
+	})
+	mustBatchAccount(t, ts, "rg-stop", "stop1")
+	c := dataClient(t, ts, "stop1")
+	mustPool(t, c, "p1", 1, 1)
+	waitNodes(t, c, "p1", 1, "idle")
+	start := time.Now()
+	if err := ts.Stop(); err != nil {
+		t.Fatalf("shutdown with a node long-poll held: %v", err)
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("shutdown took %v", d)
+	}
+	for _, line := range strings.Split(string(logs.Bytes()), "\n") {
+		if strings.Contains(line, "level=ERROR") || strings.Contains(line, "status=500") {
+			t.Errorf("logged at shutdown: %s", line)
+		}
+	}
+}
+
+// TestMetricsOnlyOnTheirOwnListener checks that /metrics is not served on
+// the public hosts, and is on --metrics-listen.
+func TestMetricsOnlyOnTheirOwnListener(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) { c.MetricsListen = "127.0.0.1:0" })
+	for _, host := range []string{"management", "login", "", "kv1.vault", "acct.batch", "portal"} {
+		r := MustDo(t, ts, "", "GET", host, "/metrics", "")
+		if r.Status == 200 || strings.Contains(string(r.Body), "custody_http_requests_total") {
+			t.Errorf("/metrics on %q answered %d: %.200s", host, r.Status, r.Body)
+		}
+	}
+	addr := ts.MetricsAddr()
+	if addr == "" {
+		t.Fatal("no metrics listener")
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "custody_http_requests_total") {
+		t.Fatalf("metrics listener: %d %.300s", resp.StatusCode, b)
+	}
+	resp2, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != 404 {
+		t.Errorf("metrics listener serves /healthz: %d", resp2.StatusCode)
+	}
+
+	// Without --metrics-listen there is no metrics listener at all.
+	if a := servertest.New(t, nil).MetricsAddr(); a != "" {
+		t.Errorf("metrics served on %s by default", a)
 	}
 }

@@ -144,6 +144,10 @@ func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (
 			return node.SyncResponse{}, ctx.Err()
 		case <-timer.C:
 			waited = true
+		case <-s.draining():
+			// The server is shutting down: answer now with what there
+			// is, so the shutdown does not wait for held polls.
+			waited = true
 		case <-n.wake:
 		}
 	}
@@ -389,4 +393,16 @@ func (s *Service) Token(ctx context.Context, cred string, req node.TokenRequest)
 		return node.TokenResponse{}, err
 	}
 	return node.TokenResponse{AccessToken: tok, ExpiresOn: exp.Unix(), Resource: req.Resource, ClientID: match[0].ClientID}, nil
+}
+
+// Drain ends every held node sync at once with what there is to say, and
+// makes later syncs answer without waiting. The server calls it when it
+// starts to shut down, so that long-polls do not hold the shutdown.
+func (s *Service) Drain() {
+	s.drainOnce.Do(func() { close(s.draining()) })
+}
+
+func (s *Service) draining() chan struct{} {
+	s.drainInit.Do(func() { s.drain = make(chan struct{}) })
+	return s.drain
 }

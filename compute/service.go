@@ -94,6 +94,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	nodes map[string]*liveNode // by node id
+	// drain is closed by Drain when the server shuts down.
+	drain     chan struct{}
+	drainInit sync.Once
+	drainOnce sync.Once
 	// quotaMu serialises pool creates and resizes, so that concurrent
 	// requests cannot pass the account's quotas together.
 	quotaMu sync.Mutex

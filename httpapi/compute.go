@@ -847,6 +847,11 @@ func (nc *nodeChannel) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = custody.Errorf(custody.KindNotFound, "NotFound", "batch.{domain} serves the node channel only (/node/v1/join, sync, report, token, files); account data planes are at {account}.batch.{domain}.")
 	}
 	if err != nil {
+		if r.Context().Err() != nil {
+			// The agent went away, or the server is closing its
+			// connections: nobody reads an answer, and it is no fault.
+			err = custody.Errorf(custody.KindUnavailable, "ServerBusy", "The request ended before an answer was ready; sync again.")
+		}
 		writeError(w, r, err)
 		return
 	}

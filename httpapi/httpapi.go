@@ -9,8 +9,9 @@
 //
 // The loopback address and the bare domain answer both token and resource
 // manager paths, so SDK programs whose resolver does not know *.localhost can
-// still authenticate and manage resources. /healthz and /metrics answer on
-// every host.
+// still authenticate and manage resources. /healthz answers on every host;
+// Prometheus metrics are served only by MetricsHandler, on a listener of
+// their own.
 //
 // Errors: handlers return error; writeError is the one place that turns a
 // *custody.Error into an HTTP status and Azure's error body.
@@ -96,6 +97,14 @@ func (s *Server) HandleBatch(h http.Handler) { s.batch = h }
 
 // HandlePortal sets the handler for portal.{domain}.
 func (s *Server) HandlePortal(h http.Handler) { s.portal = h }
+
+// MetricsHandler serves the Prometheus metrics. The server mounts it on a
+// separate listen address (--metrics-listen), never on the public hosts.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
 
 // Metrics returns the metrics registry.
 func (s *Server) Metrics() *prometheus.Registry { return s.cfg.Registry }
@@ -192,9 +201,6 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/healthz":
 		s.healthz(w, r)
-		return
-	case "/metrics":
-		promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 		return
 	}
 	// No name or id contains NUL, and PostgreSQL cannot store one: refuse it

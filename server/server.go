@@ -67,6 +67,10 @@ type Config struct {
 	// loses the connection. Responses are not bounded by it, so node
 	// long-polls, whose response is held, are unaffected.
 	ReadTimeout time.Duration
+	// MetricsListen, if set, is the TCP address of a plain HTTP listener
+	// that serves Prometheus /metrics and nothing else. Empty (the default)
+	// serves no metrics; the public TLS listener never does.
+	MetricsListen string
 	// KeyVaultClock, if set, replaces time.Now in the key vault, so tests
 	// can reach retention and purge dates without waiting days.
 	KeyVaultClock func() time.Time
@@ -161,7 +165,10 @@ type Server struct {
 
 	listener net.Listener
 	srv      *http.Server
-	sealer   *secret.Sealer
+	// metrics serves /metrics on MetricsListen (nil when it is empty).
+	metricsListener net.Listener
+	metrics         *http.Server
+	sealer          *secret.Sealer
 }
 
 // Open prepares a server: it creates or loads everything in the data
@@ -293,6 +300,16 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		IdleTimeout:    120 * time.Second,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	if s.Compute != nil {
+		s.srv.RegisterOnShutdown(s.Compute.Drain)
+	}
+	if cfg.MetricsListen != "" {
+		if s.metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return nil, fmt.Errorf("metrics listener on %s: %w", cfg.MetricsListen, err)
+		}
+		s.metrics = &http.Server{Handler: s.HTTP.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	}
 	return s, nil
 }
 
@@ -381,8 +398,11 @@ func writeJSONFile(path string, v any, mode os.FileMode) error {
 // Serve answers requests until ctx is done, then shuts down gracefully
 // (in-flight requests get up to 10 seconds).
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
+	if s.metrics != nil {
+		go func() { errc <- s.metrics.Serve(s.metricsListener) }()
+	}
 	go s.Batch.RunMonitor(ctx, s.log)
 	go s.rotateSigningKeys(ctx)
 	go s.Compute.Run(ctx)
@@ -408,6 +428,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if s.metrics != nil {
+		_ = s.metrics.Close()
+	}
 	err := s.srv.Shutdown(sctx)
 	// The key vault stores its queued audit records before it stops.
 	<-kvDone
@@ -422,10 +445,25 @@ func (s *Server) Close() error {
 	if s.listener != nil {
 		_ = s.listener.Close()
 	}
+	if s.metrics != nil {
+		_ = s.metrics.Close()
+	}
+	if s.metricsListener != nil {
+		_ = s.metricsListener.Close()
+	}
 	if s.DB != nil {
 		return s.DB.Close()
 	}
 	return nil
+}
+
+// MetricsAddr returns the address /metrics is served on, or "" when
+// metrics are not served.
+func (s *Server) MetricsAddr() string {
+	if s.metricsListener == nil {
+		return ""
+	}
+	return s.metricsListener.Addr().String()
 }
 
 // Port returns the port the server listens on.

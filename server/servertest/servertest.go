@@ -7,6 +7,7 @@ package servertest
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -63,17 +64,24 @@ func New(t testing.TB, fn func(*server.Config)) *TestServer {
 }
 
 // Close stops the server and waits for it.
-func (ts *TestServer) Close() {
+func (ts *TestServer) Close() { _ = ts.Stop() }
+
+// Stop shuts the server down as SIGTERM does and returns what Serve
+// returned (an error if the graceful shutdown did not finish in time).
+func (ts *TestServer) Stop() error {
 	if ts.cancel == nil {
-		return
+		return nil
 	}
 	ts.cancel()
+	var err error
 	select {
-	case <-ts.done:
+	case err = <-ts.done:
 	case <-time.After(15 * time.Second):
+		err = errors.New("the server did not stop within 15 s")
 	}
 	ts.Server.Close()
 	ts.cancel = nil
+	return err
 }
 
 // Transport returns an HTTP transport that trusts pool and dials addr for
