@@ -147,6 +147,11 @@ func (s *Service) CreateAccount(ctx context.Context, a *Account) (*Account, erro
 	if strings.TrimSpace(a.Location) == "" {
 		return nil, custody.Errorf(custody.KindInvalid, "LocationRequired", "The location property is required for batch account %q (for example \"westus2\").", a.Name)
 	}
+	loc, ok := custody.NormalizeLocation(a.Location)
+	if !ok {
+		return nil, custody.LocationError(a.Location, "Microsoft.Batch/batchAccounts")
+	}
+	a.Location = loc
 	if err := s.RM.RequireGroup(ctx, a.SubscriptionID, a.ResourceGroup); err != nil {
 		return nil, err
 	}

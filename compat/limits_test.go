@@ -434,3 +434,38 @@ func TestMetricsOnlyOnTheirOwnListener(t *testing.T) {
 		t.Errorf("metrics served on %s by default", a)
 	}
 }
+
+// TestLocationsAndBatchAPIVersion checks that locations must name Azure
+// regions (display names accepted and stored as names) for every resource
+// kind, and that the batch data plane checks api-version as the other
+// planes do.
+func TestLocationsAndBatchAPIVersion(t *testing.T) {
+	ts := servertest.New(t, nil)
+	tok := adminToken(t, ts)
+	r := MustARM(t, ts, tok, "PUT", groupPath(ts, "rg-loc")+"?api-version="+rgAPIVersion, `{"location":"West US 2"}`)
+	wantStatus(t, r, 200, 201)
+	if !strings.Contains(string(r.Body), `"location":"westus2"`) {
+		t.Errorf("display name not stored as the region name: %s", r.Body)
+	}
+	r = MustARM(t, ts, tok, "PUT", groupPath(ts, "rg-mars")+"?api-version="+rgAPIVersion, `{"location":"marsnorth"}`)
+	wantARMError(t, r, 400, "LocationNotAvailableForResourceGroup")
+	for _, c := range []struct{ path, body string }{
+		{identityPath(ts, "rg-loc", "id1") + "?api-version=" + miAPIVersion, `{"location":"atlantis"}`},
+		{groupPath(ts, "rg-loc") + "/providers/Microsoft.KeyVault/vaults/kvloc?api-version=2024-11-01",
+			`{"location":"atlantis","properties":{"tenantId":"` + ts.Admin.TenantID + `","sku":{"family":"A","name":"standard"},"accessPolicies":[]}}`},
+		{groupPath(ts, "rg-loc") + "/providers/Microsoft.Batch/batchAccounts/batchloc?api-version=2024-07-01", `{"location":"atlantis"}`},
+	} {
+		r = MustARM(t, ts, tok, "PUT", c.path, c.body)
+		wantARMError(t, r, 400, "LocationNotAvailableForResourceType")
+	}
+
+	mustBatchAccount(t, ts, "rg-loc", "apiv1")
+	btok := batchToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret)
+	wantBatchError(t, batchRaw(t, ts, btok, "GET", "apiv1", "/jobs", ""), 400, "MissingRequiredQueryParameter")
+	for _, v := range []string{"1999-01-01", "2024-07-01", "latest"} {
+		wantBatchError(t, batchRaw(t, ts, btok, "GET", "apiv1", "/jobs?api-version="+v, ""), 400, "InvalidQueryParameterValue")
+	}
+	for _, v := range []string{dataAPIVersion, "2024-02-01.19.0", "2025-06-01"} {
+		wantStatus(t, batchRaw(t, ts, btok, "GET", "apiv1", "/jobs?api-version="+v, ""), 200)
+	}
+}

@@ -244,6 +244,11 @@ func (s *Service) PutUserAssignedIdentity(ctx context.Context, id *UserAssignedI
 	if id.Location == "" {
 		return nil, false, custody.Errorf(custody.KindInvalid, "LocationRequired", "The location property is required for identity %q.", id.Name)
 	}
+	loc, ok := custody.NormalizeLocation(id.Location)
+	if !ok {
+		return nil, false, custody.LocationError(id.Location, "Microsoft.ManagedIdentity/userAssignedIdentities")
+	}
+	id.Location = loc
 	p := &Principal{
 		ObjectID: NewID(), AppID: NewID(), TenantID: s.TenantID, Kind: KindUserAssigned,
 		DisplayName: id.Name, ResourceID: id.ID, CreatedAt: s.now().UTC(),

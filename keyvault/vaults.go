@@ -221,6 +221,12 @@ func (s *Service) PutVault(ctx context.Context, sub, rg, name string, u VaultUpd
 			return nil, false, custody.Errorf(custody.KindInvalid, "LocationRequired",
 				"The location property is required to create vault '%s' (for example \"westus2\").", name)
 		}
+	} else {
+		loc, ok := custody.NormalizeLocation(*u.Location)
+		if !ok {
+			return nil, false, custody.LocationError(*u.Location, "Microsoft.KeyVault/vaults")
+		}
+		u.Location = &loc
 	}
 	if u.TenantID == nil || *u.TenantID == "" {
 		return nil, false, badProperty("properties.tenantId", "The property \"tenantId\" is required for vault '%s'. Use this server's tenant id %s.", name, s.TenantID)

@@ -55,6 +55,11 @@ func (s *Service) PutResourceGroup(ctx context.Context, g *ResourceGroup) (bool,
 		return false, custody.Errorf(custody.KindInvalid, "LocationRequired",
 			"The location property is required for resource group %q (for example \"westus2\").", g.Name)
 	}
+	loc, ok := custody.NormalizeLocation(g.Location)
+	if !ok {
+		return false, custody.LocationError(g.Location, "resource group")
+	}
+	g.Location = loc
 	g.SubscriptionID = s.SubscriptionID
 	g.ID = GroupID(s.SubscriptionID, g.Name)
 	g.CreatedAt = s.now().UTC()
