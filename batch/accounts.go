@@ -53,6 +53,11 @@ type Service struct {
 	GracePeriod time.Duration
 	Now         func() time.Time
 	NewID       func() string
+	// ExternalVaultHosts are the vault hosts outside this server ("host" or
+	// "host:port") that customer-managed key identifiers may name. Any other
+	// identifier must name one of this server's vaults,
+	// {vault}.vault.{Domain} on Port; the service connects to nothing else.
+	ExternalVaultHosts []string
 	// KeyObservers are told when an account's key becomes inaccessible
 	// (locked) or accessible again; compute uses this to stop and resume
 	// the account's nodes.
@@ -296,6 +301,9 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 	if err != nil {
 		return WrappedDEK{}, err
 	}
+	if err := s.CheckVaultHost(id); err != nil {
+		return WrappedDEK{}, err
+	}
 	principal, err := keyPrincipal(a)
 	if err != nil {
 		return WrappedDEK{}, err
@@ -341,6 +349,9 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 		}
 		return WrappedDEK{}, err
 	}
+	if err := s.CheckVaultHost(kid); err != nil {
+		return refuse("KeyRoundTripFailed", "The vault of key %s answered with the key id %s, whose vault host this server does not use; it cannot protect account %q.", id, kid, a.Name)
+	}
 	back, err := s.Vault.UnwrapKey(ctx, kid, principal, wrapped)
 	if err != nil {
 		var ke *KeyError
@@ -366,6 +377,9 @@ func (s *Service) unwrap(ctx context.Context, a *Account) (*DEK, error) {
 		id, perr := ParseKeyID(a.Key.Wrapped.KeyID)
 		if perr != nil {
 			return nil, &KeyError{Definite: true, Reason: "the stored key identifier does not parse", Err: perr}
+		}
+		if herr := s.CheckVaultHost(id); herr != nil {
+			return nil, &KeyError{Definite: true, Reason: "the key's vault host is not allowed on this server (--external-vault-host)", Err: herr}
 		}
 		raw, err = s.Vault.UnwrapKey(ctx, id, a.Key.Wrapped.Identity, a.Key.Wrapped.Ciphertext)
 	default:

@@ -103,7 +103,7 @@ func (s *Service) Probe(ctx context.Context, name string) error {
 
 	// A versionless identifier follows the key's latest version.
 	id, err := ParseKeyID(a.Encryption.KeyIdentifier)
-	if err != nil || id.Version != "" {
+	if err != nil || id.Version != "" || s.CheckVaultHost(id) != nil {
 		return nil
 	}
 	info, err := s.Vault.GetKey(ctx, id, a.Key.Wrapped.Identity)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -73,6 +76,42 @@ func ParseKeyID(s string) (KeyID, error) {
 		k.Version = segs[2]
 	}
 	return k, nil
+}
+
+// vaultLabel is the vault name in a vault host: a key vault name.
+var vaultLabel = regexp.MustCompile(`^[a-z][a-z0-9-]{1,22}[a-z0-9]$`)
+
+// CheckVaultHost refuses a key identifier whose vault is neither one of this
+// server's vaults ({vault}.vault.{Domain}, on the server's port, as the key
+// vault writes its key ids) nor one of ExternalVaultHosts. It is called
+// before any connection to the vault, so that a key identifier cannot make
+// the server connect to a host of the caller's choosing.
+func (s *Service) CheckVaultHost(id KeyID) error {
+	u, err := url.Parse(id.VaultURL)
+	if err != nil || u.Host == "" {
+		return custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier", "The key identifier %s has no vault host.", id)
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	defaultPort := func(p string) bool { return p == "" || p == "443" }
+	serverPort := s.Port == 0 || s.Port == 443
+	if label, ok := strings.CutSuffix(host, ".vault."+strings.ToLower(s.Domain)); ok && s.Domain != "" && vaultLabel.MatchString(label) && !strings.Contains(label, "--") {
+		if port == strconv.Itoa(s.Port) || serverPort && defaultPort(port) {
+			return nil
+		}
+	}
+	for _, e := range s.ExternalVaultHosts {
+		e = strings.ToLower(strings.TrimSpace(e))
+		if eh, ep, err := net.SplitHostPort(e); err == nil {
+			if host == eh && (port == ep || ep == "443" && port == "") {
+				return nil
+			}
+		} else if host == e && defaultPort(port) {
+			return nil
+		}
+	}
+	return custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier",
+		"The key identifier %s names the vault host %s, which is neither a vault of this server (https://{vault}.vault.%s%s/keys/{name}) nor an external vault host the server is configured to use (custody server --external-vault-host). The server does not connect to other hosts.",
+		id, u.Host, s.Domain, map[bool]string{true: "", false: ":" + strconv.Itoa(s.Port)}[serverPort])
 }
 
 // KeyInfo is what the vault says about a key version.

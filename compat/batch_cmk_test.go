@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -523,4 +524,106 @@ func TestBatchCustomerManagedKeyLockedDelete(t *testing.T) {
 	}
 	_, err = e.accts.Get(e.ctx, e.rg, c.account, nil)
 	wantCode(t, "get after delete", err, 404, "ResourceNotFound")
+}
+
+// connRecorder is a TCP listener that records the connections made to it.
+type connRecorder struct {
+	ln    net.Listener
+	conns chan string // remote address of each accepted connection, in order
+}
+
+func newConnRecorder(t *testing.T, addr string) *connRecorder {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	r := &connRecorder{ln: ln, conns: make(chan string, 1000)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.conns <- c.RemoteAddr().String()
+			c.Close()
+		}
+	}()
+	return r
+}
+
+// count returns how many connections were made to the listener so far. It
+// connects once itself and reads the accepted connections up to its own:
+// the listener accepts in order, so every earlier one is counted.
+func (r *connRecorder) count(t *testing.T) int {
+	t.Helper()
+	c, err := net.Dial("tcp", r.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	n := 0
+	for remote := range r.conns {
+		if remote == c.LocalAddr().String() {
+			return n
+		}
+		n++
+	}
+	return n
+}
+
+// TestKeyIdentifierHostAllowList: a key identifier may name only this
+// server's vaults or a configured external vault host; any other host is
+// refused with 400 before the server connects to it.
+func TestKeyIdentifierHostAllowList(t *testing.T) {
+	refused := newConnRecorder(t, "127.0.0.2:0")
+	allowed := newConnRecorder(t, "127.0.0.2:0")
+	ts := servertest.New(t, func(c *server.Config) { c.ExternalVaultHosts = []string{allowed.ln.Addr().String()} })
+	ctx := context.Background()
+	tok := adminToken(t, ts)
+	MustGroup(t, ts, tok, "rg1")
+	MustIdentity(t, ts, tok, "rg1", "uami")
+	rid := identityPath(ts, "rg1", "uami")
+	c := batchClient(t, ts)
+	mustCreateAccount(t, c, "rg1", "acctsys", armbatch.AccountCreateParameters{Identity: &armbatch.AccountIdentity{Type: to.Ptr(armbatch.ResourceIdentityTypeSystemAssigned)}})
+
+	port := portOf(ts)
+	for _, kid := range []string{
+		"https://" + refused.ln.Addr().String() + "/keys/k1",
+		"https://" + refused.ln.Addr().String() + "/keys/k1/0123456789abcdef0123456789abcdef",
+		"https://kv1.vault." + ts.Endpoint.Domain + ".evil.example:" + port + "/keys/k1",
+		"https://kv1.vault.example.com/keys/k1",
+		"https://kv1.notvault." + ts.Endpoint.Domain + ":" + port + "/keys/k1",
+		"https://kv1.vault." + ts.Endpoint.Domain + ":1/keys/k1",
+		"https://a.b.vault." + ts.Endpoint.Domain + ":" + port + "/keys/k1",
+		"https://login." + ts.Endpoint.Domain + ":" + port + "/keys/k1",
+	} {
+		t.Run(kid, func(t *testing.T) {
+			_, err := c.Update(ctx, "rg1", "acctsys", armbatch.AccountUpdateParameters{Properties: &armbatch.AccountUpdateProperties{
+				Encryption: &armbatch.EncryptionProperties{KeySource: to.Ptr(armbatch.KeySourceMicrosoftKeyVault), KeyVaultProperties: &armbatch.KeyVaultProperties{KeyIdentifier: to.Ptr(kid)}}}}, nil)
+			wantResponseError(t, err, http.StatusBadRequest, "InvalidKeyIdentifier")
+			_, err = c.BeginCreate(ctx, "rg1", "acctua", armbatch.AccountCreateParameters{Location: to.Ptr("westus2"),
+				Identity: &armbatch.AccountIdentity{Type: to.Ptr(armbatch.ResourceIdentityTypeUserAssigned), UserAssignedIdentities: map[string]*armbatch.UserAssignedIdentities{rid: {}}},
+				Properties: &armbatch.AccountCreateProperties{Encryption: &armbatch.EncryptionProperties{KeySource: to.Ptr(armbatch.KeySourceMicrosoftKeyVault),
+					KeyVaultProperties: &armbatch.KeyVaultProperties{KeyIdentifier: to.Ptr(kid)}}}}, nil)
+			wantResponseError(t, err, http.StatusBadRequest, "InvalidKeyIdentifier")
+		})
+	}
+	if n := refused.count(t); n != 0 {
+		t.Errorf("the server opened %d connection(s) to a refused vault host", n)
+	}
+
+	// A configured external vault host is used: the server connects to it
+	// (and, as nothing answers TLS there, the key is refused as unreachable).
+	_, err := c.Update(ctx, "rg1", "acctsys", armbatch.AccountUpdateParameters{Properties: &armbatch.AccountUpdateProperties{
+		Encryption: &armbatch.EncryptionProperties{KeySource: to.Ptr(armbatch.KeySourceMicrosoftKeyVault), KeyVaultProperties: &armbatch.KeyVaultProperties{
+			KeyIdentifier: to.Ptr("https://" + allowed.ln.Addr().String() + "/keys/k1")}}}}, nil)
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) || re.StatusCode >= 500 || re.ErrorCode == "InvalidKeyIdentifier" {
+		t.Errorf("key in an allowed external vault: err = %v, want a 4xx other than InvalidKeyIdentifier", err)
+	}
+	if n := allowed.count(t); n == 0 {
+		t.Errorf("the server did not connect to the configured external vault host")
+	}
 }

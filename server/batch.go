@@ -71,7 +71,8 @@ func (s *Server) openBatch(ctx context.Context) error {
 		Identities: identityAdapter{s.Identity}, RM: s.RM, TenantID: s.Identity.TenantID,
 		Domain: s.cfg.Domain, Port: s.Endpoint.Port,
 		ProbeInterval: s.cfg.KeyProbeInterval, GracePeriod: s.cfg.KeyGracePeriod,
-		NewID: identity.NewID,
+		ExternalVaultHosts: s.cfg.ExternalVaultHosts,
+		NewID:              identity.NewID,
 	}
 	s.RM.Cleaners = append(s.RM.Cleaners, s.Batch)
 	s.HTTP.RegisterBatchAccounts(s.Batch)

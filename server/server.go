@@ -78,6 +78,10 @@ type Config struct {
 	// (default 30 days); older keys stay published so their tokens verify
 	// until they expire.
 	SigningKeyMaxAge time.Duration
+	// ExternalVaultHosts are vault hosts ("host" or "host:port") outside
+	// this server that batch accounts' customer-managed key identifiers may
+	// name; by default only this server's own vaults may be named.
+	ExternalVaultHosts []string
 	// DisableLocalNodes stops the server from starting the nodes pools ask
 	// for as local `custody node` processes; agents on other machines join
 	// instead.
