@@ -301,11 +301,11 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 	if err != nil {
 		return WrappedDEK{}, err
 	}
-	if err := s.CheckVaultHost(id); err != nil {
-		return WrappedDEK{}, err
-	}
 	principal, err := keyPrincipal(a)
 	if err != nil {
+		return WrappedDEK{}, err
+	}
+	if err := s.CheckVaultHost(id); err != nil {
 		return WrappedDEK{}, err
 	}
 	refuse := func(code, format string, args ...any) (WrappedDEK, error) {
