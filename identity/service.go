@@ -119,17 +119,26 @@ func (s *Service) AddSecret(ctx context.Context, appID string, years int) (strin
 // Authenticate checks a client id and secret. Failures are OAuth errors
 // (see OAuthError).
 func (s *Service) Authenticate(ctx context.Context, clientID, secret string) (*Principal, error) {
+	p, _, err := s.AuthenticateCredential(ctx, clientID, secret)
+	return p, err
+}
+
+// AuthenticateCredential is Authenticate that also returns the key id of
+// the client secret that matched, so that a session started with it can
+// check later that the principal and the secret are still valid
+// (CredentialValid).
+func (s *Service) AuthenticateCredential(ctx context.Context, clientID, secret string) (*Principal, string, error) {
 	p, err := s.Store.PrincipalByAppID(ctx, clientID)
 	if custody.IsNotFound(err) || (err == nil && p.Kind != KindServicePrincipal) {
-		return nil, &OAuthError{Status: 400, Code: "unauthorized_client", AADSTS: 700016,
+		return nil, "", &OAuthError{Status: 400, Code: "unauthorized_client", AADSTS: 700016,
 			Description: fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'. Check the client id, or create the application with 'custody ad sp create-for-rbac'.", clientID, s.TenantID)}
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	creds, err := s.Store.Credentials(ctx, clientID)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	now := s.now()
 	expired := false
@@ -139,15 +148,46 @@ func (s *Service) Authenticate(ctx context.Context, clientID, secret string) (*P
 				expired = true
 				continue
 			}
-			return p, nil
+			return p, c.KeyID, nil
 		}
 	}
 	if expired {
-		return nil, &OAuthError{Status: 401, Code: "invalid_client", AADSTS: 7000222,
+		return nil, "", &OAuthError{Status: 401, Code: "invalid_client", AADSTS: 7000222,
 			Description: fmt.Sprintf("The provided client secret keys for app '%s' are expired. Create a new secret.", clientID)}
 	}
-	return nil, &OAuthError{Status: 401, Code: "invalid_client", AADSTS: 7000215,
+	return nil, "", &OAuthError{Status: 401, Code: "invalid_client", AADSTS: 7000215,
 		Description: fmt.Sprintf("Invalid client secret provided for app '%s'. Ensure the secret being sent is the client secret value, not the secret id.", clientID)}
+}
+
+// PrincipalValid reports whether the service principal with object id oid
+// and client id appID still exists and, if keyID is not empty, still holds
+// the unexpired client secret keyID. A session or cached sign-in checks it
+// so that deleting a principal, or the expiry of its secret, ends it.
+func (s *Service) PrincipalValid(ctx context.Context, oid, appID, keyID string) (bool, error) {
+	p, err := s.Store.Principal(ctx, oid)
+	if custody.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if p.AppID != appID || p.Kind != KindServicePrincipal {
+		return false, nil
+	}
+	if keyID == "" {
+		return true, nil
+	}
+	creds, err := s.Store.Credentials(ctx, appID)
+	if err != nil {
+		return false, err
+	}
+	now := s.now()
+	for _, c := range creds {
+		if c.KeyID == keyID {
+			return !now.After(c.ExpiresAt), nil
+		}
+	}
+	return false, nil
 }
 
 // IssueForScope issues a token for p for the first ".default" scope in

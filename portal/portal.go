@@ -23,7 +23,11 @@
 // who can write into the server's data directory can mint a link, the same
 // people who can read the admin's secret. Sessions are server-side (a
 // random id in an HttpOnly, Secure, SameSite=Strict cookie) and every POST
-// form carries the session's CSRF token.
+// form carries the session's CSRF token. Every request checks again that
+// the session's principal exists and that the client secret it signed in
+// with is still valid, so deleting a principal ends its sessions at once;
+// roles are checked by each action as it runs. After sign-in the browser
+// returns only to a same-site path (safeNext).
 package portal
 
 import (
@@ -111,6 +115,10 @@ type session struct {
 	AppID    string
 	Name     string
 	Expires  time.Time
+	// KeyID is the client secret the session was started with; empty for
+	// the one-time link. The principal, and this secret, are checked again
+	// on every request (see live).
+	KeyID string
 }
 
 // New returns the portal handler.
@@ -204,6 +212,17 @@ type handler func(w http.ResponseWriter, r *http.Request, s *session)
 func (p *Portal) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s := p.session(r)
+		if s != nil {
+			ok, err := p.live(r.Context(), s)
+			if err != nil {
+				p.fail(w, r, nil, err)
+				return
+			}
+			if !ok {
+				p.endSession(s)
+				s = nil
+			}
+		}
 		if s == nil {
 			if r.Method == http.MethodGet {
 				http.Redirect(w, r, "/signin?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -250,10 +269,25 @@ func (p *Portal) session(r *http.Request) *session {
 	return s
 }
 
-// startSession signs pr in on this browser.
-func (p *Portal) startSession(w http.ResponseWriter, pr *identity.Principal) {
+// live reports whether the session's principal still exists and, for a
+// session started with a client secret, still holds that unexpired secret.
+// Roles are not cached: every action checks them when it runs.
+func (p *Portal) live(ctx context.Context, s *session) (bool, error) {
+	return p.cfg.Identity.PrincipalValid(ctx, s.ObjectID, s.AppID, s.KeyID)
+}
+
+// endSession forgets s.
+func (p *Portal) endSession(s *session) {
+	p.mu.Lock()
+	delete(p.sessions, s.ID)
+	p.mu.Unlock()
+}
+
+// startSession signs pr in on this browser; keyID is the client secret it
+// signed in with (empty for the one-time link).
+func (p *Portal) startSession(w http.ResponseWriter, pr *identity.Principal, keyID string) {
 	s := &session{ID: randomToken(), CSRF: randomToken(), ObjectID: pr.ObjectID, AppID: pr.AppID, Name: pr.DisplayName,
-		Expires: p.now().Add(p.cfg.SessionTTL)}
+		Expires: p.now().Add(p.cfg.SessionTTL), KeyID: keyID}
 	if s.Name == "" {
 		s.Name = pr.AppID
 	}
@@ -270,12 +304,37 @@ func (p *Portal) startSession(w http.ResponseWriter, pr *identity.Principal) {
 		SameSite: http.SameSiteStrictMode, MaxAge: int(p.cfg.SessionTTL.Seconds())})
 }
 
-// safeNext keeps only local paths as the page to return to after sign-in.
+// maxNext is the longest page address kept to return to after sign-in.
+const maxNext = 2048
+
+// safeNext keeps only same-site paths as the page to return to after
+// sign-in; anything else gives "/". Browsers drop tabs and newlines from
+// URLs and read a backslash as a slash, so "/\t/evil.example" and
+// "/\\evil.example" mean //evil.example, another site: a path is kept only
+// if it has no control characters, spaces or backslashes, does not start
+// with "//", has no scheme or host, and the same holds once it is
+// percent-decoded.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if !localPath(next) {
+		return "/"
+	}
+	if dec, err := url.PathUnescape(next); err != nil || !localPath(dec) {
 		return "/"
 	}
 	return next
+}
+
+func localPath(s string) bool {
+	if s == "" || len(s) > maxNext || s[0] != '/' || strings.HasPrefix(s, "//") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f || c == '\\' || c >= 0x80 {
+			return false
+		}
+	}
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "" && u.Host == "" && u.User == nil && u.Opaque == ""
 }
 
 func (p *Portal) signInPage(w http.ResponseWriter, r *http.Request) {
@@ -308,7 +367,7 @@ func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
 			"Enter both the client id (application id) and a client secret of a service principal."))
 		return
 	}
-	pr, err := p.cfg.Identity.Authenticate(r.Context(), clientID, secret)
+	pr, keyID, err := p.cfg.Identity.AuthenticateCredential(r.Context(), clientID, secret)
 	if err != nil {
 		var oe *identity.OAuthError
 		if errors.As(err, &oe) {
@@ -317,15 +376,13 @@ func (p *Portal) signIn(w http.ResponseWriter, r *http.Request) {
 		p.renderSignIn(w, r, http.StatusUnauthorized, next, clientID, err)
 		return
 	}
-	p.startSession(w, pr)
+	p.startSession(w, pr, keyID)
 	http.Redirect(w, r, safeNext(next), http.StatusSeeOther)
 }
 
 func (p *Portal) signOut(w http.ResponseWriter, r *http.Request) {
 	if s := p.session(r); s != nil && sameToken(r.PostForm.Get("csrf"), s.CSRF) {
-		p.mu.Lock()
-		delete(p.sessions, s.ID)
-		p.mu.Unlock()
+		p.endSession(s)
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	http.Redirect(w, r, "/signin", http.StatusSeeOther)
@@ -396,7 +453,7 @@ func (p *Portal) linkSignIn(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, nil, err)
 		return
 	}
-	p.startSession(w, pr)
+	p.startSession(w, pr, "")
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
