@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -106,43 +107,78 @@ func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// route dispatches on the path and method.
+// batchRoute is one operation of the batch data plane.
+type batchRoute struct {
+	DataRoute
+	pattern routePattern
+	serve   func(*batchData, *batchRequest) error
+	// compute marks the routes of pools, nodes and files, served only when
+	// the compute service runs.
+	compute bool
+}
+
+// batchRoutes is the data plane's route table. The first route whose path
+// and method match serves the request; literal paths come before the
+// templates they would also match. Handlers read their ids from the path
+// segments.
+var batchRoutes = func() []batchRoute {
+	type d = batchData
+	rs := []batchRoute{
+		{DataRoute: DataRoute{"GET", "/jobs"}, serve: (*d).listJobs},
+		{DataRoute: DataRoute{"POST", "/jobs"}, serve: (*d).addJob},
+		{DataRoute: DataRoute{"GET", "/jobs/{jobId}"}, serve: (*d).getJob},
+		{DataRoute: DataRoute{"PUT", "/jobs/{jobId}"}, serve: (*d).replaceJob},
+		{DataRoute: DataRoute{"PATCH", "/jobs/{jobId}"}, serve: (*d).updateJob},
+		{DataRoute: DataRoute{"DELETE", "/jobs/{jobId}"}, serve: (*d).deleteJob},
+		{DataRoute: DataRoute{"POST", "/jobs/{jobId}/disable"}, serve: (*d).disableJob},
+		{DataRoute: DataRoute{"POST", "/jobs/{jobId}/enable"}, serve: (*d).enableJob},
+		{DataRoute: DataRoute{"POST", "/jobs/{jobId}/terminate"}, serve: (*d).terminateJob},
+		{DataRoute: DataRoute{"GET", "/jobs/{jobId}/taskcounts"}, serve: (*d).jobTaskCounts},
+		{DataRoute: DataRoute{"GET", "/jobs/{jobId}/tasks"}, serve: (*d).listTasks},
+		{DataRoute: DataRoute{"POST", "/jobs/{jobId}/tasks"}, serve: (*d).addTask},
+		{DataRoute: DataRoute{"POST", "/jobs/{jobId}/addtaskcollection"}, serve: (*d).addTaskCollection},
+		{DataRoute: DataRoute{"GET", "/jobs/{jobId}/tasks/{taskId}"}, serve: (*d).getTask},
+		{DataRoute: DataRoute{"PUT", "/jobs/{jobId}/tasks/{taskId}"}, serve: (*d).replaceTask},
+		{DataRoute: DataRoute{"DELETE", "/jobs/{jobId}/tasks/{taskId}"}, serve: (*d).deleteTask},
+		{DataRoute: DataRoute{"POST", "/jobs/{jobId}/tasks/{taskId}/terminate"}, serve: (*d).terminateTask},
+		{DataRoute: DataRoute{"GET", "/certificates"}, serve: (*d).listCertificates},
+		{DataRoute: DataRoute{"POST", "/certificates"}, serve: (*d).addCertificate},
+		{DataRoute: DataRoute{"GET", "/certificates(...)"}, serve: (*d).getCertificate},
+		{DataRoute: DataRoute{"DELETE", "/certificates(...)"}, serve: (*d).deleteCertificate},
+	}
+	for _, r := range computeRoutes() {
+		r.compute = true
+		rs = append(rs, r)
+	}
+	for i := range rs {
+		rs[i].pattern = parsePattern(rs[i].Path)
+	}
+	return rs
+}()
+
+// route dispatches through batchRoutes.
 func (b *batchData) route(q *batchRequest) error {
-	if handled, err := b.routeCompute(q); handled {
-		return err
-	}
-	s, m := q.segs, q.r.Method
-	n := len(s)
-	switch {
-	case n == 1 && strings.EqualFold(s[0], "jobs"):
-		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.listJobs, "POST": b.addJob}, q)
-	case n == 2 && strings.EqualFold(s[0], "jobs"):
-		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.getJob, "PUT": b.replaceJob, "PATCH": b.updateJob, "DELETE": b.deleteJob}, q)
-	case n == 3 && strings.EqualFold(s[0], "jobs"):
-		switch strings.ToLower(s[2]) {
-		case "disable":
-			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.disableJob}, q)
-		case "enable":
-			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.enableJob}, q)
-		case "terminate":
-			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.terminateJob}, q)
-		case "taskcounts":
-			return b.methods(m, map[string]func(*batchRequest) error{"GET": b.jobTaskCounts}, q)
-		case "tasks":
-			return b.methods(m, map[string]func(*batchRequest) error{"GET": b.listTasks, "POST": b.addTask}, q)
-		case "addtaskcollection":
-			return b.methods(m, map[string]func(*batchRequest) error{"POST": b.addTaskCollection}, q)
+	var allowed []string
+	for i := range batchRoutes {
+		rt := &batchRoutes[i]
+		if rt.compute && b.compute == nil {
+			continue
 		}
-	case n == 4 && strings.EqualFold(s[0], "jobs") && strings.EqualFold(s[2], "tasks"):
-		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.getTask, "PUT": b.replaceTask, "DELETE": b.deleteTask}, q)
-	case n == 5 && strings.EqualFold(s[0], "jobs") && strings.EqualFold(s[2], "tasks") && strings.EqualFold(s[4], "terminate"):
-		return b.methods(m, map[string]func(*batchRequest) error{"POST": b.terminateTask}, q)
-	case n == 1 && strings.EqualFold(s[0], "certificates"):
-		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.listCertificates, "POST": b.addCertificate}, q)
-	case n == 1 && len(s[0]) > len("certificates(") && strings.EqualFold(s[0][:len("certificates(")], "certificates("):
-		return b.methods(m, map[string]func(*batchRequest) error{"GET": b.getCertificate, "DELETE": b.deleteCertificate}, q)
+		if _, ok := rt.pattern.match(q.segs); !ok {
+			continue
+		}
+		if rt.Method != q.r.Method {
+			if !slices.Contains(allowed, rt.Method) {
+				allowed = append(allowed, rt.Method)
+			}
+			continue
+		}
+		return rt.serve(b, q)
 	}
-	return custody.Errorf(custody.KindNotFound, "InvalidUri", "The requested URI does not represent any resource on this server: %s. This server serves /jobs, /jobs/{jobId}/tasks and /certificates.", clipPath(q.r.URL.Path))
+	if len(allowed) > 0 {
+		return custody.Errorf(custody.KindMethodNotAllowed, "UnsupportedHttpVerb", "The resource %s does not support the %s method; use %s.", clipPath(q.r.URL.Path), q.r.Method, strings.Join(allowed, " or "))
+	}
+	return custody.Errorf(custody.KindNotFound, "InvalidUri", "The requested URI does not represent any resource on this server: %s. This server serves /jobs, /jobs/{jobId}/tasks, /certificates, /pools and /nodecounts.", clipPath(q.r.URL.Path))
 }
 
 func clipPath(p string) string {
@@ -150,17 +186,6 @@ func clipPath(p string) string {
 		return p[:200] + "..."
 	}
 	return p
-}
-
-func (b *batchData) methods(m string, h map[string]func(*batchRequest) error, q *batchRequest) error {
-	if f, ok := h[m]; ok {
-		return f(q)
-	}
-	allowed := make([]string, 0, len(h))
-	for k := range h {
-		allowed = append(allowed, k)
-	}
-	return custody.Errorf(custody.KindMethodNotAllowed, "UnsupportedHttpVerb", "The resource %s does not support the %s method; use %s.", clipPath(q.r.URL.Path), m, strings.Join(allowed, " or "))
 }
 
 // ---- helpers shared by the batch handlers ----

@@ -42,51 +42,33 @@ func (s *Server) RegisterCompute(c *compute.Service) {
 	s.nodes = &nodeChannel{c: c}
 }
 
-// routeCompute serves the compute routes; handled is false for other paths.
-func (b *batchData) routeCompute(q *batchRequest) (bool, error) {
-	if b.compute == nil {
-		return false, nil
+// computeRoutes are the batch data plane's pool, node and file routes
+// (part of batchRoutes).
+func computeRoutes() []batchRoute {
+	type d = batchData
+	return []batchRoute{
+		{DataRoute: DataRoute{"GET", "/nodecounts"}, serve: (*d).nodeCounts},
+		{DataRoute: DataRoute{"GET", "/pools"}, serve: (*d).listPools},
+		{DataRoute: DataRoute{"POST", "/pools"}, serve: (*d).addPool},
+		{DataRoute: DataRoute{"GET", "/pools/{poolId}"}, serve: (*d).getPool},
+		{DataRoute: DataRoute{"HEAD", "/pools/{poolId}"}, serve: (*d).getPool},
+		{DataRoute: DataRoute{"PATCH", "/pools/{poolId}"}, serve: (*d).patchPool},
+		{DataRoute: DataRoute{"DELETE", "/pools/{poolId}"}, serve: (*d).deletePool},
+		{DataRoute: DataRoute{"POST", "/pools/{poolId}/updateproperties"}, serve: (*d).replacePoolProperties},
+		{DataRoute: DataRoute{"POST", "/pools/{poolId}/resize"}, serve: (*d).resizePool},
+		{DataRoute: DataRoute{"POST", "/pools/{poolId}/stopresize"}, serve: (*d).stopResize},
+		{DataRoute: DataRoute{"POST", "/pools/{poolId}/removenodes"}, serve: (*d).removeNodes},
+		{DataRoute: DataRoute{"POST", "/pools/{poolId}/nodecredentials"}, serve: (*d).addNodeCredential},
+		{DataRoute: DataRoute{"GET", "/pools/{poolId}/nodes"}, serve: (*d).listNodes},
+		{DataRoute: DataRoute{"GET", "/pools/{poolId}/nodes/{nodeId}"}, serve: (*d).getNode},
+		{DataRoute: DataRoute{"POST", "/pools/{poolId}/nodes/{nodeId}/reboot"}, serve: (*d).rebootNode},
+		{DataRoute: DataRoute{"GET", "/pools/{poolId}/nodes/{nodeId}/files/{path...}"}, serve: (*d).nodeFile},
+		{DataRoute: DataRoute{"HEAD", "/pools/{poolId}/nodes/{nodeId}/files/{path...}"}, serve: (*d).nodeFile},
+		{DataRoute: DataRoute{"DELETE", "/pools/{poolId}/nodes/{nodeId}/files/{path...}"}, serve: (*d).nodeFile},
+		{DataRoute: DataRoute{"GET", "/jobs/{jobId}/tasks/{taskId}/files/{path...}"}, serve: (*d).taskFile},
+		{DataRoute: DataRoute{"HEAD", "/jobs/{jobId}/tasks/{taskId}/files/{path...}"}, serve: (*d).taskFile},
+		{DataRoute: DataRoute{"DELETE", "/jobs/{jobId}/tasks/{taskId}/files/{path...}"}, serve: (*d).taskFile},
 	}
-	s, m := q.segs, q.r.Method
-	n := len(s)
-	type hs = map[string]func(*batchRequest) error
-	switch {
-	case n == 1 && strings.EqualFold(s[0], "nodecounts"):
-		return true, b.methods(m, hs{"GET": b.nodeCounts}, q)
-	case n >= 1 && strings.EqualFold(s[0], "pools"):
-	case n >= 5 && strings.EqualFold(s[0], "jobs") && strings.EqualFold(s[2], "tasks") && strings.EqualFold(s[4], "files"):
-		return true, b.methods(m, hs{"GET": b.taskFile, "HEAD": b.taskFile, "DELETE": b.taskFile}, q)
-	default:
-		return false, nil
-	}
-	switch {
-	case n == 1:
-		return true, b.methods(m, hs{"GET": b.listPools, "POST": b.addPool}, q)
-	case n == 2:
-		return true, b.methods(m, hs{"GET": b.getPool, "HEAD": b.getPool, "PATCH": b.patchPool, "DELETE": b.deletePool}, q)
-	case n == 3:
-		switch strings.ToLower(s[2]) {
-		case "updateproperties":
-			return true, b.methods(m, hs{"POST": b.replacePoolProperties}, q)
-		case "resize":
-			return true, b.methods(m, hs{"POST": b.resizePool}, q)
-		case "stopresize":
-			return true, b.methods(m, hs{"POST": b.stopResize}, q)
-		case "removenodes":
-			return true, b.methods(m, hs{"POST": b.removeNodes}, q)
-		case "nodecredentials":
-			return true, b.methods(m, hs{"POST": b.addNodeCredential}, q)
-		case "nodes":
-			return true, b.methods(m, hs{"GET": b.listNodes}, q)
-		}
-	case n == 4 && strings.EqualFold(s[2], "nodes"):
-		return true, b.methods(m, hs{"GET": b.getNode}, q)
-	case n == 5 && strings.EqualFold(s[2], "nodes") && strings.EqualFold(s[4], "reboot"):
-		return true, b.methods(m, hs{"POST": b.rebootNode}, q)
-	case n >= 5 && strings.EqualFold(s[2], "nodes") && strings.EqualFold(s[4], "files"):
-		return true, b.methods(m, hs{"GET": b.nodeFile, "HEAD": b.nodeFile, "DELETE": b.nodeFile}, q)
-	}
-	return false, nil
 }
 
 // ---- pools ----

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,8 +23,8 @@ import (
 // looked at), checks api-version, routes, and leaves every other check to
 // keyvault.Service, which makes them in Azure's order.
 //
-// Routes (paths relative to the vault URL; literal segments match
-// case-insensitively):
+// Routes (vaultRoutes is the table; paths relative to the vault URL;
+// literal segments match case-insensitively):
 //
 //	GET    /keys                              list keys
 //	POST   /keys/restore                      restore a backup
@@ -234,9 +235,126 @@ func (a *vaultAPI) page(r *http.Request, vault, apiVersion, path string) (keyvau
 // maxKeyNameLen is Key Vault's longest object name.
 const maxKeyNameLen = 127
 
-// route dispatches r and returns the response body and status.
+
+// vaultCall is one data-plane request after authentication and the
+// api-version check.
+type vaultCall struct {
+	r          *http.Request
+	vault      string
+	apiVersion string
+	p          map[string]string
+}
+
+func (q *vaultCall) body(v any) error { return decodeJSON(q.r, v) }
+
+// vaultRoute is one operation of the key vault data plane.
+type vaultRoute struct {
+	DataRoute
+	pattern routePattern
+	serve   func(a *vaultAPI, q *vaultCall) (any, error)
+	// status is the success status (200 unless set).
+	status int
+}
+
+// vaultRoutes is the data plane's route table. The first route whose path
+// and method match serves the request; literal paths come before the
+// templates they would also match.
+var vaultRoutes = func() []vaultRoute {
+	rs := []vaultRoute{
+		{DataRoute: DataRoute{"GET", "/keys"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			p, err := a.page(q.r, q.vault, q.apiVersion, "/keys")
+			if err != nil {
+				return nil, err
+			}
+			return a.kv.ListKeys(q.r.Context(), q.vault, p)
+		}},
+		{DataRoute: DataRoute{"POST", "/keys/restore"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.RestoreKey(q.r.Context(), q.vault, q.body)
+		}},
+		{DataRoute: DataRoute{"GET", "/keys/{name}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.GetKey(q.r.Context(), q.vault, q.p["name"], "")
+		}},
+		{DataRoute: DataRoute{"PUT", "/keys/{name}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.ImportKey(q.r.Context(), q.vault, q.p["name"], q.body)
+		}},
+		{DataRoute: DataRoute{"PATCH", "/keys/{name}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.UpdateKey(q.r.Context(), q.vault, q.p["name"], "", q.body)
+		}},
+		{DataRoute: DataRoute{"DELETE", "/keys/{name}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.DeleteKey(q.r.Context(), q.vault, q.p["name"])
+		}},
+		{DataRoute: DataRoute{"GET", "/keys/{name}/versions"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			name := q.p["name"]
+			p, err := a.page(q.r, q.vault, q.apiVersion, "/keys/"+url.PathEscape(name)+"/versions")
+			if err != nil {
+				return nil, err
+			}
+			return a.kv.ListKeyVersions(q.r.Context(), q.vault, name, p)
+		}},
+		{DataRoute: DataRoute{"GET", "/keys/{name}/rotationpolicy"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.GetRotationPolicy(q.r.Context(), q.vault, q.p["name"])
+		}},
+		{DataRoute: DataRoute{"PUT", "/keys/{name}/rotationpolicy"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.UpdateRotationPolicy(q.r.Context(), q.vault, q.p["name"], q.body)
+		}},
+		{DataRoute: DataRoute{"POST", "/keys/{name}/create"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.CreateKey(q.r.Context(), q.vault, q.p["name"], q.body)
+		}},
+		{DataRoute: DataRoute{"POST", "/keys/{name}/backup"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.BackupKey(q.r.Context(), q.vault, q.p["name"])
+		}},
+		{DataRoute: DataRoute{"POST", "/keys/{name}/rotate"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.RotateKey(q.r.Context(), q.vault, q.p["name"])
+		}},
+	}
+	ops := make([]string, 0, len(keyvault.CryptoOps))
+	for seg := range keyvault.CryptoOps {
+		ops = append(ops, seg)
+	}
+	slices.Sort(ops)
+	for _, seg := range ops {
+		op := keyvault.CryptoOps[seg]
+		rs = append(rs,
+			vaultRoute{DataRoute: DataRoute{"POST", "/keys/{name}/" + seg}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+				return a.kv.KeyOperation(q.r.Context(), q.vault, q.p["name"], "", op, q.body)
+			}},
+			vaultRoute{DataRoute: DataRoute{"POST", "/keys/{name}/{version}/" + seg}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+				return a.kv.KeyOperation(q.r.Context(), q.vault, q.p["name"], q.p["version"], op, q.body)
+			}})
+	}
+	rs = append(rs,
+		vaultRoute{DataRoute: DataRoute{"GET", "/keys/{name}/{version}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.GetKey(q.r.Context(), q.vault, q.p["name"], q.p["version"])
+		}},
+		vaultRoute{DataRoute: DataRoute{"PATCH", "/keys/{name}/{version}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.UpdateKey(q.r.Context(), q.vault, q.p["name"], q.p["version"], q.body)
+		}},
+		vaultRoute{DataRoute: DataRoute{"GET", "/deletedkeys"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			p, err := a.page(q.r, q.vault, q.apiVersion, "/deletedkeys")
+			if err != nil {
+				return nil, err
+			}
+			return a.kv.ListDeletedKeys(q.r.Context(), q.vault, p)
+		}},
+		vaultRoute{DataRoute: DataRoute{"GET", "/deletedkeys/{name}"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.GetDeletedKey(q.r.Context(), q.vault, q.p["name"])
+		}},
+		vaultRoute{DataRoute: DataRoute{"DELETE", "/deletedkeys/{name}"}, status: http.StatusNoContent, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return nil, a.kv.PurgeDeletedKey(q.r.Context(), q.vault, q.p["name"])
+		}},
+		vaultRoute{DataRoute: DataRoute{"POST", "/deletedkeys/{name}/recover"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			return a.kv.RecoverDeletedKey(q.r.Context(), q.vault, q.p["name"])
+		}},
+	)
+	for i := range rs {
+		rs[i].pattern = parsePattern(rs[i].Path)
+	}
+	return rs
+}()
+
+// route dispatches r through vaultRoutes and returns the response body and
+// status. One trailing slash is ignored, as Key Vault does.
 func (a *vaultAPI) route(r *http.Request, vault, apiVersion string) (any, int, error) {
-	ctx := r.Context()
 	segs, ok := segments(r)
 	if !ok || len(segs) == 0 {
 		return nil, 0, notFoundPath(r)
@@ -249,120 +367,33 @@ func (a *vaultAPI) route(r *http.Request, vault, apiVersion string) (any, int, e
 				"A name in the path is %d characters long; key names are 1 to %d letters, digits and hyphens, and versions 32 characters.", len(seg), maxKeyNameLen)
 		}
 	}
-	body := func(v any) error { return decodeJSON(r, v) }
-	eq := strings.EqualFold
-	m := r.Method
-	ok200 := func(v any, err error) (any, int, error) {
+	if len(segs) > 1 && segs[len(segs)-1] == "" {
+		segs = segs[:len(segs)-1]
+	}
+	var allowed []string
+	for i := range vaultRoutes {
+		rt := &vaultRoutes[i]
+		params, ok := rt.pattern.match(segs)
+		if !ok {
+			continue
+		}
+		if rt.Method != r.Method {
+			if !slices.Contains(allowed, rt.Method) {
+				allowed = append(allowed, rt.Method)
+			}
+			continue
+		}
+		v, err := rt.serve(a, &vaultCall{r: r, vault: vault, apiVersion: apiVersion, p: params})
 		if err != nil {
 			return nil, 0, err
 		}
+		if rt.status != 0 {
+			return v, rt.status, nil
+		}
 		return v, http.StatusOK, nil
 	}
-	switch {
-	case eq(segs[0], "keys"):
-		switch {
-		case len(segs) == 1 || len(segs) == 2 && segs[1] == "":
-			if m != http.MethodGet {
-				return nil, 0, methodNotAllowed(r, "GET")
-			}
-			p, err := a.page(r, vault, apiVersion, "/keys")
-			if err != nil {
-				return nil, 0, err
-			}
-			return ok200(a.kv.ListKeys(ctx, vault, p))
-		case len(segs) == 2 && eq(segs[1], "restore") && m == http.MethodPost:
-			return ok200(a.kv.RestoreKey(ctx, vault, body))
-		case len(segs) == 2 || len(segs) == 3 && segs[2] == "":
-			name := segs[1]
-			switch {
-			case m == http.MethodGet:
-				return ok200(a.kv.GetKey(ctx, vault, name, ""))
-			case m == http.MethodPatch:
-				return ok200(a.kv.UpdateKey(ctx, vault, name, "", body))
-			case m == http.MethodPut && len(segs) == 2:
-				return ok200(a.kv.ImportKey(ctx, vault, name, body))
-			case m == http.MethodDelete && len(segs) == 2:
-				return ok200(a.kv.DeleteKey(ctx, vault, name))
-			}
-			return nil, 0, methodNotAllowed(r, "GET, PUT, PATCH or DELETE")
-		case len(segs) == 3:
-			name, x := segs[1], segs[2]
-			lx := strings.ToLower(x)
-			switch {
-			case lx == "versions":
-				if m != http.MethodGet {
-					return nil, 0, methodNotAllowed(r, "GET")
-				}
-				p, err := a.page(r, vault, apiVersion, "/keys/"+url.PathEscape(name)+"/versions")
-				if err != nil {
-					return nil, 0, err
-				}
-				return ok200(a.kv.ListKeyVersions(ctx, vault, name, p))
-			case lx == "rotationpolicy":
-				switch m {
-				case http.MethodGet:
-					return ok200(a.kv.GetRotationPolicy(ctx, vault, name))
-				case http.MethodPut:
-					return ok200(a.kv.UpdateRotationPolicy(ctx, vault, name, body))
-				}
-				return nil, 0, methodNotAllowed(r, "GET or PUT")
-			case m == http.MethodPost:
-				switch lx {
-				case "create":
-					return ok200(a.kv.CreateKey(ctx, vault, name, body))
-				case "backup":
-					return ok200(a.kv.BackupKey(ctx, vault, name))
-				case "rotate":
-					return ok200(a.kv.RotateKey(ctx, vault, name))
-				}
-				if op, ok := keyvault.CryptoOps[lx]; ok {
-					return ok200(a.kv.KeyOperation(ctx, vault, name, "", op, body))
-				}
-				return nil, 0, notFoundPath(r)
-			case m == http.MethodGet:
-				return ok200(a.kv.GetKey(ctx, vault, name, x))
-			case m == http.MethodPatch:
-				return ok200(a.kv.UpdateKey(ctx, vault, name, x, body))
-			}
-			return nil, 0, methodNotAllowed(r, "GET or PATCH")
-		case len(segs) == 4:
-			op, ok := keyvault.CryptoOps[strings.ToLower(segs[3])]
-			if !ok {
-				return nil, 0, notFoundPath(r)
-			}
-			if m != http.MethodPost {
-				return nil, 0, methodNotAllowed(r, "POST")
-			}
-			return ok200(a.kv.KeyOperation(ctx, vault, segs[1], segs[2], op, body))
-		}
-	case eq(segs[0], "deletedkeys"):
-		switch {
-		case len(segs) == 1 || len(segs) == 2 && segs[1] == "":
-			if m != http.MethodGet {
-				return nil, 0, methodNotAllowed(r, "GET")
-			}
-			p, err := a.page(r, vault, apiVersion, "/deletedkeys")
-			if err != nil {
-				return nil, 0, err
-			}
-			return ok200(a.kv.ListDeletedKeys(ctx, vault, p))
-		case len(segs) == 2 || len(segs) == 3 && segs[2] == "":
-			switch m {
-			case http.MethodGet:
-				return ok200(a.kv.GetDeletedKey(ctx, vault, segs[1]))
-			case http.MethodDelete:
-				if err := a.kv.PurgeDeletedKey(ctx, vault, segs[1]); err != nil {
-					return nil, 0, err
-				}
-				return nil, http.StatusNoContent, nil
-			}
-			return nil, 0, methodNotAllowed(r, "GET or DELETE")
-		case len(segs) == 3 && eq(segs[2], "recover"):
-			if m != http.MethodPost {
-				return nil, 0, methodNotAllowed(r, "POST")
-			}
-			return ok200(a.kv.RecoverDeletedKey(ctx, vault, segs[1]))
-		}
+	if len(allowed) > 0 {
+		return nil, 0, methodNotAllowed(r, strings.Join(allowed, " or "))
 	}
 	return nil, 0, notFoundPath(r)
 }
