@@ -45,6 +45,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,6 +106,8 @@ type Portal struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// patterns are the page and action routes, for Routes.
+	patterns []string
 }
 
 // session is one signed-in browser.
@@ -140,48 +143,57 @@ func New(cfg Config) (*Portal, error) {
 
 func (p *Portal) routes() {
 	m := http.NewServeMux()
+	handle := func(pattern string, h http.HandlerFunc) {
+		m.HandleFunc(pattern, h)
+		p.patterns = append(p.patterns, pattern)
+	}
 	static, _ := fs.Sub(staticFS, "static")
 	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServer(http.FS(static))))
-	m.HandleFunc("GET /signin", p.signInPage)
-	m.HandleFunc("POST /signin", p.signIn)
-	m.HandleFunc("GET /signin/link", p.linkPage)
-	m.HandleFunc("POST /signin/link", p.linkSignIn)
-	m.HandleFunc("POST /signout", p.signOut)
+	handle("GET /signin", p.signInPage)
+	handle("POST /signin", p.signIn)
+	handle("GET /signin/link", p.linkPage)
+	handle("POST /signin/link", p.linkSignIn)
+	handle("POST /signout", p.signOut)
 
-	m.HandleFunc("GET /{$}", p.auth(p.home))
-	m.HandleFunc("GET /batch/create", p.auth(p.createAccountPage))
-	m.HandleFunc("POST /batch/create", p.auth(p.createAccount))
-	m.HandleFunc("GET /batch/{account}", p.auth(p.accountOverview))
-	m.HandleFunc("POST /batch/{account}/delete", p.auth(p.deleteAccount))
-	m.HandleFunc("GET /batch/{account}/encryption", p.auth(p.encryptionPage))
-	m.HandleFunc("POST /batch/{account}/encryption", p.auth(p.saveEncryption))
-	m.HandleFunc("GET /batch/{account}/encryption/picker", p.auth(p.encryptionPicker))
-	m.HandleFunc("GET /batch/{account}/pools", p.auth(p.poolsPage))
-	m.HandleFunc("GET /batch/{account}/jobs", p.auth(p.jobsPage))
-	m.HandleFunc("GET /batch/{account}/jobs/{job}", p.auth(p.jobPage))
-	m.HandleFunc("GET /batch/{account}/jobs/{job}/tasks/{task}", p.auth(p.taskPage))
+	handle("GET /{$}", p.auth(p.home))
+	handle("GET /batch/create", p.auth(p.createAccountPage))
+	handle("POST /batch/create", p.auth(p.createAccount))
+	handle("GET /batch/{account}", p.auth(p.accountOverview))
+	handle("POST /batch/{account}/delete", p.auth(p.deleteAccount))
+	handle("GET /batch/{account}/encryption", p.auth(p.encryptionPage))
+	handle("POST /batch/{account}/encryption", p.auth(p.saveEncryption))
+	handle("GET /batch/{account}/encryption/picker", p.auth(p.encryptionPicker))
+	handle("GET /batch/{account}/pools", p.auth(p.poolsPage))
+	handle("GET /batch/{account}/jobs", p.auth(p.jobsPage))
+	handle("GET /batch/{account}/jobs/{job}", p.auth(p.jobPage))
+	handle("GET /batch/{account}/jobs/{job}/tasks/{task}", p.auth(p.taskPage))
 
-	m.HandleFunc("GET /deleted-vaults", p.auth(p.deletedVaultsPage))
-	m.HandleFunc("POST /deleted-vaults/{vault}/recover", p.auth(p.recoverVault))
-	m.HandleFunc("POST /deleted-vaults/{vault}/purge", p.auth(p.purgeVault))
-	m.HandleFunc("GET /vaults/create", p.auth(p.createVaultPage))
-	m.HandleFunc("POST /vaults/create", p.auth(p.createVault))
-	m.HandleFunc("GET /vaults/{vault}", p.auth(p.vaultOverview))
-	m.HandleFunc("POST /vaults/{vault}/delete", p.auth(p.deleteVault))
-	m.HandleFunc("GET /vaults/{vault}/access-policies", p.auth(p.accessPoliciesPage))
-	m.HandleFunc("POST /vaults/{vault}/access-policies", p.auth(p.addAccessPolicy))
-	m.HandleFunc("POST /vaults/{vault}/access-policies/remove", p.auth(p.removeAccessPolicy))
-	m.HandleFunc("GET /vaults/{vault}/keys", p.auth(p.keysPage))
-	m.HandleFunc("GET /vaults/{vault}/generate-key", p.auth(p.generateKeyPage))
-	m.HandleFunc("POST /vaults/{vault}/generate-key", p.auth(p.generateKey))
-	m.HandleFunc("POST /vaults/{vault}/deleted-keys/{key}/recover", p.auth(p.recoverKey))
-	m.HandleFunc("GET /vaults/{vault}/keys/{key}", p.auth(p.keyPage))
-	m.HandleFunc("POST /vaults/{vault}/keys/{key}/new-version", p.auth(p.newKeyVersion))
-	m.HandleFunc("POST /vaults/{vault}/keys/{key}/delete", p.auth(p.deleteKey))
-	m.HandleFunc("GET /vaults/{vault}/keys/{key}/{version}", p.auth(p.keyVersionPage))
-	m.HandleFunc("POST /vaults/{vault}/keys/{key}/{version}", p.auth(p.updateKeyVersion))
+	handle("GET /deleted-vaults", p.auth(p.deletedVaultsPage))
+	handle("POST /deleted-vaults/{vault}/recover", p.auth(p.recoverVault))
+	handle("POST /deleted-vaults/{vault}/purge", p.auth(p.purgeVault))
+	handle("GET /vaults/create", p.auth(p.createVaultPage))
+	handle("POST /vaults/create", p.auth(p.createVault))
+	handle("GET /vaults/{vault}", p.auth(p.vaultOverview))
+	handle("POST /vaults/{vault}/delete", p.auth(p.deleteVault))
+	handle("GET /vaults/{vault}/access-policies", p.auth(p.accessPoliciesPage))
+	handle("POST /vaults/{vault}/access-policies", p.auth(p.addAccessPolicy))
+	handle("POST /vaults/{vault}/access-policies/remove", p.auth(p.removeAccessPolicy))
+	handle("GET /vaults/{vault}/keys", p.auth(p.keysPage))
+	handle("GET /vaults/{vault}/generate-key", p.auth(p.generateKeyPage))
+	handle("POST /vaults/{vault}/generate-key", p.auth(p.generateKey))
+	handle("POST /vaults/{vault}/deleted-keys/{key}/recover", p.auth(p.recoverKey))
+	handle("GET /vaults/{vault}/keys/{key}", p.auth(p.keyPage))
+	handle("POST /vaults/{vault}/keys/{key}/new-version", p.auth(p.newKeyVersion))
+	handle("POST /vaults/{vault}/keys/{key}/delete", p.auth(p.deleteKey))
+	handle("GET /vaults/{vault}/keys/{key}/{version}", p.auth(p.keyVersionPage))
+	handle("POST /vaults/{vault}/keys/{key}/{version}", p.auth(p.updateKeyVersion))
 	p.mux = m
 }
+
+// Routes returns the ServeMux patterns of the portal's pages and actions
+// ("GET /vaults/{vault}"), in registration order, static files aside: the
+// table the authorization tests enumerate.
+func (p *Portal) Routes() []string { return slices.Clone(p.patterns) }
 
 // ServeHTTP serves the portal with security headers on every answer.
 func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
