@@ -178,7 +178,7 @@ func token(tb testing.TB, ts *servertest.TestServer, clientID, secret, scope str
 // operation) with one RSA key, a batch account and a user-assigned
 // identity; and the principals of the matrix.
 type env struct {
-	t  *testing.T
+	t  testing.TB
 	ts *servertest.TestServer
 	// vals are the path parameter values of the fixtures.
 	vals map[string]string
@@ -199,7 +199,7 @@ const (
 	location     = "westus2"
 )
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	ts := newServer(t)
 	ctx := context.Background()
 	sub := ts.Admin.SubscriptionID
