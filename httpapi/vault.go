@@ -235,7 +235,6 @@ func (a *vaultAPI) page(r *http.Request, vault, apiVersion, path string) (keyvau
 // maxKeyNameLen is Key Vault's longest object name.
 const maxKeyNameLen = 127
 
-
 // vaultCall is one data-plane request after authentication and the
 // api-version check.
 type vaultCall struct {
