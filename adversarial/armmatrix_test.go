@@ -76,10 +76,10 @@ var armRows = map[string]armRow{
 	// Attaching the user-assigned identity needs its assign action (item 1
 	// of the security review).
 	"PUT /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}": {
-		action: "Microsoft.Batch/batchAccounts/write", scope: "account", needs: map[string]string{"identity": assignID},
+		action: "Microsoft.Batch/batchAccounts/write", scope: "account", needs: map[string]string{"identity": assignID}, refusable: true,
 		body: `{"location":"westus2","identity":{"type":"UserAssigned","userAssignedIdentities":{"{identity}":{}}}}`},
 	"PATCH /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}": {
-		action: "Microsoft.Batch/batchAccounts/write", scope: "account", needs: map[string]string{"identity": assignID},
+		action: "Microsoft.Batch/batchAccounts/write", scope: "account", needs: map[string]string{"identity": assignID}, refusable: true,
 		body: `{"identity":{"type":"UserAssigned","userAssignedIdentities":{"{identity}":{}}}}`},
 	"GET /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}": {
 		action: readAccount, scope: "account"},
