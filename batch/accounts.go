@@ -156,6 +156,9 @@ func (s *Service) CreateAccount(ctx context.Context, a *Account) (*Account, erro
 	if !ok {
 		return nil, custody.LocationError(a.Location, "Microsoft.Batch/batchAccounts")
 	}
+	if err := custody.CheckTags(a.Tags, "batch account '"+a.Name+"'"); err != nil {
+		return nil, err
+	}
 	a.Location = loc
 	if err := s.RM.RequireGroup(ctx, a.SubscriptionID, a.ResourceGroup); err != nil {
 		return nil, err
@@ -507,6 +510,9 @@ func (s *Service) SetEncryption(ctx context.Context, name string, enc Encryption
 // Update applies tag and identity changes (and, through SetEncryption, key
 // changes) to an account. A locked account refuses every change.
 func (s *Service) Update(ctx context.Context, name string, tags map[string]string, identity *AccountIdentity, enc *Encryption) (*Account, error) {
+	if err := custody.CheckTags(tags, "batch account '"+name+"'"); err != nil {
+		return nil, err
+	}
 	a, err := s.Accounts.Account(ctx, name)
 	if err != nil {
 		return nil, err

@@ -288,6 +288,9 @@ func (s *Service) PutUserAssignedIdentity(ctx context.Context, id *UserAssignedI
 	if !ok {
 		return nil, false, custody.LocationError(id.Location, "Microsoft.ManagedIdentity/userAssignedIdentities")
 	}
+	if err := custody.CheckTags(id.Tags, "identity '"+id.Name+"'"); err != nil {
+		return nil, false, err
+	}
 	id.Location = loc
 	p := &Principal{
 		ObjectID: NewID(), AppID: NewID(), TenantID: s.TenantID, Kind: KindUserAssigned,

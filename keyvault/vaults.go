@@ -184,6 +184,9 @@ func (s *Service) PutVault(ctx context.Context, sub, rg, name string, u VaultUpd
 	if mode != "" && mode != "default" && mode != "recover" {
 		return nil, false, badProperty("createMode", "The property \"createMode\" of vault '%s' must be \"default\" or \"recover\", not %q.", name, u.CreateMode)
 	}
+	if err := custody.CheckTags(u.Tags, "vault '"+name+"'"); err != nil {
+		return nil, false, err
+	}
 	if s.RM != nil {
 		if err := s.RM.CheckSubscription(sub); err != nil {
 			return nil, false, err
@@ -342,6 +345,9 @@ func (s *Service) recover(ctx context.Context, cur *Vault, sub string, group *rm
 
 // UpdateVault changes the properties a PATCH names and keeps the others.
 func (s *Service) UpdateVault(ctx context.Context, sub, rg, name string, u VaultUpdate) (*Vault, error) {
+	if err := custody.CheckTags(u.Tags, "vault '"+name+"'"); err != nil {
+		return nil, err
+	}
 	vaultMu.Lock()
 	defer vaultMu.Unlock()
 	cur, err := s.GetVault(ctx, sub, rg, name)

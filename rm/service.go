@@ -59,6 +59,9 @@ func (s *Service) PutResourceGroup(ctx context.Context, g *ResourceGroup) (bool,
 	if !ok {
 		return false, custody.LocationError(g.Location, "resource group")
 	}
+	if err := custody.CheckTags(g.Tags, "resource group '"+g.Name+"'"); err != nil {
+		return false, err
+	}
 	g.Location = loc
 	g.SubscriptionID = s.SubscriptionID
 	g.ID = GroupID(s.SubscriptionID, g.Name)
