@@ -90,3 +90,70 @@ func TestARMTagLimits(t *testing.T) {
 		t.Errorf("error body of %d bytes echoes the tag name", len(r.Body))
 	}
 }
+
+// TestVaultPropertyEnums checks that a vault's PUT and PATCH refuse values
+// outside Azure's enums and formats (networkAcls, publicNetworkAccess, sku,
+// createMode) with 400 BadRequest naming the property and the allowed
+// values, and accept the valid ones in any case, stored in Azure's spelling.
+func TestVaultPropertyEnums(t *testing.T) {
+	ts := servertest.New(t, nil)
+	tok := adminToken(t, ts)
+	MustGroup(t, ts, tok, "rg-enums")
+	path := groupPath(ts, "rg-enums") + "/providers/Microsoft.KeyVault/vaults/kvenums?api-version=2024-11-01"
+	base := `"tenantId":"` + ts.Admin.TenantID + `","sku":{"family":"A","name":"standard"},"accessPolicies":[]`
+	put := func(props string) response {
+		return MustARM(t, ts, tok, "PUT", path, `{"location":"westus2","properties":{`+base+props+`}}`)
+	}
+	patch := func(props string) response {
+		return MustARM(t, ts, tok, "PATCH", path, `{"properties":{`+strings.TrimPrefix(props, ",")+`}}`)
+	}
+	wantStatus(t, put(""), 200, 201)
+
+	subnet := "/subscriptions/" + ts.Admin.SubscriptionID + "/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet1/subnets/default"
+	bad := []struct{ props, field, allowed string }{
+		{`,"publicNetworkAccess":"Maybe"`, "publicNetworkAccess", "Enabled, Disabled"},
+		{`,"publicNetworkAccess":"SecuredByPerimeter"`, "publicNetworkAccess", "Enabled, Disabled"},
+		{`,"networkAcls":{"defaultAction":"Sideways"}`, "defaultAction", "Allow, Deny"},
+		{`,"networkAcls":{"bypass":"Everything"}`, "bypass", "AzureServices, None"},
+		{`,"networkAcls":{"ipRules":[{"value":"999.1.1.1/99"}]}`, "IP rule 0", "IPv4"},
+		{`,"networkAcls":{"ipRules":[{"value":"10.0.0.0/8"},{"value":"2001:db8::/32"}]}`, "IP rule 1", "IPv4"},
+		{`,"networkAcls":{"ipRules":[{"value":"example.com"}]}`, "IP rule 0", "IPv4"},
+		{`,"networkAcls":{"virtualNetworkRules":[{"id":"https://evil.example/x"}]}`, "Virtual network rule 0", "subnets"},
+		{`,"networkAcls":{"virtualNetworkRules":[{"id":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v"}]}`, "Virtual network rule 0", "subnets"},
+		{`,"sku":{"family":"B","name":"standard"}`, "family", `use \"A\"`},
+		{`,"sku":{"family":"A","name":"basic"}`, "sku", "premium"},
+		{`,"createMode":"overwrite"`, "createMode", "recover"},
+	}
+	for _, b := range bad {
+		for _, r := range []response{put(b.props), patch(b.props)} {
+			wantARMError(t, r, 400, "BadRequest")
+			if !strings.Contains(string(r.Body), b.field) || !strings.Contains(string(r.Body), b.allowed) {
+				t.Errorf("%s: message does not name %q and %q: %s", b.props, b.field, b.allowed, r.Body)
+			}
+		}
+	}
+
+	good := `,"publicNetworkAccess":"disabled","networkAcls":{"defaultAction":"deny","bypass":"azureservices",` +
+		`"ipRules":[{"value":"203.0.113.7"},{"value":"198.51.100.0/24"}],"virtualNetworkRules":[{"id":"` + subnet + `"}]}`
+	for _, r := range []response{put(good), patch(good)} {
+		wantStatus(t, r, 200)
+		var v struct {
+			Properties struct {
+				PublicNetworkAccess string `json:"publicNetworkAccess"`
+				NetworkACLs         struct {
+					DefaultAction, Bypass string
+					IPRules               []struct{ Value string }
+					VirtualNetworkRules   []struct{ ID string }
+				} `json:"networkAcls"`
+			} `json:"properties"`
+		}
+		if err := json.Unmarshal(r.Body, &v); err != nil {
+			t.Fatal(err)
+		}
+		p := v.Properties
+		if p.PublicNetworkAccess != "Disabled" || p.NetworkACLs.DefaultAction != "Deny" || p.NetworkACLs.Bypass != "AzureServices" ||
+			len(p.NetworkACLs.IPRules) != 2 || len(p.NetworkACLs.VirtualNetworkRules) != 1 || p.NetworkACLs.VirtualNetworkRules[0].ID != subnet {
+			t.Errorf("valid network properties not kept in Azure's spelling: %s", r.Body)
+		}
+	}
+}

@@ -284,7 +284,8 @@ func (h *kvARM) patch(w http.ResponseWriter, r *ARMRequest) error {
 		return err
 	}
 	u := toVaultUpdate(in)
-	u.Location, u.CreateMode = nil, ""
+	// A PATCH cannot move a vault; its createMode is checked and ignored.
+	u.Location = nil
 	v, err := h.kv.UpdateVault(r.Context(), r.Param("subscriptionId"), r.Param("resourceGroupName"), r.Param("vaultName"), u)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package keyvault
 
 import (
 	"context"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -348,6 +349,9 @@ func (s *Service) UpdateVault(ctx context.Context, sub, rg, name string, u Vault
 	if err := custody.CheckTags(u.Tags, "vault '"+name+"'"); err != nil {
 		return nil, err
 	}
+	if _, err := oneOf(name, "properties.createMode", u.CreateMode, "default", "recover"); err != nil {
+		return nil, err
+	}
 	vaultMu.Lock()
 	defer vaultMu.Unlock()
 	cur, err := s.GetVault(ctx, sub, rg, name)
@@ -506,21 +510,17 @@ func (s *Service) apply(v, cur *Vault, u VaultUpdate) error {
 	setBool(&v.EnabledForDiskEncryption, u.EnabledForDiskEncryption)
 	setBool(&v.EnabledForTemplateDeployment, u.EnabledForTemplateDeployment)
 	if u.PublicNetworkAccess != nil {
-		switch strings.ToLower(*u.PublicNetworkAccess) {
-		case "enabled":
-			v.PublicNetworkAccess = "Enabled"
-		case "disabled":
-			v.PublicNetworkAccess = "Disabled"
-		case "":
-			v.PublicNetworkAccess = ""
-		default:
-			// Azure documents Enabled and Disabled; other values
-			// (SecuredByPerimeter) are kept as given.
-			v.PublicNetworkAccess = *u.PublicNetworkAccess
+		pna, err := oneOf(name, "properties.publicNetworkAccess", *u.PublicNetworkAccess, "Enabled", "Disabled")
+		if err != nil {
+			return err
 		}
+		v.PublicNetworkAccess = pna
 	}
 	if u.NetworkACLs != nil {
-		n := *u.NetworkACLs
+		n, err := checkNetworkACLs(name, *u.NetworkACLs)
+		if err != nil {
+			return err
+		}
 		v.NetworkACLs = &n
 	}
 	if u.AccessPolicies != nil {
@@ -534,6 +534,88 @@ func (s *Service) apply(v, cur *Vault, u VaultUpdate) error {
 		v.AccessPolicies = []AccessPolicy{}
 	}
 	return nil
+}
+
+// Limits of a vault's network rules, as Azure Key Vault sets them.
+const (
+	MaxIPRules             = 1000
+	MaxVirtualNetworkRules = 200
+)
+
+// oneOf returns value in the spelling of the allowed value it matches
+// case-insensitively ("" when value is empty: the property takes its
+// default), or a BadRequest naming the property and the allowed values.
+func oneOf(vault, property, value string, allowed ...string) (string, error) {
+	if value == "" {
+		return "", nil
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(value, a) {
+			return a, nil
+		}
+	}
+	return "", badProperty(property, "The value '%s' of property \"%s\" of vault '%s' is not valid; use one of: %s.",
+		clipValue(value), property[strings.LastIndex(property, ".")+1:], vault, strings.Join(allowed, ", "))
+}
+
+func clipValue(s string) string {
+	if len(s) > 100 {
+		return strings.ToValidUTF8(s[:100], "") + "..."
+	}
+	return s
+}
+
+// subnetID matches the resource id of a virtual network's subnet, the only
+// thing a virtual network rule may name.
+var subnetID = regexp.MustCompile(`(?i)^/subscriptions/[^/]{1,64}/resourceGroups/[-\w._()]{1,90}/providers/Microsoft\.Network/virtualNetworks/[^/]{1,80}/subnets/[^/]{1,80}$`)
+
+// checkNetworkACLs validates a vault's network rules and returns them with
+// enum values in Azure's spelling: defaultAction Allow or Deny, bypass
+// AzureServices or None, IP rules IPv4 addresses or CIDR ranges, virtual
+// network rules subnet resource ids.
+func checkNetworkACLs(vault string, n NetworkACLs) (NetworkACLs, error) {
+	var err error
+	if n.DefaultAction, err = oneOf(vault, "properties.networkAcls.defaultAction", n.DefaultAction, "Allow", "Deny"); err != nil {
+		return n, err
+	}
+	if n.Bypass, err = oneOf(vault, "properties.networkAcls.bypass", n.Bypass, "AzureServices", "None"); err != nil {
+		return n, err
+	}
+	if len(n.IPRules) > MaxIPRules {
+		return n, badProperty("properties.networkAcls.ipRules",
+			"Vault '%s' would have %d IP rules; a vault can hold at most %d. Use wider CIDR ranges.", vault, len(n.IPRules), MaxIPRules)
+	}
+	if len(n.VirtualNetworkRules) > MaxVirtualNetworkRules {
+		return n, badProperty("properties.networkAcls.virtualNetworkRules",
+			"Vault '%s' would have %d virtual network rules; a vault can hold at most %d.", vault, len(n.VirtualNetworkRules), MaxVirtualNetworkRules)
+	}
+	ips := make([]string, 0, len(n.IPRules))
+	for i, ip := range n.IPRules {
+		ip = strings.TrimSpace(ip)
+		if !isIPv4Rule(ip) {
+			return n, badProperty("properties.networkAcls.ipRules",
+				"IP rule %d of vault '%s' has value '%s', which is neither an IPv4 address (such as 203.0.113.7) nor an IPv4 CIDR range (such as 203.0.113.0/24).", i, vault, clipValue(ip))
+		}
+		ips = append(ips, ip)
+	}
+	n.IPRules = ips
+	for i, id := range n.VirtualNetworkRules {
+		if !subnetID.MatchString(id) {
+			return n, badProperty("properties.networkAcls.virtualNetworkRules",
+				"Virtual network rule %d of vault '%s' has id '%s', which is not a subnet's resource id; use /subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Network/virtualNetworks/{network}/subnets/{subnet}.", i, vault, clipValue(id))
+		}
+	}
+	return n, nil
+}
+
+// isIPv4Rule reports whether s is an IPv4 address or an IPv4 CIDR range.
+func isIPv4Rule(s string) bool {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return err == nil && p.Addr().Is4()
+	}
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is4()
 }
 
 // checkPolicies validates access policies and returns them with permission
