@@ -298,6 +298,7 @@ type CertificateSpec struct {
 	Data     string  `json:"data"`
 	Format   string  `json:"certificateFormat,omitempty"`
 	Password *string `json:"password,omitempty"`
-	// PublicData is the public part (base64 DER) for cer certificates.
+	// PublicData is the public part of the certificate (base64 DER), set
+	// by validation for both formats.
 	PublicData *string `json:"publicData,omitempty"`
 }

@@ -5,9 +5,12 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"software.sslmate.com/src/go-pkcs12"
 
 	"custody"
 )
@@ -508,25 +511,35 @@ func validateCertificate(tp string, s *CertificateSpec) error {
 		return invalid("InvalidPropertyValue", "data", "%s: the certificate is %d bytes; the limit is %d.", what, len(der), MaxCertificateBytes)
 	}
 	s.PublicData = nil
+	var cert *x509.Certificate
 	switch s.Format {
 	case "pfx":
 		if s.Password == nil || *s.Password == "" {
 			return invalid("MissingRequiredProperty", "password", "%s: a pfx certificate needs its password.", what)
+		}
+		cert, err = decodePFX(der, *s.Password)
+		switch {
+		case errors.Is(err, pkcs12.ErrIncorrectPassword):
+			return invalid("InvalidCertificatePassword", "password", "%s: the password does not open the pfx data; give the password the file was exported with.", what)
+		case errors.Is(err, errPFXIterations):
+			return invalid("InvalidCertificateData", "data", "%s: the pfx data asks for more than %d key derivation iterations; export it again with a usual iteration count (2,000 to 10,000).", what, MaxPFXIterations)
+		case err != nil:
+			return invalid("InvalidCertificateData", "data", "%s: data is not a PKCS#12 (pfx) file holding one private key and its certificate, or it uses algorithms this server does not read; export the certificate with its private key as a .pfx file (AES-256 or 3DES) and give its base64.", what)
 		}
 	case "cer":
 		if s.Password != nil && *s.Password != "" {
 			return invalid("InvalidPropertyValue", "password", "%s: a cer certificate has no private key, so it takes no password; remove the password.", what)
 		}
 		s.Password = nil
-		if _, err := x509.ParseCertificate(der); err != nil {
-			return invalid("InvalidPropertyValue", "data", "%s: data is not a DER-encoded X.509 certificate.", what)
+		if cert, err = decodeCER(der); err != nil {
+			return invalid("InvalidCertificateData", "data", "%s: data is not an X.509 certificate; give the base64 of the certificate's DER (a .cer file) or of its PEM text.", what)
 		}
-		sum := sha1.Sum(der)
-		if got := hex.EncodeToString(sum[:]); got != tp {
-			return invalid("CertificateThumbprintMismatch", "thumbprint", "%s: the thumbprint does not match the certificate, whose SHA-1 thumbprint is %s.", what, got)
-		}
-		pub := s.Data
-		s.PublicData = &pub
 	}
+	sum := sha1.Sum(cert.Raw)
+	if got := hex.EncodeToString(sum[:]); got != tp {
+		return invalid("CertificateThumbprintMismatch", "thumbprint", "%s: the thumbprint does not match the certificate, whose SHA-1 thumbprint is %s; give that thumbprint, or check that data holds the intended certificate.", what, got)
+	}
+	pub := base64.StdEncoding.EncodeToString(cert.Raw)
+	s.PublicData = &pub
 	return nil
 }

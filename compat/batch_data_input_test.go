@@ -86,7 +86,7 @@ func TestBatchDataBadInput(t *testing.T) {
 		{"CertNoData", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1"}`, 400, "MissingRequiredProperty"},
 		{"CertPfxNoPassword", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1","data":"AA=="}`, 400, "MissingRequiredProperty"},
 		{"CertCerPassword", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1","data":"AA==","certificateFormat":"cer","password":"p"}`, 400, "InvalidPropertyValue"},
-		{"CertCerNotX509", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1","data":"AA==","certificateFormat":"cer"}`, 400, "InvalidPropertyValue"},
+		{"CertCerNotX509", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1","data":"AA==","certificateFormat":"cer"}`, 400, "InvalidCertificateData"},
 		{"CertFormat", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1","data":"AA==","certificateFormat":"pem"}`, 400, "InvalidPropertyValue"},
 		{"CertTooLarge", "POST", "/certificates", `{"thumbprint":"ab","thumbprintAlgorithm":"sha1","password":"p","data":"` + strings.Repeat("AAAA", 4000) + `"}`, 400, "InvalidPropertyValue"},
 		{"CertPathNoThumbprint", "GET", "/certificates(thumbprintAlgorithm=sha1)", ``, 400, "InvalidUri"},

@@ -394,9 +394,9 @@ func batchDataLifecycle(t *testing.T, ts *servertest.TestServer) {
 	_, err = c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(strings.Repeat("ab", 20)), ThumbprintAlgorithm: to.Ptr("sha1"),
 		Data: to.Ptr(base64.StdEncoding.EncodeToString(der)), Format: to.Ptr(azbatch.CertificateFormatCER)}, nil)
 	wantSDKError(t, "create certificate with a wrong thumbprint", err, 400, "CertificateThumbprintMismatch")
-	pfxTP := strings.Repeat("0f", 20)
+	pfx, pfxTP := selfSignedPFX(t, "custody-test-pfx", "pw", nil)
 	if _, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(pfxTP), ThumbprintAlgorithm: to.Ptr("sha1"),
-		Data: to.Ptr(base64.StdEncoding.EncodeToString([]byte("pfx bytes"))), Format: to.Ptr(azbatch.CertificateFormatPFX), Password: to.Ptr("pw")}, nil); err != nil {
+		Data: to.Ptr(base64.StdEncoding.EncodeToString(pfx)), Format: to.Ptr(azbatch.CertificateFormatPFX), Password: to.Ptr("pw")}, nil); err != nil {
 		t.Fatalf("create pfx certificate: %v", err)
 	}
 	gc, err := c.GetCertificate(ctx, "sha1", tp, nil)
@@ -623,8 +623,11 @@ func TestBatchDataCanary(t *testing.T) {
 	if err != nil || *res.Value[0].Status != azbatch.TaskAddStatusSuccess {
 		t.Fatalf("create task collection: %v", err)
 	}
-	certData := base64.StdEncoding.EncodeToString([]byte("pfx-" + canaries["CertData"]))
-	tp := strings.Repeat("1a", 20)
+	// A real pfx whose certificate names the canary; the canary is in the
+	// file only encrypted under the password canary, so it can reach the
+	// database or the log only if the server leaks what it decrypted.
+	pfx, tp := selfSignedPFX(t, canaries["CertData"], canaries["CertPassword"], nil)
+	certData := base64.StdEncoding.EncodeToString(pfx)
 	if _, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1"),
 		Data: to.Ptr(certData), Format: to.Ptr(azbatch.CertificateFormatPFX), Password: to.Ptr(canaries["CertPassword"])}, nil); err != nil {
 		t.Fatalf("create certificate: %v", err)
@@ -791,7 +794,9 @@ func TestBatchDataLockedAccount(t *testing.T) {
 		"task counts":       func() error { _, err := c.GetJobTaskCounts(ctx, "j1", nil); return err },
 		"list certificates": func() error { _, err := c.NewListCertificatesPager(nil).NextPage(ctx); return err },
 		"create certificate": func() error {
-			_, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr("ab"), ThumbprintAlgorithm: to.Ptr("sha1"), Data: to.Ptr("AAAA"), Password: to.Ptr("p")}, nil)
+			pfx, tp := selfSignedPFX(t, "locked", "p", nil)
+			_, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1"),
+				Data: to.Ptr(base64.StdEncoding.EncodeToString(pfx)), Password: to.Ptr("p")}, nil)
 			return err
 		},
 	}

@@ -1,13 +1,59 @@
 package compat_test
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
+	"software.sslmate.com/src/go-pkcs12"
 
 	"custody/server/servertest"
 )
+
+// selfSignedPFX returns a PKCS#12 file holding a new key and its
+// self-signed certificate for cn, encrypted with password (by enc, or
+// pkcs12.Modern when nil), and the certificate's SHA-1 thumbprint.
+func selfSignedPFX(tb testing.TB, cn, password string, enc *pkcs12.Encoder) ([]byte, string) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if enc == nil {
+		enc = pkcs12.Modern
+	}
+	pfx, err := enc.Encode(key, cert, nil, password)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sum := sha1.Sum(der)
+	return pfx, hex.EncodeToString(sum[:])
+}
 
 // tagsJSON returns a JSON object of n tags named prefix0, prefix1, ...
 func tagsJSON(n int, prefix string) string {
@@ -154,6 +200,73 @@ func TestVaultPropertyEnums(t *testing.T) {
 		if p.PublicNetworkAccess != "Disabled" || p.NetworkACLs.DefaultAction != "Deny" || p.NetworkACLs.Bypass != "AzureServices" ||
 			len(p.NetworkACLs.IPRules) != 2 || len(p.NetworkACLs.VirtualNetworkRules) != 1 || p.NetworkACLs.VirtualNetworkRules[0].ID != subnet {
 			t.Errorf("valid network properties not kept in Azure's spelling: %s", r.Body)
+		}
+	}
+}
+
+// TestBatchCertificateData checks that certificate data is parsed and its
+// thumbprint checked: pfx data is opened with its password (go-pkcs12), cer
+// data is DER or PEM X.509, the SHA-1 of the certificate must equal the
+// thumbprint (any case), and the public part is returned for both formats.
+func TestBatchCertificateData(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	mustBatchAccount(t, ts, "rg-certs", "certacct")
+	c := dataClient(t, ts, "certacct")
+	add := func(tp, format, password string, data []byte) error {
+		cert := azbatch.Certificate{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1"),
+			Data: to.Ptr(base64.StdEncoding.EncodeToString(data)), Format: to.Ptr(azbatch.CertificateFormat(format))}
+		if password != "" {
+			cert.Password = to.Ptr(password)
+		}
+		_, err := c.CreateCertificate(ctx, cert, nil)
+		return err
+	}
+
+	pfx, tp := selfSignedPFX(t, "pfx-ok", "s3cret", nil)
+	legacy, legacyTP := selfSignedPFX(t, "pfx-legacy", "s3cret", pkcs12.LegacyDES)
+	other, _ := selfSignedPFX(t, "pfx-other", "s3cret", nil)
+	der, cerTP := selfSignedCert(t, "cer-pem")
+	pemData := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+
+	wantSDKError(t, "pfx bytes that are no pfx", add(tp, "pfx", "s3cret", []byte("pfx bytes")), 400, "InvalidCertificateData")
+	wantSDKError(t, "pfx with a wrong password", add(tp, "pfx", "wrong", pfx), 400, "InvalidCertificatePassword")
+	wantSDKError(t, "pfx of another certificate", add(tp, "pfx", "s3cret", other), 400, "CertificateThumbprintMismatch")
+	wantSDKError(t, "pfx given as cer", add(tp, "cer", "", pfx), 400, "InvalidCertificateData")
+	wantSDKError(t, "cer with a wrong thumbprint", add(tp, "cer", "", pemData), 400, "CertificateThumbprintMismatch")
+	wantSDKError(t, "pem that is no certificate", add(cerTP, "cer", "", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), 400, "InvalidCertificateData")
+	slow, slowTP := selfSignedPFX(t, "pfx-slow", "s3cret", pkcs12.Modern.WithIterations(1<<20+1))
+	start := time.Now()
+	wantSDKError(t, "pfx asking for too many iterations", add(slowTP, "pfx", "s3cret", slow), 400, "InvalidCertificateData")
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("refusing a pfx with too many iterations took %v", d)
+	}
+
+	if err := add(strings.ToUpper(tp), "pfx", "s3cret", pfx); err != nil {
+		t.Fatalf("add pfx: %v", err)
+	}
+	if err := add(legacyTP, "pfx", "s3cret", legacy); err != nil {
+		t.Fatalf("add legacy (3DES) pfx: %v", err)
+	}
+	if err := add(cerTP, "cer", "", pemData); err != nil {
+		t.Fatalf("add PEM cer: %v", err)
+	}
+	for _, want := range []struct {
+		tp  string
+		der []byte
+	}{{tp, nil}, {cerTP, der}} {
+		g, err := c.GetCertificate(ctx, "sha1", want.tp, nil)
+		if err != nil {
+			t.Fatalf("get certificate %s: %v", want.tp, err)
+		}
+		if g.PublicData == nil || g.Data != nil || g.Password != nil {
+			t.Errorf("certificate %s = %s; want its public data and never its data or password", want.tp, mustJSON(g.Certificate))
+			continue
+		}
+		pub, _ := base64.StdEncoding.DecodeString(*g.PublicData)
+		sum := sha1.Sum(pub)
+		if hex.EncodeToString(sum[:]) != want.tp || (want.der != nil && string(pub) != string(want.der)) {
+			t.Errorf("public data of %s is not the certificate's DER", want.tp)
 		}
 	}
 }
