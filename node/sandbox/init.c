@@ -1,0 +1,224 @@
+// The sandbox init: the first code a task's process runs, inside its new
+// user, mount, PID, IPC and UTS namespaces, before the Go runtime starts.
+//
+// The agent starts it as /proc/self/exe with argv[0] "custody-sandbox-init"
+// (see spawn_linux.go). It waits for the agent to place it in the task's
+// control groups, builds the task's root file system on an empty tmpfs
+// (read-only binds of the system directories, the node's root, a fresh
+// /proc for its PID namespace, a minimal /dev, a private /tmp), pivots into
+// it, detaches the old root, sets limits, drops to the task's user and execs
+// the command. Nothing of the host outside those binds exists for the task.
+//
+// It runs as a constructor so that a sandboxed task costs one execve more
+// than a plain one, not the start-up of the Go runtime. Any failure is
+// written to fd 4 (closed on a successful exec) and ends the process with
+// status 126.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <grp.h>
+
+#define GO_FD 3
+#define STATUS_FD 4
+
+static void fail(const char *what, const char *arg) {
+	char buf[1024];
+	int n = snprintf(buf, sizeof buf, "sandbox: %s %s: %s", what, arg ? arg : "", strerror(errno));
+	if (n > (int)sizeof buf) n = sizeof buf;
+	if (n > 0) (void)!write(STATUS_FD, buf, n);
+	_exit(126);
+}
+
+// join returns root + path in a static buffer slot.
+static char *join(const char *root, const char *path) {
+	size_t a = strlen(root), b = strlen(path);
+	char *s = malloc(a + b + 2);
+	if (!s) fail("out of memory", NULL);
+	memcpy(s, root, a);
+	if (path[0] != '/') s[a++] = '/';
+	memcpy(s + a, path, b + 1);
+	return s;
+}
+
+static void mkdirs(const char *path, mode_t mode) {
+	char *p = strdup(path);
+	if (!p) fail("out of memory", NULL);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/') continue;
+		*s = 0;
+		if (mkdir(p, mode) < 0 && errno != EEXIST) fail("mkdir", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST) fail("mkdir", p);
+	free(p);
+}
+
+// lockedFlags returns the mount flags of path that an unprivileged remount
+// must keep (the kernel refuses to clear them).
+static unsigned long lockedFlags(const char *path) {
+	struct statvfs st;
+	if (statvfs(path, &st) < 0) fail("statvfs", path);
+	unsigned long f = 0;
+	if (st.f_flag & ST_NOSUID) f |= MS_NOSUID;
+	if (st.f_flag & ST_NODEV) f |= MS_NODEV;
+	if (st.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+	if (st.f_flag & ST_RDONLY) f |= MS_RDONLY;
+	if (st.f_flag & ST_NOATIME) f |= MS_NOATIME;
+	if (st.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+	if (st.f_flag & ST_RELATIME) f |= MS_RELATIME;
+	return f;
+}
+
+static void bind(const char *root, const char *src, int readonly) {
+	struct stat st;
+	if (stat(src, &st) < 0) fail("stat", src);
+	char *dst = join(root, src);
+	if (S_ISDIR(st.st_mode)) {
+		mkdirs(dst, 0755);
+	} else {
+		char *slash = strrchr(dst, '/');
+		*slash = 0;
+		mkdirs(dst, 0755);
+		*slash = '/';
+		int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+		if (fd < 0) fail("create", dst);
+		close(fd);
+	}
+	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind", src);
+	unsigned long f = lockedFlags(dst) | MS_NOSUID | MS_NODEV;
+	if (readonly) f |= MS_RDONLY;
+	if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) fail("remount", src);
+	free(dst);
+}
+
+static unsigned long long number(const char *s, const char *what) {
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || end == s) { errno = EINVAL; fail("bad number for", what); }
+	return v;
+}
+
+static void run(int argc, char **argv, char **envp) {
+	const char *root = NULL, *cwd = "/", *hostname = NULL, *tmpsize = "67108864";
+	unsigned long long uid = 0, gid = 0, fsize = RLIM_INFINITY;
+	int cmd = -1;
+
+	if (fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC) < 0) _exit(126);
+	// Wait for the agent: it places this process in the task's control
+	// groups, then writes one byte. End of file means the agent is gone.
+	char go;
+	if (read(GO_FD, &go, 1) != 1) _exit(126);
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) { cmd = i + 1; break; }
+		if (strncmp(argv[i], "root=", 5) == 0) root = argv[i] + 5;
+		else if (strncmp(argv[i], "cwd=", 4) == 0) cwd = argv[i] + 4;
+		else if (strncmp(argv[i], "hostname=", 9) == 0) hostname = argv[i] + 9;
+		else if (strncmp(argv[i], "tmp=", 4) == 0) tmpsize = argv[i] + 4;
+		else if (strncmp(argv[i], "uid=", 4) == 0) uid = number(argv[i] + 4, "uid");
+		else if (strncmp(argv[i], "gid=", 4) == 0) gid = number(argv[i] + 4, "gid");
+		else if (strncmp(argv[i], "fsize=", 6) == 0) fsize = number(argv[i] + 6, "fsize");
+	}
+	if (!root || cmd < 0 || cmd >= argc) { errno = EINVAL; fail("usage", "root=DIR ... -- COMMAND"); }
+	number(tmpsize, "tmp");
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private", NULL);
+	if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) fail("mount root tmpfs on", root);
+
+	// What to show: read-only system directories (or the symlinks that
+	// stand for them) and read-write directories of the node.
+	for (int i = 1; i < cmd - 1; i++) {
+		char *a = argv[i];
+		if (strncmp(a, "ro=", 3) == 0) bind(root, a + 3, 1);
+		else if (strncmp(a, "rw=", 3) == 0) bind(root, a + 3, 0);
+		else if (strncmp(a, "link=", 5) == 0) {
+			char *eq = strchr(a + 5, ':');
+			if (!eq) { errno = EINVAL; fail("bad link", a); }
+			*eq = 0;
+			char *dst = join(root, a + 5);
+			if (symlink(eq + 1, dst) < 0) fail("symlink", dst);
+			free(dst);
+			*eq = ':';
+		}
+	}
+
+	// A minimal /dev.
+	char *dev = join(root, "/dev");
+	mkdirs(dev, 0755);
+	if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) fail("mount /dev", NULL);
+	static const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
+	for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+		if (access(nodes[i], F_OK) == 0) bind(root, nodes[i], 0);
+	}
+	static const char *links[][2] = {{"/dev/fd", "/proc/self/fd"}, {"/dev/stdin", "/proc/self/fd/0"},
+		{"/dev/stdout", "/proc/self/fd/1"}, {"/dev/stderr", "/proc/self/fd/2"}};
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+		char *dst = join(root, links[i][0]);
+		if (symlink(links[i][1], dst) < 0) fail("symlink", dst);
+		free(dst);
+	}
+	char *shm = join(root, "/dev/shm");
+	mkdirs(shm, 01777);
+	if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0) fail("mount /dev/shm", NULL);
+
+	// /proc of the task's own PID namespace, and a private /tmp.
+	char *proc = join(root, "/proc");
+	mkdirs(proc, 0555);
+	if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc", NULL);
+	char *tmp = join(root, "/tmp");
+	mkdirs(tmp, 01777);
+	char opts[64];
+	snprintf(opts, sizeof opts, "mode=1777,size=%s", tmpsize);
+	if (mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) fail("mount /tmp", NULL);
+
+	// Enter the new root and detach the old one: nothing else is reachable.
+	if (chdir(root) < 0) fail("chdir", root);
+	if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root", root);
+	if (umount2(".", MNT_DETACH) < 0) fail("detach the old root", NULL);
+	if (chdir("/") < 0) fail("chdir", "/");
+	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) fail("remount / read-only", NULL);
+
+	if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname", hostname);
+	struct rlimit rl = {fsize, fsize};
+	if (setrlimit(RLIMIT_FSIZE, &rl) < 0) fail("setrlimit", "RLIMIT_FSIZE");
+	struct rlimit core = {0, 0};
+	if (setrlimit(RLIMIT_CORE, &core) < 0) fail("setrlimit", "RLIMIT_CORE");
+
+	// Drop the agent's supplementary groups (they would still count on the
+	// host) and become the task's user.
+	if (setgroups(0, NULL) < 0) fail("setgroups", NULL);
+	if (setresgid(gid, gid, gid) < 0) fail("setgid", NULL);
+	if (setresuid(uid, uid, uid) < 0) fail("setuid", NULL);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs", NULL);
+	// A change of user clears the parent-death signal: set it again, then
+	// make sure the agent did not die in between (it holds the other end of
+	// GO_FD open for the task's life).
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("pdeathsig", NULL);
+	struct pollfd pfd = {GO_FD, POLLIN, 0};
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR))) _exit(126);
+	close(GO_FD);
+
+	if (chdir(cwd) < 0) fail("chdir", cwd);
+	execve(argv[cmd], &argv[cmd], envp);
+	fail("exec", argv[cmd]);
+}
+
+__attribute__((constructor)) static void custody_sandbox_init(int argc, char **argv, char **envp) {
+	if (argc > 0 && argv[0] && strcmp(argv[0], "custody-sandbox-init") == 0) run(argc, argv, envp);
+}
