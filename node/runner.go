@@ -6,12 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"custody/node/sandbox"
 )
 
 // Spec is one process to run: a task, or a pool's start task.
@@ -28,6 +31,22 @@ type Spec struct {
 	Env []string
 	// MaxWallClock kills the process tree after this long (0: unlimited).
 	MaxWallClock time.Duration
+	// Sandbox, when set, runs the process in a sandbox (package sandbox) as
+	// the user it names; nil runs a plain process group as the agent's own
+	// user (only with --unsafe-shared-host-nodes).
+	Sandbox *SandboxSpec
+}
+
+// SandboxSpec is how a run is sandboxed.
+type SandboxSpec struct {
+	Node *sandbox.Node
+	// UID and GID are the host ids of the run's user; AdminUID is the host
+	// id of root in its user namespace, which it is with Admin.
+	UID, GID, AdminUID int
+	Admin              bool
+	// Binds are the host directories shown read-write (the node's root).
+	Binds    []string
+	Hostname string
 }
 
 // Result is how a run ended.
@@ -41,12 +60,17 @@ type Result struct {
 	Killed bool
 	// StartError is set when the process could not be started at all.
 	StartError string
+	// DiskExceeded is set when the run's files outgrew its disk budget and
+	// it was killed; OOMKilled when the kernel killed one of its processes
+	// for exceeding its memory limit.
+	DiskExceeded bool
+	OOMKilled    bool
 }
 
 // Failed reports whether the run counts as failed (non-zero exit, timeout,
 // start failure).
 func (r Result) Failed() bool {
-	return r.StartError != "" || r.TimedOut || r.ExitCode != 0
+	return r.StartError != "" || r.TimedOut || r.ExitCode != 0 || r.DiskExceeded || r.OOMKilled
 }
 
 // Process is a running task process: the leader of its own process group.
@@ -61,7 +85,13 @@ type Process struct {
 	mu       sync.Mutex
 	killed   bool
 	timedOut bool
+	diskFull bool
 	timer    *time.Timer
+
+	// sb is the sandboxed process (nil for a plain process group);
+	// diskLimit is its disk budget (0: none).
+	sb        *sandbox.Process
+	diskLimit int64
 }
 
 // Done is closed when the process has exited and its group is gone.
@@ -85,6 +115,15 @@ func (p *Process) Kill() {
 	}
 	p.killed = true
 	p.mu.Unlock()
+	p.killTree()
+}
+
+// killTree kills the run's every process: a sandbox's PID 1 and control
+// group, or a plain run's process group.
+func (p *Process) killTree() {
+	if p.sb != nil {
+		p.sb.Kill()
+	}
 	killGroup(p.Pid)
 }
 
@@ -98,7 +137,21 @@ func (p *Process) wallClock() {
 	}
 	p.timedOut = true
 	p.mu.Unlock()
-	killGroup(p.Pid)
+	p.killTree()
+}
+
+// overDisk kills the run because its files outgrew its disk budget.
+func (p *Process) overDisk() {
+	p.mu.Lock()
+	select {
+	case <-p.done:
+		p.mu.Unlock()
+		return
+	default:
+	}
+	p.diskFull = true
+	p.mu.Unlock()
+	p.killTree()
 }
 
 func killGroup(pgid int) {
@@ -114,16 +167,66 @@ func killGroup(pgid int) {
 // this process and reaped too, so killed trees leave no zombies.
 type Runner struct {
 	mu    sync.Mutex
+	seq   uint64
 	procs map[int]*Process
 	kick  chan struct{}
 	once  sync.Once
 }
 
-// NewRunner returns a Runner and starts its reaper.
+// NewRunner returns a Runner and starts its reaper and its disk watch.
 func NewRunner() *Runner {
 	r := &Runner{procs: map[int]*Process{}, kick: make(chan struct{}, 1)}
 	go r.reap()
+	go r.watchDisk()
 	return r
+}
+
+// DiskCheckInterval is how often the disk use of sandboxed runs is
+// measured. A run can write past its budget for at most this long (and no
+// single file past it: RLIMIT_FSIZE); then it is killed and fails.
+var DiskCheckInterval = 250 * time.Millisecond
+
+func (r *Runner) watchDisk() {
+	for range time.Tick(DiskCheckInterval) {
+		r.mu.Lock()
+		var ps []*Process
+		for _, p := range r.procs {
+			if p.diskLimit > 0 {
+				ps = append(ps, p)
+			}
+		}
+		r.mu.Unlock()
+		for _, p := range ps {
+			if diskUsage(p.Spec.Dir, p.diskLimit) > p.diskLimit {
+				p.overDisk()
+			}
+		}
+	}
+}
+
+// diskUsage adds up the allocated size of the files under dir, stopping
+// once it passes limit.
+func diskUsage(dir string, limit int64) int64 {
+	var total int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += max(st.Blocks*512, info.Size())
+		} else {
+			total += info.Size()
+		}
+		if total > limit {
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return total
 }
 
 // EnableSubreaper makes the calling process the reaper of orphaned
@@ -149,6 +252,17 @@ func (r *Runner) Start(spec Spec) (*Process, error) {
 	if err := os.MkdirAll(wd, 0o755); err != nil {
 		return nil, fmt.Errorf("create working directory: %w", err)
 	}
+	if sb := spec.Sandbox; sb != nil {
+		// The run's directory belongs to its user, and to no one else.
+		for _, d := range []string{spec.Dir, wd} {
+			if err := os.Chown(d, sb.UID, sb.GID); err != nil {
+				return nil, err
+			}
+			if err := os.Chmod(d, 0o700); err != nil {
+				return nil, err
+			}
+		}
+	}
 	stdout, err := os.OpenFile(filepath.Join(spec.Dir, "stdout.txt"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, err
@@ -159,6 +273,9 @@ func (r *Runner) Start(spec Spec) (*Process, error) {
 		return nil, err
 	}
 	defer stderr.Close()
+	if spec.Sandbox != nil {
+		return r.startSandboxed(spec, wd, stdout, stderr)
+	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
@@ -194,6 +311,47 @@ func (r *Runner) Start(spec Spec) (*Process, error) {
 	return p, nil
 }
 
+func (r *Runner) startSandboxed(spec Spec, wd string, stdout, stderr *os.File) (*Process, error) {
+	sb := spec.Sandbox
+	for _, f := range []*os.File{stdout, stderr} {
+		if err := f.Chown(sb.UID, sb.GID); err != nil {
+			return nil, err
+		}
+	}
+	p := &Process{Spec: spec, done: make(chan struct{}), diskLimit: sb.Node.Limits().DiskBytes}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	p.start = time.Now()
+	sp, err := sb.Node.Start(sandbox.Task{
+		Key: "run-" + strconv.FormatUint(r.seq, 10), Argv: []string{"/bin/sh", "-c", spec.CommandLine}, Env: spec.Env,
+		Dir: wd, Stdout: stdout, Stderr: stderr, Binds: sb.Binds,
+		UID: sb.UID, GID: sb.GID, AdminUID: sb.AdminUID, Admin: sb.Admin, Hostname: sb.Hostname,
+	})
+	if sp != nil {
+		// Tracked even when it failed to start, so the reaper collects it
+		// and releases its control group.
+		p.Pid, p.sb = sp.Pid, sp
+		r.procs[sp.Pid] = p
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	if err != nil {
+		if sp != nil {
+			p.killed = true
+		}
+		return nil, err
+	}
+	if spec.MaxWallClock > 0 {
+		p.mu.Lock()
+		p.timer = time.AfterFunc(spec.MaxWallClock, p.wallClock)
+		p.mu.Unlock()
+	}
+	return p, nil
+}
+
 // reap waits for any child. Tracked task leaders complete their Process;
 // anything else is an orphan re-parented to us and is just reaped.
 func (r *Runner) reap() {
@@ -221,6 +379,11 @@ func (r *Runner) reap() {
 		end := time.Now()
 		// The leader is gone; anything it left in its group goes too.
 		killGroup(pid)
+		oom := false
+		if p.sb != nil {
+			oom = p.sb.OOMKilled()
+			p.sb.Release()
+		}
 		p.mu.Lock()
 		if p.timer != nil {
 			p.timer.Stop()
@@ -229,7 +392,8 @@ func (r *Runner) reap() {
 		if ws.Signaled() {
 			code = 128 + int(ws.Signal())
 		}
-		p.result = Result{ExitCode: code, StartTime: p.start, EndTime: end, TimedOut: p.timedOut, Killed: p.killed && !p.timedOut}
+		p.result = Result{ExitCode: code, StartTime: p.start, EndTime: end, TimedOut: p.timedOut,
+			Killed: p.killed && !p.timedOut && !p.diskFull, DiskExceeded: p.diskFull, OOMKilled: oom}
 		close(p.done)
 		p.mu.Unlock()
 	}
