@@ -230,7 +230,7 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 			continue // killed and already requeued, or unknown
 		}
 		delete(n.runs, rep.RunID)
-		failed := rep.StartError != "" || rep.TimedOut || rep.ExitCode != 0
+		failed := rep.Failed()
 		if r.kind == "starttask" {
 			s.startTaskDone(n, r, rep, failed)
 			continue
@@ -250,7 +250,7 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 	s.mu.Unlock()
 
 	for _, d := range tasks {
-		failed := d.rep.StartError != "" || d.rep.TimedOut || d.rep.ExitCode != 0
+		failed := d.rep.Failed()
 		res := RunResult{NodeID: nodeID, ExitCode: d.rep.ExitCode, StartTime: d.rep.StartTime, EndTime: d.rep.EndTime,
 			Outcome: Decide(failed, d.r.killed, false, d.r.retries, d.r.maxRetr)}
 		switch {
@@ -258,6 +258,10 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 			res.FailureCode, res.FailureMessage = "TaskEnded", "The task was terminated."
 		case d.rep.TimedOut:
 			res.FailureCode, res.FailureMessage = "MaxWallClockTimeExceeded", "The task ran longer than its maxWallClockTime and was killed."
+		case d.rep.DiskExceeded:
+			res.FailureCode, res.FailureMessage = "DiskFull", "The task's files (working directory, stdout.txt and stderr.txt) outgrew the disk budget of the pool's vmSize and the task was killed."
+		case d.rep.OOMKilled:
+			res.FailureCode, res.FailureMessage = "TaskOutOfMemory", fmt.Sprintf("A process of the task was killed for exceeding the memory of the pool's vmSize (exit code %d).", d.rep.ExitCode)
 		case d.rep.StartError != "":
 			res.FailureCode, res.FailureMessage = "CommandProgramNotFound", "The task could not be started: "+d.rep.StartError
 		case failed:

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"custody/node/sandbox"
 )
 
 // Version is the agent version reported to the server.
@@ -49,6 +51,17 @@ type AgentConfig struct {
 	// Runner runs the tasks (nil: a new one, whose reaper waits for every
 	// child of the process).
 	Runner *Runner
+	// UnsafeSharedHost runs tasks as plain processes of the agent's own
+	// user, without a sandbox: they can read whatever the agent can. Only
+	// for hosts that cannot build one (see package sandbox), and said loudly.
+	UnsafeSharedHost bool
+	// UIDBase is where the agent looks for a free range of task user ids
+	// (0: DefaultUIDBase).
+	UIDBase int
+	// OwnMountNamespace says the agent was started in a mount namespace of
+	// its own (the server's local nodes are): its certificate tmpfs then
+	// vanishes with it even if it is killed.
+	OwnMountNamespace bool
 }
 
 // Agent is a running node agent.
@@ -61,6 +74,11 @@ type Agent struct {
 	identityKey string
 	fileSlots   chan struct{}
 	msiURL      string
+
+	// sandbox state (nil with UnsafeSharedHost)
+	sbHost *sandbox.Host
+	sbNode *sandbox.Node
+	users  *uidRange
 
 	mu       sync.Mutex
 	nodeID   string
@@ -93,6 +111,11 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("node: root directory: %w", err)
+	}
+	cfg.Root = root
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: cfg.CAPool, MinVersion: tls.VersionTLS12},
@@ -134,6 +157,12 @@ func randomHex(n int) string {
 func (a *Agent) Run(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.Root, 0o755); err != nil {
 		return err
+	}
+	if !a.cfg.UnsafeSharedHost {
+		if err := a.setUpSandbox(); err != nil {
+			return err
+		}
+		defer a.tearDownSandbox()
 	}
 	_ = EnableSubreaper()
 	a.runner = a.cfg.Runner
@@ -181,6 +210,9 @@ join:
 	}
 	a.outOfReach = false
 	a.mu.Unlock()
+	if err := a.sandboxNode(jr); err != nil {
+		return err
+	}
 	a.log.Info("node joined pool", "node", jr.NodeID, "pool", jr.PoolID, "account", jr.Account)
 
 	if !reporting {
@@ -357,11 +389,16 @@ func (a *Agent) apply(resp SyncResponse) bool {
 	if resp.Leave {
 		a.killAll()
 		a.dropConfig()
+		a.wipeTaskFiles()
 		return true
 	}
 	if resp.Drop || resp.Reboot || resp.Rejoin {
 		a.killAll()
 		a.dropConfig()
+	}
+	if resp.Drop {
+		// The account's key is inaccessible: its data leaves the node.
+		a.wipeTaskFiles()
 	}
 	if resp.Config != nil {
 		if err := a.installConfig(resp.Config); err != nil {
@@ -404,13 +441,12 @@ func (a *Agent) dropConfig() {
 	a.mu.Lock()
 	a.config = nil
 	a.mu.Unlock()
-	_ = os.RemoveAll(a.cfg.certificatesDir())
+	a.removeCerts()
 }
 
 func (a *Agent) installConfig(c *Config) error {
-	dir := a.cfg.certificatesDir()
-	_ = os.RemoveAll(dir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := a.certsDir()
+	if err != nil {
 		return err
 	}
 	for _, cert := range c.Certificates {
@@ -423,11 +459,11 @@ func (a *Agent) installConfig(c *Config) error {
 			ext = ".pfx"
 		}
 		name := strings.ToLower(cert.ThumbprintAlgorithm) + "-" + strings.ToLower(cert.Thumbprint)
-		if err := os.WriteFile(filepath.Join(dir, name+ext), data, 0o600); err != nil {
+		if err := a.writeCert(filepath.Join(dir, name+ext), data); err != nil {
 			return err
 		}
 		if cert.Password != "" {
-			if err := os.WriteFile(filepath.Join(dir, name+".pw"), []byte(cert.Password), 0o600); err != nil {
+			if err := a.writeCert(filepath.Join(dir, name+".pw"), []byte(cert.Password)); err != nil {
 				return err
 			}
 		}
@@ -475,12 +511,26 @@ func (a *Agent) start(r Run) {
 		vars["IDENTITY_HEADER"] = a.identityKey
 		vars["MSI_ENDPOINT"] = a.msiURL
 	}
+	var accounts []UserAccount
+	if a.config != nil {
+		accounts = a.config.UserAccounts
+	}
 	a.mu.Unlock()
-	_ = os.MkdirAll(filepath.Join(a.cfg.Root, "shared"), 0o755)
 	spec := Spec{Key: r.RunID, Dir: dir, CommandLine: r.CommandLine, Env: Env(vars, r.Env),
 		MaxWallClock: time.Duration(r.MaxWallClockMillis) * time.Millisecond}
-	p, err := a.runner.Start(spec)
+	slot := -1
+	var err error
+	if a.sbNode != nil {
+		spec.Sandbox, slot, err = a.sandboxSpec(r, accounts)
+	} else {
+		err = os.MkdirAll(filepath.Join(a.cfg.Root, "shared"), 0o755)
+	}
+	var p *Process
+	if err == nil {
+		p, err = a.runner.Start(spec)
+	}
 	if err != nil {
+		a.releaseSlot(slot)
 		now := time.Now().UTC()
 		a.finish(RunReport{RunID: r.RunID, ExitCode: -1, StartTime: now, EndTime: now, StartError: err.Error()})
 		return
@@ -490,6 +540,7 @@ func (a *Agent) start(r Run) {
 	a.mu.Unlock()
 	go func() {
 		res := p.Wait()
+		a.releaseSlot(slot)
 		a.mu.Lock()
 		delete(a.runs, r.RunID)
 		abandoned := a.abandoned[r.RunID]
@@ -498,7 +549,8 @@ func (a *Agent) start(r Run) {
 		if abandoned {
 			return
 		}
-		a.finish(RunReport{RunID: r.RunID, ExitCode: res.ExitCode, StartTime: res.StartTime.UTC(), EndTime: res.EndTime.UTC(), TimedOut: res.TimedOut, Killed: res.Killed})
+		a.finish(RunReport{RunID: r.RunID, ExitCode: res.ExitCode, StartTime: res.StartTime.UTC(), EndTime: res.EndTime.UTC(), TimedOut: res.TimedOut, Killed: res.Killed,
+			DiskExceeded: res.DiskExceeded, OOMKilled: res.OOMKilled})
 	}()
 }
 

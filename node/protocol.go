@@ -60,6 +60,20 @@ type JoinResponse struct {
 	// polls and 5 seconds). An agent that has not reached the server for
 	// three quarters of it kills its runs first (see Agent.Run).
 	LostAfterMillis int64 `json:"lostAfterMillis,omitempty"`
+	// Limits is the node's budget, from the pool's vmSize: the agent puts
+	// it on the node's control group and on each task's.
+	Limits NodeLimits `json:"limits"`
+}
+
+// NodeLimits is what a node, and each task on it, may use of the machine.
+type NodeLimits struct {
+	CPUs        int   `json:"cpus"`
+	MemoryBytes int64 `json:"memoryBytes"`
+	// Pids bounds the processes and threads of the node and of each task.
+	Pids int64 `json:"pids"`
+	// DiskBytes bounds each task's files (working directory, stdout and
+	// stderr).
+	DiskBytes int64 `json:"diskBytes"`
 }
 
 // RunReport is the outcome of a run on the node.
@@ -71,6 +85,16 @@ type RunReport struct {
 	TimedOut   bool      `json:"timedOut,omitempty"`
 	Killed     bool      `json:"killed,omitempty"`
 	StartError string    `json:"startError,omitempty"`
+	// DiskExceeded: the run's files outgrew the disk budget and it was
+	// killed. OOMKilled: the kernel killed one of its processes for
+	// exceeding the memory limit.
+	DiskExceeded bool `json:"diskExceeded,omitempty"`
+	OOMKilled    bool `json:"oomKilled,omitempty"`
+}
+
+// Failed reports whether the run counts as failed.
+func (r RunReport) Failed() bool {
+	return r.StartError != "" || r.TimedOut || r.ExitCode != 0 || r.DiskExceeded || r.OOMKilled
 }
 
 // SyncRequest is the agent's periodic report.
@@ -97,6 +121,30 @@ type Run struct {
 	Env         map[string]string `json:"env,omitempty"`
 	// MaxWallClockMillis is 0 for unlimited.
 	MaxWallClockMillis int64 `json:"maxWallClockMillis,omitempty"`
+	// UserIdentity is the user the run runs as (nil: the pool's non-admin
+	// auto-user, Azure's default).
+	UserIdentity *UserIdentity `json:"userIdentity,omitempty"`
+}
+
+// UserIdentity is Azure Batch's userIdentity: a named user account of the
+// pool, or an auto-user.
+type UserIdentity struct {
+	UserName string    `json:"username,omitempty"`
+	AutoUser *AutoUser `json:"autoUser,omitempty"`
+}
+
+// AutoUser is an auto-user: scope "pool" (one user shared by the pool's
+// tasks) or "task" (a user of the task's own), elevationLevel "nonadmin" or
+// "admin" (root of the task's sandbox only).
+type AutoUser struct {
+	Scope          string `json:"scope,omitempty"`
+	ElevationLevel string `json:"elevationLevel,omitempty"`
+}
+
+// UserAccount is one of the pool's userAccounts, as far as a node needs it.
+type UserAccount struct {
+	Name           string `json:"name"`
+	ElevationLevel string `json:"elevationLevel,omitempty"`
 }
 
 // Certificate is a certificate to install into the node's certificates
@@ -118,6 +166,8 @@ type Config struct {
 	// Identities lists the client ids of the pool's user-assigned
 	// identities; empty means no managed identity endpoint.
 	Identities []string `json:"identities,omitempty"`
+	// UserAccounts are the pool's named users (userIdentity.username).
+	UserAccounts []UserAccount `json:"userAccounts,omitempty"`
 }
 
 // SyncResponse is the server's answer to a sync.

@@ -44,9 +44,10 @@ type SandboxSpec struct {
 	// id of root in its user namespace, which it is with Admin.
 	UID, GID, AdminUID int
 	Admin              bool
-	// Binds are the host directories shown read-write (the node's root).
-	Binds    []string
-	Hostname string
+	// Binds are the host directories shown read-write (the node's root),
+	// ReadOnlyBinds those shown read-only (the certificates).
+	Binds, ReadOnlyBinds []string
+	Hostname             string
 }
 
 // Result is how a run ended.
@@ -325,7 +326,7 @@ func (r *Runner) startSandboxed(spec Spec, wd string, stdout, stderr *os.File) (
 	p.start = time.Now()
 	sp, err := sb.Node.Start(sandbox.Task{
 		Key: "run-" + strconv.FormatUint(r.seq, 10), Argv: []string{"/bin/sh", "-c", spec.CommandLine}, Env: spec.Env,
-		Dir: wd, Stdout: stdout, Stderr: stderr, Binds: sb.Binds,
+		Dir: wd, Stdout: stdout, Stderr: stderr, Binds: sb.Binds, ReadOnlyBinds: sb.ReadOnlyBinds,
 		UID: sb.UID, GID: sb.GID, AdminUID: sb.AdminUID, Admin: sb.Admin, Hostname: sb.Hostname,
 	})
 	if sp != nil {

@@ -149,8 +149,8 @@ type Task struct {
 	Dir            string
 	Stdout, Stderr *os.File
 	// Binds are host directories shown read-write at the same path (the
-	// node's root directory).
-	Binds []string
+	// node's root directory); ReadOnlyBinds are shown read-only.
+	Binds, ReadOnlyBinds []string
 	// UID and GID are the host user and group the task runs as; with Admin,
 	// the task is root of its user namespace instead, mapped to AdminUID.
 	UID, GID int
@@ -253,11 +253,11 @@ func (n *Node) Start(t Task) (*Process, error) {
 			// Become root of the new namespace (host user AdminUID, or the
 			// task's user for a non-admin task): creating a user namespace
 			// does not change the process's own ids.
-			Credential: &syscall.Credential{Uid: 0, Gid: 0},
-			Setpgid:                    true,
-			Pdeathsig:                  syscall.SIGKILL,
-			UseCgroupFD:                cgfd >= 0,
-			CgroupFD:                   cgfd,
+			Credential:  &syscall.Credential{Uid: 0, Gid: 0},
+			Setpgid:     true,
+			Pdeathsig:   syscall.SIGKILL,
+			UseCgroupFD: cgfd >= 0,
+			CgroupFD:    cgfd,
 		},
 	}
 	pid, err := syscall.ForkExec("/proc/self/exe", argv, attr)
@@ -309,6 +309,9 @@ func (h *Host) initArgs(t Task, l Limits) []string {
 		case st.IsDir():
 			a = append(a, "ro="+d)
 		}
+	}
+	for _, b := range t.ReadOnlyBinds {
+		a = append(a, "ro="+b)
 	}
 	for _, b := range t.Binds {
 		a = append(a, "rw="+b)
