@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,7 +62,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 
 func newServerCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
-	var logLevel, logFormat string
+	var logLevel, logFormat, diskLimit string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Custody server (token service, resource manager, key vault, batch) on one TLS listener",
@@ -78,11 +79,21 @@ func newServerCmd() *cobra.Command {
 			}
 			cfg.Logger = slog.New(h)
 			slog.SetDefault(cfg.Logger)
+			if diskLimit != "" {
+				n, err := parseSize(diskLimit)
+				if err != nil {
+					return fmt.Errorf("--task-disk-limit %q: %v", diskLimit, err)
+				}
+				cfg.TaskDiskLimit = n
+			}
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			for _, w := range s.Warnings() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s.\n", w)
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "Custody is running at https://management.%s:%d (login: https://login.%s:%d).\n", cfg.Domain, s.Port(), cfg.Domain, s.Port())
 			fmt.Fprintf(cmd.ErrOrStderr(), "Admin credentials: %s (mode 0600). CA certificate: %s.\n", s.DataDir()+string(os.PathSeparator)+server.AdminFile, s.Endpoint.CAFile)
 			fmt.Fprintln(cmd.ErrOrStderr(), "In another terminal: custody group list, or eval \"$(custody env)\" for Azure SDK programs.")
@@ -117,9 +128,37 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")
 	f.StringArrayVar(&cfg.ExternalVaultHosts, "external-vault-host", nil, "a vault host (host or host:port) outside this server that customer-managed key identifiers may name; repeat for more (by default only this server's vaults)")
 	f.BoolVar(&cfg.DisableLocalNodes, "disable-local-nodes", false, "do not start pool nodes as local `custody node` processes; agents on other machines join with node credentials instead")
+	f.StringVar(&cfg.NodeRoot, "node-root", "", "directory of local nodes' files, one per node (default: {data-dir}-nodes, beside the data directory; never inside it)")
+	f.BoolVar(&cfg.UnsafeSharedHostNodes, "unsafe-shared-host-nodes", false, "run local nodes' tasks WITHOUT a sandbox, as the server's user, where the host cannot build one: tasks can then read the server's secrets")
+	f.StringVar(&diskLimit, "task-disk-limit", "", "cap on each task's disk budget (bytes, or with K, M, G suffix), below the temporary disk of its pool's vmSize")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// parseSize reads a byte count: digits with an optional K, M, G or T
+// suffix (powers of 1024; "KiB", "MB" and the like are read the same way).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		case 'T':
+			mult, t = 1<<40, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || v <= 0 || v > (1<<62)/mult {
+		return 0, errors.New("give a positive size in bytes, such as 1073741824 or 1G")
+	}
+	return v * mult, nil
 }
 
 // app holds the global flags and the lazily built server client of one CLI

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -18,11 +19,15 @@ import (
 func nodeCmd() *cobra.Command {
 	var cfg node.AgentConfig
 	var credFile, caFile, logLevel string
+	credFD, caFD := -1, -1
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a node agent: join a pool over HTTPS and run its tasks as local processes",
-		Long: "Run a node agent. The credential comes from --credential-file or the environment variable\n" +
-			"CUSTODY_NODE_CREDENTIAL; it names the account, pool and node. Tasks run under --root.",
+		Short: "Run a node agent: join a pool over HTTPS and run its tasks, each in a sandbox",
+		Long: "Run a node agent. The credential comes from --credential-file (read at start; keep it outside\n" +
+			"/etc, /opt and /usr, mode 0600) or an inherited descriptor (--credential-fd); it names the\n" +
+			"account, pool and node. Tasks run under --root, each in a sandbox of its own (user, mount and\n" +
+			"PID namespaces, control groups): the agent must run as root on Linux. --unsafe-shared-host runs\n" +
+			"tasks without one, as the agent's user, where the host cannot build it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var level slog.Level
@@ -30,8 +35,14 @@ func nodeCmd() *cobra.Command {
 				return fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			cfg.Credential = os.Getenv("CUSTODY_NODE_CREDENTIAL")
-			if credFile != "" {
+			switch {
+			case credFD >= 0:
+				b, err := readFD(credFD, "--credential-fd")
+				if err != nil {
+					return err
+				}
+				cfg.Credential = strings.TrimSpace(string(b))
+			case credFile != "":
 				b, err := os.ReadFile(credFile)
 				if err != nil {
 					return fmt.Errorf("--credential-file: %w", err)
@@ -39,18 +50,31 @@ func nodeCmd() *cobra.Command {
 				cfg.Credential = strings.TrimSpace(string(b))
 			}
 			if cfg.Credential == "" {
-				return errors.New("no node credential: use --credential-file or set CUSTODY_NODE_CREDENTIAL")
+				return errors.New("no node credential: use --credential-file (or --credential-fd)")
 			}
-			_ = os.Unsetenv("CUSTODY_NODE_CREDENTIAL")
-			if caFile != "" {
-				pem, err := os.ReadFile(caFile)
+			var pem []byte
+			switch {
+			case caFD >= 0:
+				b, err := readFD(caFD, "--ca-fd")
+				if err != nil {
+					return err
+				}
+				pem = b
+			case caFile != "":
+				b, err := os.ReadFile(caFile)
 				if err != nil {
 					return fmt.Errorf("--ca-file: %w", err)
 				}
+				pem = b
+			}
+			if pem != nil {
 				cfg.CAPool = x509.NewCertPool()
 				if !cfg.CAPool.AppendCertsFromPEM(pem) {
-					return fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
+					return errors.New("the CA given holds no PEM certificate")
 				}
+			}
+			if cfg.UnsafeSharedHost {
+				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: tasks run WITHOUT a sandbox (--unsafe-shared-host): they can read everything this agent's user can, the node credential included.")
 			}
 			a, err := node.NewAgent(cfg)
 			if err != nil {
@@ -62,10 +86,30 @@ func nodeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", "", "the server's node channel, https://batch.{domain}:{port}")
 	f.StringVar(&cfg.Connect, "connect", "", "host:port to dial for the server (default: resolve the --server host)")
-	f.StringVar(&credFile, "credential-file", "", "file holding the node credential (default: env CUSTODY_NODE_CREDENTIAL)")
+	f.StringVar(&credFile, "credential-file", "", "file holding the node credential")
+	f.IntVar(&credFD, "credential-fd", -1, "inherited file descriptor to read the node credential from (then closed)")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate")
+	f.IntVar(&caFD, "ca-fd", -1, "inherited file descriptor to read the CA's PEM from (then closed)")
 	f.StringVar(&cfg.Root, "root", "", "the node's root directory (tasks run in {root}/workitems/...)")
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "loopback address for the managed identity endpoint")
+	f.IntVar(&cfg.UIDBase, "uid-base", node.DefaultUIDBase, "first host user id of the ranges task users are taken from (65536 ids per agent)")
+	f.BoolVar(&cfg.UnsafeSharedHost, "unsafe-shared-host", false, "run tasks WITHOUT a sandbox, as the agent's user, where the host cannot build one")
+	f.BoolVar(&cfg.OwnMountNamespace, "own-mount-namespace", false, "the agent was started in a mount namespace of its own (the server's local nodes are)")
+	_ = f.MarkHidden("own-mount-namespace")
 	f.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	return cmd
+}
+
+// readFD reads an inherited descriptor to its end and closes it.
+func readFD(fd int, flag string) ([]byte, error) {
+	f := os.NewFile(uintptr(fd), flag)
+	if f == nil {
+		return nil, fmt.Errorf("%s %d: not an open file descriptor", flag, fd)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %d: %w", flag, fd, err)
+	}
+	return b, nil
 }

@@ -163,8 +163,7 @@ func TestComputeRemoteAgentRejoinsAfterRestart(t *testing.T) {
 	if err := json.Unmarshal(r.Body, &nc); err != nil || nc.Credential == "" {
 		t.Fatalf("node credential body %s: %v", r.Body, err)
 	}
-	cmd := exec.Command(os.Args[0], "node", "--server", nc.Server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile, "--root", t.TempDir())
-	cmd.Env = append(os.Environ(), agentEnv+"=1", server.NodeCredentialEnv+"="+nc.Credential)
+	cmd := remoteAgent(t, ts, nc.Server, nc.Credential)
 	if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}
@@ -301,8 +300,7 @@ func startRemoteAgent(t *testing.T, ts *servertest.TestServer, account, pool str
 	if err := json.Unmarshal(r.Body, &nc); r.Status != 201 || err != nil || nc.Credential == "" {
 		t.Fatalf("node credential: %d %s", r.Status, r.Body)
 	}
-	cmd := exec.Command(os.Args[0], "node", "--server", nc.Server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile, "--root", t.TempDir())
-	cmd.Env = append(os.Environ(), agentEnv+"=1", server.NodeCredentialEnv+"="+nc.Credential)
+	cmd := remoteAgent(t, ts, nc.Server, nc.Credential)
 	if os.Getenv("CUSTODY_TEST_VERBOSE") != "" {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}

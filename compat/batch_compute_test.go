@@ -2,10 +2,8 @@ package compat_test
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/keyvault/armkeyvault"
 
-	"custody/node"
+	"custody/cli"
 	"custody/server"
 	"custody/server/servertest"
 	"custody/sqlstore"
@@ -44,42 +42,25 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runTestAgent runs a node agent with the flags the server's launcher
-// passes to `custody node`.
+// runTestAgent runs `custody node` with args, as the custody binary would.
 func runTestAgent(args []string) int {
-	if len(args) > 0 && args[0] == "node" {
-		args = args[1:]
-	}
-	fs := flag.NewFlagSet("node", flag.ContinueOnError)
-	var cfg node.AgentConfig
-	var caFile string
-	fs.StringVar(&cfg.Server, "server", "", "")
-	fs.StringVar(&cfg.Connect, "connect", "", "")
-	fs.StringVar(&caFile, "ca-file", "", "")
-	fs.StringVar(&cfg.Root, "root", "", "")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg.Credential = os.Getenv(server.NodeCredentialEnv)
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	cfg.CAPool = x509.NewCertPool()
-	cfg.CAPool.AppendCertsFromPEM(pem)
-	a, err := node.NewAgent(cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := a.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	return cli.Main(ctx, args, os.Stdin, os.Stdout, os.Stderr)
+}
+
+// remoteAgent returns the command that runs a node agent by hand, as an
+// operator on another machine would, with the node credential in a file.
+func remoteAgent(t testing.TB, ts *servertest.TestServer, server, credential string) *exec.Cmd {
+	t.Helper()
+	credFile := filepath.Join(t.TempDir(), "node.credential")
+	if err := os.WriteFile(credFile, []byte(credential), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	return 0
+	cmd := exec.Command(os.Args[0], "node", "--server", server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile,
+		"--credential-file", credFile, "--root", filepath.Join(t.TempDir(), "node"))
+	cmd.Env = append(os.Environ(), agentEnv+"=1")
+	return cmd
 }
 
 // computeServer starts a server whose local nodes are this test binary.
@@ -770,8 +751,7 @@ func TestComputeRemoteAgent(t *testing.T) {
 	if err := json.Unmarshal(r.Body, &nc); err != nil || nc.Credential == "" {
 		t.Fatalf("node credential body %s: %v", r.Body, err)
 	}
-	cmd := exec.Command(os.Args[0], "node", "--server", nc.Server, "--connect", ts.Endpoint.Address, "--ca-file", ts.Endpoint.CAFile, "--root", t.TempDir())
-	cmd.Env = append(os.Environ(), agentEnv+"=1", server.NodeCredentialEnv+"="+nc.Credential)
+	cmd := remoteAgent(t, ts, nc.Server, nc.Credential)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,21 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	s.prepareNode(ctx, account, poolID, n)
 	s.Kick()
 	return node.JoinResponse{NodeID: n.ID, PoolID: poolID, Account: account, PollSeconds: int(s.cfg.Poll / time.Second),
-		LostAfterMillis: s.cfg.LostAfter.Milliseconds()}, nil
+		LostAfterMillis: s.cfg.LostAfter.Milliseconds(), Limits: s.nodeLimits(n.VMSize)}, nil
+}
+
+// nodeLimits is the budget of a node of the given vmSize (see VMSize).
+func (s *Service) nodeLimits(vmSize string) node.NodeLimits {
+	size, ok := LookupVMSize(vmSize)
+	if !ok {
+		size = VMSize{CPUs: 1, MemoryMB: 2048, DiskGB: 10}
+	}
+	l := node.NodeLimits{CPUs: size.CPUs, MemoryBytes: int64(size.MemoryMB) << 20, Pids: int64(size.PidsPerCPU()) * int64(size.CPUs),
+		DiskBytes: int64(size.DiskGB) << 30}
+	if s.cfg.TaskDiskLimit > 0 && s.cfg.TaskDiskLimit < l.DiskBytes {
+		l.DiskBytes = s.cfg.TaskDiskLimit
+	}
+	return l
 }
 
 // prepareNode queues the pool's start task on a node that (re)joined, or
@@ -80,7 +94,7 @@ func (s *Service) prepareNode(ctx context.Context, account, poolID string, n *li
 		for _, e := range st.EnvironmentSettings {
 			env[e.Name] = e.Value
 		}
-		r := &node.Run{RunID: fmt.Sprintf("starttask/%d", n.seq), Kind: "starttask", CommandLine: st.CommandLine, Env: env}
+		r := &node.Run{RunID: fmt.Sprintf("starttask/%d", n.seq), Kind: "starttask", CommandLine: st.CommandLine, Env: env, UserIdentity: st.User()}
 		max := 0
 		if st.MaxTaskRetryCount != nil {
 			max = int(*st.MaxTaskRetryCount)
@@ -194,6 +208,9 @@ func (s *Service) nodeConfig(ctx context.Context, account, poolID string, gen in
 		return nil, err
 	}
 	c := &node.Config{Generation: gen}
+	for _, u := range p.Spec.UserAccounts {
+		c.UserAccounts = append(c.UserAccounts, node.UserAccount{Name: u.Name, ElevationLevel: u.ElevationLevel})
+	}
 	for _, id := range p.Identities {
 		c.Identities = append(c.Identities, id.ClientID)
 	}
@@ -297,7 +314,7 @@ func (s *Service) startTaskDone(n *liveNode, r *run, rep node.RunReport, failed 
 			for _, e := range p.Spec.StartTask.EnvironmentSettings {
 				env[e.Name] = e.Value
 			}
-			nr := node.Run{RunID: fmt.Sprintf("starttask/%d", n.seq), Kind: "starttask", CommandLine: p.Spec.StartTask.CommandLine, Env: env}
+			nr := node.Run{RunID: fmt.Sprintf("starttask/%d", n.seq), Kind: "starttask", CommandLine: p.Spec.StartTask.CommandLine, Env: env, UserIdentity: p.Spec.StartTask.User()}
 			n.runs[nr.RunID] = &run{id: nr.RunID, kind: "starttask", maxRetr: r.maxRetr}
 			n.outbox = append(n.outbox, nr)
 			st.State, st.EndTime, st.ExitCode = "running", nil, nil

@@ -215,6 +215,21 @@ func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 		run.Env[e.Name] = deref(e.Value)
 	}
 	run.CommandLine = spec.CommandLine
+	if u := spec.UserIdentity; u != nil {
+		run.UserIdentity = &node.UserIdentity{}
+		if u.Username != nil {
+			run.UserIdentity.UserName = *u.Username
+		}
+		if a := u.AutoUser; a != nil {
+			run.UserIdentity.AutoUser = &node.AutoUser{}
+			if a.Scope != nil {
+				run.UserIdentity.AutoUser.Scope = string(*a.Scope)
+			}
+			if a.ElevationLevel != nil {
+				run.UserIdentity.AutoUser.ElevationLevel = string(*a.ElevationLevel)
+			}
+		}
+	}
 	if c := job.Spec.Constraints; c != nil && c.MaxTaskRetryCount != nil {
 		run.MaxRetries = int(*c.MaxTaskRetryCount)
 	}

@@ -409,7 +409,7 @@ func (s *Service) start(ctx context.Context, account string, pl Placement) {
 	}
 	n.seq++
 	r := &node.Run{RunID: pl.JobID + "/" + pl.TaskID + "/" + itoa(n.seq), Kind: "task", JobID: pl.JobID, TaskID: pl.TaskID,
-		CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds()}
+		CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds(), UserIdentity: tr.UserIdentity}
 	n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: max(pl.RequiredSlots, 1), spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries}
 	n.outbox = append(n.outbox, *r)
 	s.setState(n, NodeRunning)

@@ -9,6 +9,7 @@ import (
 
 	"custody"
 	"custody/batch"
+	"custody/node"
 )
 
 // Pool states and allocation states, as Azure spells them.
@@ -22,36 +23,52 @@ const (
 )
 
 // VMSize is what a vmSize name gives a node: its task slots by default and
-// a CPU and memory budget (reported, and the ceiling of taskSlotsPerNode).
+// its budget, which the node's sandbox enforces (package node/sandbox): a
+// control group for the node and one for each task, each holding the CPU
+// quota, the memory limit and the process limit of the size, and a disk
+// budget for each task's files.
 type VMSize struct {
 	Name     string
 	CPUs     int
 	MemoryMB int
+	// DiskGB is the size's temporary disk: each task's budget for its
+	// working directory, stdout.txt and stderr.txt (server flag
+	// --task-disk-limit may lower it).
+	DiskGB int
 }
+
+// PidsPerCPU is the process and thread limit of a node (and of each task
+// on it) per CPU of its size.
+func (VMSize) PidsPerCPU() int { return 1024 }
 
 // vmSizes maps the usual Azure size names to a budget. A node of a size
 // runs up to CPUs task slots by default (taskSlotsPerNode defaults to 1, as
-// in Azure, and may be at most 4 x CPUs, capped at 256).
+// in Azure, and may be at most 4 x CPUs, capped at 256). Processes and
+// threads: 1024 per CPU.
 //
-//	standard_a1_v2   1 CPU    2 GiB     standard_d2s_v3  2 CPUs   8 GiB
-//	standard_a2_v2   2 CPUs   4 GiB     standard_d4s_v3  4 CPUs  16 GiB
-//	standard_a4_v2   4 CPUs   8 GiB     standard_d8s_v3  8 CPUs  32 GiB
-//	standard_d1_v2   1 CPU  3.5 GiB     standard_d16s_v3 16 CPUs 64 GiB
-//	standard_d2_v3   2 CPUs   8 GiB     standard_f2s_v2  2 CPUs   4 GiB
-//	standard_d4_v3   4 CPUs  16 GiB     standard_f4s_v2  4 CPUs   8 GiB
-//	standard_e2s_v3  2 CPUs  16 GiB     standard_f8s_v2  8 CPUs  16 GiB
-//	standard_e4s_v3  4 CPUs  32 GiB     standard_ds1_v2  1 CPU  3.5 GiB
+//	size              CPUs  memory  disk       size              CPUs  memory  disk
+//	standard_a1_v2      1    2 GiB   10 GiB    standard_d2s_v3     2    8 GiB   16 GiB
+//	standard_a2_v2      2    4 GiB   20 GiB    standard_d4s_v3     4   16 GiB   32 GiB
+//	standard_a4_v2      4    8 GiB   40 GiB    standard_d8s_v3     8   32 GiB   64 GiB
+//	standard_d1_v2      1  3.5 GiB   50 GiB    standard_d16s_v3   16   64 GiB  128 GiB
+//	standard_ds1_v2     1  3.5 GiB    7 GiB    standard_d2s_v5     2    8 GiB   16 GiB
+//	standard_d2_v2      2    7 GiB  100 GiB    standard_d4s_v5     4   16 GiB   32 GiB
+//	standard_d2_v3      2    8 GiB   50 GiB    standard_e2s_v3     2   16 GiB   32 GiB
+//	standard_d4_v3      4   16 GiB  100 GiB    standard_e4s_v3     4   32 GiB   64 GiB
+//	standard_d8_v3      8   32 GiB  200 GiB    standard_f2s_v2     2    4 GiB   16 GiB
+//	                                           standard_f4s_v2     4    8 GiB   32 GiB
+//	                                           standard_f8s_v2     8   16 GiB   64 GiB
 var vmSizes = map[string]VMSize{}
 
 func init() {
 	for _, s := range []VMSize{
-		{"standard_a1_v2", 1, 2048}, {"standard_a2_v2", 2, 4096}, {"standard_a4_v2", 4, 8192},
-		{"standard_d1_v2", 1, 3584}, {"standard_ds1_v2", 1, 3584}, {"standard_d2_v2", 2, 7168},
-		{"standard_d2_v3", 2, 8192}, {"standard_d4_v3", 4, 16384}, {"standard_d8_v3", 8, 32768},
-		{"standard_d2s_v3", 2, 8192}, {"standard_d4s_v3", 4, 16384}, {"standard_d8s_v3", 8, 32768},
-		{"standard_d16s_v3", 16, 65536}, {"standard_d2s_v5", 2, 8192}, {"standard_d4s_v5", 4, 16384},
-		{"standard_e2s_v3", 2, 16384}, {"standard_e4s_v3", 4, 32768},
-		{"standard_f2s_v2", 2, 4096}, {"standard_f4s_v2", 4, 8192}, {"standard_f8s_v2", 8, 16384},
+		{"standard_a1_v2", 1, 2048, 10}, {"standard_a2_v2", 2, 4096, 20}, {"standard_a4_v2", 4, 8192, 40},
+		{"standard_d1_v2", 1, 3584, 50}, {"standard_ds1_v2", 1, 3584, 7}, {"standard_d2_v2", 2, 7168, 100},
+		{"standard_d2_v3", 2, 8192, 50}, {"standard_d4_v3", 4, 16384, 100}, {"standard_d8_v3", 8, 32768, 200},
+		{"standard_d2s_v3", 2, 8192, 16}, {"standard_d4s_v3", 4, 16384, 32}, {"standard_d8s_v3", 8, 32768, 64},
+		{"standard_d16s_v3", 16, 65536, 128}, {"standard_d2s_v5", 2, 8192, 16}, {"standard_d4s_v5", 4, 16384, 32},
+		{"standard_e2s_v3", 2, 16384, 32}, {"standard_e4s_v3", 4, 32768, 64},
+		{"standard_f2s_v2", 2, 4096, 16}, {"standard_f4s_v2", 4, 8192, 32}, {"standard_f8s_v2", 8, 16384, 64},
 	} {
 		vmSizes[s.Name] = s
 	}
@@ -83,6 +100,63 @@ type StartTask struct {
 	ContainerSettings   json.RawMessage `json:"containerSettings,omitempty"`
 }
 
+// User returns the start task's userIdentity for its node (nil: the
+// pool's non-admin auto-user; unreadable JSON is treated the same).
+func (s *StartTask) User() *node.UserIdentity {
+	if len(s.UserIdentity) == 0 || string(s.UserIdentity) == "null" {
+		return nil
+	}
+	var u node.UserIdentity
+	if json.Unmarshal(s.UserIdentity, &u) != nil {
+		return nil
+	}
+	return &u
+}
+
+// UserAccount is one of a pool's userAccounts. The password is a secret
+// of the customer's: sealed with the pool's spec and never shown again.
+type UserAccount struct {
+	Name                     string          `json:"name"`
+	Password                 string          `json:"password,omitempty"`
+	ElevationLevel           string          `json:"elevationLevel,omitempty"`
+	LinuxUserConfiguration   json.RawMessage `json:"linuxUserConfiguration,omitempty"`
+	WindowsUserConfiguration json.RawMessage `json:"windowsUserConfiguration,omitempty"`
+}
+
+// MaxUserAccounts bounds a pool's userAccounts.
+const MaxUserAccounts = 64
+
+var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,19}$`)
+
+func validateUserAccounts(poolID string, accounts []UserAccount) error {
+	if len(accounts) > MaxUserAccounts {
+		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Pool %q has %d userAccounts; at most %d are allowed.", poolID, len(accounts), MaxUserAccounts)
+	}
+	seen := map[string]bool{}
+	for i := range accounts {
+		u := &accounts[i]
+		if !userNameRE.MatchString(u.Name) {
+			return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "userAccounts name %q of pool %q is not valid: use 1 to 20 letters, digits, '_', '.' or '-'.", u.Name, poolID)
+		}
+		if seen[strings.ToLower(u.Name)] {
+			return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "Pool %q has two userAccounts named %q.", poolID, u.Name)
+		}
+		seen[strings.ToLower(u.Name)] = true
+		if u.Password == "" {
+			return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "userAccounts %q of pool %q has no password.", u.Name, poolID)
+		}
+		switch strings.ToLower(u.ElevationLevel) {
+		case "", "nonadmin":
+			u.ElevationLevel = "nonadmin"
+		case "admin":
+			u.ElevationLevel = "admin"
+		default:
+			return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "userAccounts %q of pool %q has elevationLevel %q: use nonadmin or admin.", u.Name, poolID, u.ElevationLevel)
+		}
+	}
+	return nil
+}
+
 // WaitsForSuccess reports whether nodes wait for the start task (Azure's
 // default is true).
 func (s *StartTask) WaitsForSuccess() bool { return s.WaitForSuccess == nil || *s.WaitForSuccess }
@@ -97,6 +171,7 @@ type PoolSpec struct {
 	VirtualMachineConfiguration json.RawMessage `json:"virtualMachineConfiguration,omitempty"`
 	NetworkConfiguration        json.RawMessage `json:"networkConfiguration,omitempty"`
 	ResourceTags                json.RawMessage `json:"resourceTags,omitempty"`
+	UserAccounts                []UserAccount   `json:"userAccounts,omitempty"`
 }
 
 // CertificateReference names a certificate installed on the pool's nodes.
@@ -190,6 +265,9 @@ func (p *Pool) Validate() error {
 		p.NodeFillType = "pack"
 	default:
 		return custody.Errorf(custody.KindInvalid, "InvalidPropertyValue", "taskSchedulingPolicy.nodeFillType %q is not valid: use spread or pack.", p.NodeFillType)
+	}
+	if err := validateUserAccounts(p.ID, p.Spec.UserAccounts); err != nil {
+		return err
 	}
 	if st := p.Spec.StartTask; st != nil && strings.TrimSpace(st.CommandLine) == "" {
 		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "The start task of pool %q has no commandLine.", p.ID)

@@ -62,6 +62,9 @@ type TokenIssuer func(ctx context.Context, principalID, resource string) (token 
 // Config configures the compute service.
 type Config struct {
 	Store Store
+	// TaskDiskLimit, if positive, caps each task's disk budget below its
+	// vmSize's temporary disk.
+	TaskDiskLimit int64
 	// Nodes keeps the credentials of remote nodes across restarts; nil
 	// keeps them in memory only.
 	Nodes        NodeStore

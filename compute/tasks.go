@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"custody/node"
 	"context"
 	"time"
 )
@@ -15,7 +16,10 @@ type RunnableTask struct {
 // TaskRun is what a node needs to run a task: the unsealed command line and
 // environment. It exists only in memory and on the wire to the node.
 type TaskRun struct {
-	CommandLine  string
+	CommandLine string
+	// UserIdentity is the task's userIdentity (nil: the pool's non-admin
+	// auto-user).
+	UserIdentity *node.UserIdentity
 	Env          map[string]string
 	MaxWallClock time.Duration
 	// MaxRetries is the task's maxTaskRetryCount (-1: unlimited).

@@ -102,6 +102,7 @@ type poolIn struct {
 	CertificateReferences       *[]compute.CertificateReference `json:"certificateReferences"`
 	Metadata                    *[]compute.NameValue            `json:"metadata"`
 	Identity                    *poolIdentityIO                 `json:"identity"`
+	UserAccounts                *[]compute.UserAccount          `json:"userAccounts"`
 }
 
 type poolOut struct {
@@ -134,6 +135,14 @@ type poolOut struct {
 	CertificateReferences         []compute.CertificateReference `json:"certificateReferences,omitempty"`
 	Metadata                      []compute.NameValue            `json:"metadata,omitempty"`
 	Identity                      *poolIdentityIO                `json:"identity,omitempty"`
+	UserAccounts                  []userAccountOut               `json:"userAccounts,omitempty"`
+}
+
+// userAccountOut is a pool's user account as shown: never its password.
+type userAccountOut struct {
+	Name                   string          `json:"name"`
+	ElevationLevel         string          `json:"elevationLevel,omitempty"`
+	LinuxUserConfiguration json.RawMessage `json:"linuxUserConfiguration,omitempty"`
 }
 
 func (q *batchRequest) poolURL(id string) string { return q.baseURL() + "/pools/" + escapeID(id) }
@@ -157,6 +166,9 @@ func (b *batchData) poolBody(q *batchRequest, p *compute.Pool, withMetadata bool
 		CurrentDedicatedNodes: dedicated, CurrentLowPriorityNodes: low, TargetDedicatedNodes: p.TargetDedicated, TargetLowPriorityNodes: p.TargetLowPriority,
 		TaskSlotsPerNode: p.TaskSlotsPerNode, TaskSchedulingPolicy: taskSchedulingPolicyIO{p.NodeFillType},
 		StartTask: p.Spec.StartTask, CertificateReferences: p.Certificates, Metadata: p.Spec.Metadata}
+	for _, u := range p.Spec.UserAccounts {
+		out.UserAccounts = append(out.UserAccounts, userAccountOut{Name: u.Name, ElevationLevel: u.ElevationLevel, LinuxUserConfiguration: redactSSHKey(u.LinuxUserConfiguration)})
+	}
 	if len(p.Identities) > 0 {
 		// The principal and client ids of an identity are shown only to
 		// callers that may read or assign it.
@@ -331,6 +343,9 @@ func (b *batchData) addPool(q *batchRequest) error {
 	}
 	p := &compute.Pool{ID: in.ID, VMSize: in.VMSize, Spec: compute.PoolSpec{VirtualMachineConfiguration: in.VirtualMachineConfiguration,
 		NetworkConfiguration: in.NetworkConfiguration, ResourceTags: in.ResourceTags}}
+	if in.UserAccounts != nil {
+		p.Spec.UserAccounts = *in.UserAccounts
+	}
 	if in.TargetDedicatedNodes != nil {
 		p.TargetDedicated = *in.TargetDedicatedNodes
 	}
@@ -884,4 +899,19 @@ func (q *batchRequest) addTaskRun(out *taskOut, t *batch.Task) {
 		out.NodeInfo = &taskNodeInfoOut{AffinityID: "TVM:" + e.NodeID, NodeURL: q.nodeURL(e.PoolID, e.NodeID), PoolID: e.PoolID, NodeID: e.NodeID,
 			TaskRootDirectory: dir, TaskRootDirectoryURL: q.nodeURL(e.PoolID, e.NodeID) + "/files/" + escapePath(dir)}
 	}
+}
+
+// redactSSHKey drops sshPrivateKey from a linuxUserConfiguration (Azure
+// never returns it).
+func redactSSHKey(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	delete(m, "sshPrivateKey")
+	b, _ := json.Marshal(m)
+	return b
 }

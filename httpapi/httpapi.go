@@ -47,6 +47,9 @@ type Config struct {
 	RM       *rm.Service
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Warnings are reported by /healthz beside the status (an unsafe
+	// configuration the operator chose).
+	Warnings []string
 	// Health, if set, is called by /healthz; an error answers 503.
 	Health func() error
 }
@@ -274,6 +277,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 			return
 		}
+	}
+	if len(s.cfg.Warnings) > 0 {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "warnings": s.cfg.Warnings})
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }

@@ -7,21 +7,64 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"custody/batch"
+	"custody/node/sandbox"
 	"custody/compute"
 	"custody/sqlstore"
 	"custody/tlsca"
 )
 
-// NodeCredentialEnv is the environment variable a local node agent reads
-// its credential from (never a command-line argument, which others can see).
-const NodeCredentialEnv = "CUSTODY_NODE_CREDENTIAL"
+// checkNodeRoot fills in the node root and refuses one that would put task
+// files next to the server's secrets; unless local nodes may run unsafely
+// (or are off), it checks that this host can sandbox tasks.
+func checkNodeRoot(cfg *Config) error {
+	if cfg.DisableLocalNodes {
+		return nil
+	}
+	if cfg.NodeRoot == "" {
+		cfg.NodeRoot = DefaultNodeRoot(cfg.DataDir)
+	}
+	root, err := filepath.Abs(cfg.NodeRoot)
+	if err != nil {
+		return fmt.Errorf("--node-root: %w", err)
+	}
+	data, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	if within(root, data) || within(data, root) {
+		return fmt.Errorf("--node-root %s and --data-dir %s must not contain one another: tasks' files must be kept apart from the server's secrets", root, data)
+	}
+	cfg.NodeRoot = root
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return fmt.Errorf("--node-root: %w", err)
+	}
+	if cfg.UnsafeSharedHostNodes {
+		return nil
+	}
+	if _, err := sandbox.Probe(); err != nil {
+		return fmt.Errorf("local nodes cannot sandbox their tasks on this host: %v.\n"+
+			"Without a sandbox, a task could read this server's secrets (root key, admin credentials, database) and other accounts' data. Either fix the cause above (run as root on Linux with user, mount and PID namespaces and writable control groups), "+
+			"or pass --disable-local-nodes and join `custody node` agents from hosts that can, or pass --unsafe-shared-host-nodes to run tasks unsandboxed anyway", err)
+	}
+	return nil
+}
 
-// localLauncher starts nodes as `custody node` child processes.
+// within reports whether path is dir or inside it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && (rel == "." || (rel != ".." && !strings.HasPrefix(rel, "../")))
+}
+
+// localLauncher starts nodes as `custody node` child processes. Each gets
+// its credential through an inherited pipe (never the environment or a
+// file, which its tasks could read) and, with the sandbox, a mount
+// namespace of its own.
 type localLauncher struct {
 	s *Server
 }
@@ -35,25 +78,65 @@ func (l localLauncher) Launch(account, poolID, nodeID, credential string) (func(
 		}
 		cmdline = []string{exe, "node"}
 	}
-	root := filepath.Join(l.s.cfg.DataDir, "nodes", account, poolID, nodeID)
+	root := filepath.Join(l.s.cfg.NodeRoot, account, poolID, nodeID)
+	for _, d := range []string{filepath.Dir(filepath.Dir(root)), filepath.Dir(root)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, nil, fmt.Errorf("node root: %w", err)
+		}
+	}
+	ca, err := os.ReadFile(filepath.Join(l.s.cfg.DataDir, tlsca.CAFile))
+	if err != nil {
+		return nil, nil, err
+	}
 	args := append(cmdline[1:len(cmdline):len(cmdline)],
 		"--server", "https://batch."+l.s.cfg.Domain+":"+strconv.Itoa(l.s.Endpoint.Port),
 		"--connect", l.s.Endpoint.Address,
-		"--ca-file", filepath.Join(l.s.cfg.DataDir, tlsca.CAFile),
+		"--credential-fd", "3", "--ca-fd", "4",
 		"--root", root)
+	sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if l.s.cfg.UnsafeSharedHostNodes {
+		args = append(args, "--unsafe-shared-host")
+	} else {
+		args = append(args, "--own-mount-namespace")
+		sys.Cloneflags = syscall.CLONE_NEWNS
+	}
 	cmd := exec.Command(cmdline[0], args...)
-	cmd.Env = append(os.Environ(), NodeCredentialEnv+"="+credential)
+	cmd.Env = agentEnv()
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if l.s.cfg.NodeLog != nil {
 		cmd.Stdout, cmd.Stderr = l.s.cfg.NodeLog, l.s.cfg.NodeLog
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = sys
+	credR, credW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	caR, caW, err := os.Pipe()
+	if err != nil {
+		credR.Close()
+		credW.Close()
+		return nil, nil, err
+	}
+	cmd.ExtraFiles = []*os.File{credR, caR}
+	err = cmd.Start()
+	credR.Close()
+	caR.Close()
+	if err != nil {
+		credW.Close()
+		caW.Close()
 		return nil, nil, fmt.Errorf("start node agent: %w", err)
 	}
+	// Both fit in a pipe's buffer: the writes do not wait for the agent.
+	_, _ = credW.Write([]byte(credential))
+	credW.Close()
+	_, _ = caW.Write(ca)
+	caW.Close()
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
+		// The node is gone: so are its files.
+		_ = os.RemoveAll(root)
+		_ = os.RemoveAll(root + ".certs")
 		close(exited)
 	}()
 	var once sync.Once
@@ -68,6 +151,19 @@ func (l localLauncher) Launch(account, poolID, nodeID, credential string) (func(
 		})
 	}
 	return stop, exited, nil
+}
+
+// agentEnv is a local agent's environment: the server's, less anything of
+// Custody's own (a root key given as CUSTODY_ROOT_KEY stays with the server).
+func agentEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "CUSTODY_") && !strings.HasPrefix(kv, "CUSTODY_TEST_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // accountDataDeleters deletes an account's data in every service.
@@ -88,7 +184,7 @@ func (s *Server) openCompute(data *batch.DataService) {
 	tasks := &compute.BatchTasks{Keys: s.Batch, Data: data, Store: data.Store}
 	cfg := compute.Config{
 		Store: &sqlstore.ComputePoolStore{DB: s.DB}, Nodes: &sqlstore.ComputeNodeStore{DB: s.DB}, Keys: s.Batch, Tasks: tasks, Certificates: tasks,
-		Identities: identityAdapter{s.Identity}, Logger: s.log, Poll: s.cfg.NodePoll,
+		Identities: identityAdapter{s.Identity}, Logger: s.log, Poll: s.cfg.NodePoll, TaskDiskLimit: s.cfg.TaskDiskLimit,
 		Tokens: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
 			tok, err := s.Identity.ManagedIdentityToken(ctx, principalID, resource)
 			if err != nil {

@@ -94,6 +94,30 @@ type Config struct {
 	// NodePoll is how long a node's sync is held (default 10 s); nodes
 	// silent for 3 polls are lost and their tasks requeued.
 	NodePoll time.Duration
+	// NodeRoot is where local nodes keep their files, one directory per
+	// node ({NodeRoot}/{account}/{pool}/{node}); default: the data
+	// directory's sibling "{data-dir}-nodes". It must not be inside the
+	// data directory.
+	NodeRoot string
+	// UnsafeSharedHostNodes runs local nodes' tasks without a sandbox, as
+	// the server's own user: they can read its secrets. Only for hosts that
+	// cannot build the sandbox (see node/sandbox), and said at start and in
+	// /healthz.
+	UnsafeSharedHostNodes bool
+	// TaskDiskLimit, if positive, caps each task's disk budget below the
+	// temporary disk of its pool's vmSize.
+	TaskDiskLimit int64
+}
+
+// UnsafeNodesWarning is what the server says, at start and in /healthz,
+// when local nodes run tasks without a sandbox.
+const UnsafeNodesWarning = "local nodes run tasks WITHOUT a sandbox (--unsafe-shared-host-nodes): any task can read this server's secrets (root key, admin credentials, database) and every account's data"
+
+// DefaultNodeRoot returns the default node root for a data directory: its
+// sibling "{data-dir}-nodes".
+func DefaultNodeRoot(dataDir string) string {
+	dataDir = filepath.Clean(dataDir)
+	return filepath.Join(filepath.Dir(dataDir), filepath.Base(dataDir)+"-nodes")
 }
 
 // DefaultReadTimeout is Config.ReadTimeout's default.
@@ -173,7 +197,13 @@ type Server struct {
 	metricsListener net.Listener
 	metrics         *http.Server
 	sealer          *secret.Sealer
+	// warnings are said at start and in /healthz.
+	warnings []string
 }
+
+// Warnings returns what the server says about itself at start and in
+// /healthz (an unsafe configuration).
+func (s *Server) Warnings() []string { return s.warnings }
 
 // Open prepares a server: it creates or loads everything in the data
 // directory, opens and migrates the database, bootstraps the tenant,
@@ -189,7 +219,14 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if err := checkNodeRoot(&cfg); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
+	if !cfg.DisableLocalNodes && cfg.UnsafeSharedHostNodes {
+		s.warnings = append(s.warnings, UnsafeNodesWarning)
+		s.log.Warn(UnsafeNodesWarning)
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -265,7 +302,8 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.HTTP = httpapi.New(httpapi.Config{
 		Domain: cfg.Domain, Port: port, Identity: s.Identity, RM: s.RM, Logger: s.log, Registry: reg,
-		Health: func() error { return s.DB.SQL().PingContext(context.Background()) },
+		Health:   func() error { return s.DB.SQL().PingContext(context.Background()) },
+		Warnings: s.warnings,
 	})
 	// Key vault: management (ARM; a resource group delete soft-deletes its
 	// vaults) and the keys data plane on {vault}.vault.{domain}.
