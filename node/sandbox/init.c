@@ -84,10 +84,13 @@ static unsigned long lockedFlags(const char *path) {
 	return f;
 }
 
-static void bind(const char *root, const char *src, int readonly) {
+// bind shows src at the same path under root. src may be
+// "/proc/self/fd/N" for a directory the agent opened (its parents need not
+// be searchable by the task's users); dstpath is then where it goes.
+static void bindAt(const char *root, const char *src, const char *dstpath, int readonly) {
 	struct stat st;
-	if (stat(src, &st) < 0) fail("stat", src);
-	char *dst = join(root, src);
+	if (stat(src, &st) < 0) fail("stat", dstpath);
+	char *dst = join(root, dstpath);
 	if (S_ISDIR(st.st_mode)) {
 		mkdirs(dst, 0755);
 	} else {
@@ -99,10 +102,10 @@ static void bind(const char *root, const char *src, int readonly) {
 		if (fd < 0) fail("create", dst);
 		close(fd);
 	}
-	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind", src);
+	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind", dstpath);
 	unsigned long f = lockedFlags(dst) | MS_NOSUID | MS_NODEV;
 	if (readonly) f |= MS_RDONLY;
-	if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) fail("remount", src);
+	if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) fail("remount", dstpath);
 	free(dst);
 }
 
@@ -113,6 +116,32 @@ static unsigned long long number(const char *s, const char *what) {
 	if (errno || *end || end == s) { errno = EINVAL; fail("bad number for", what); }
 	return v;
 }
+
+static void bind(const char *root, const char *src, int readonly) { bindAt(root, src, src, readonly); }
+
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+// bindFD handles "N:DST": N is a detached copy of a mount tree the agent
+// made with open_tree (so the directory's parents need not be searchable
+// by the task's users); it is attached at DST.
+static int bindFD(const char *root, char *arg, int readonly) {
+	char *colon = strchr(arg, ':');
+	if (!colon) { errno = EINVAL; fail("bad bind", arg); }
+	*colon = 0;
+	int fd = (int)number(arg, "descriptor");
+	*colon = ':';
+	char *dst = join(root, colon + 1);
+	mkdirs(dst, 0755);
+	if (syscall(SYS_move_mount, fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0) fail("attach", colon + 1);
+	unsigned long f = lockedFlags(dst) | MS_NOSUID | MS_NODEV;
+	if (readonly) f |= MS_RDONLY;
+	if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) fail("remount", colon + 1);
+	free(dst);
+	return fd;
+}
+
 
 static void run(int argc, char **argv, char **envp) {
 	const char *root = NULL, *cwd = "/", *hostname = NULL, *tmpsize = "67108864";
@@ -140,23 +169,6 @@ static void run(int argc, char **argv, char **envp) {
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private", NULL);
 	if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) fail("mount root tmpfs on", root);
-
-	// What to show: read-only system directories (or the symlinks that
-	// stand for them) and read-write directories of the node.
-	for (int i = 1; i < cmd - 1; i++) {
-		char *a = argv[i];
-		if (strncmp(a, "ro=", 3) == 0) bind(root, a + 3, 1);
-		else if (strncmp(a, "rw=", 3) == 0) bind(root, a + 3, 0);
-		else if (strncmp(a, "link=", 5) == 0) {
-			char *eq = strchr(a + 5, ':');
-			if (!eq) { errno = EINVAL; fail("bad link", a); }
-			*eq = 0;
-			char *dst = join(root, a + 5);
-			if (symlink(eq + 1, dst) < 0) fail("symlink", dst);
-			free(dst);
-			*eq = ':';
-		}
-	}
 
 	// A minimal /dev.
 	char *dev = join(root, "/dev");
@@ -186,6 +198,25 @@ static void run(int argc, char **argv, char **envp) {
 	char opts[64];
 	snprintf(opts, sizeof opts, "mode=1777,size=%s", tmpsize);
 	if (mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) fail("mount /tmp", NULL);
+
+	// What to show (after /tmp, which may hold the node's root): read-only system directories (or the symlinks that
+	// stand for them) and read-write directories of the node.
+	for (int i = 1; i < cmd - 1; i++) {
+		char *a = argv[i];
+		if (strncmp(a, "ro=", 3) == 0) bind(root, a + 3, 1);
+		else if (strncmp(a, "rw=", 3) == 0) bind(root, a + 3, 0);
+		else if (strncmp(a, "rofd=", 5) == 0) close(bindFD(root, a + 5, 1));
+		else if (strncmp(a, "rwfd=", 5) == 0) close(bindFD(root, a + 5, 0));
+		else if (strncmp(a, "link=", 5) == 0) {
+			char *eq = strchr(a + 5, ':');
+			if (!eq) { errno = EINVAL; fail("bad link", a); }
+			*eq = 0;
+			char *dst = join(root, a + 5);
+			if (symlink(eq + 1, dst) < 0) fail("symlink", dst);
+			free(dst);
+			*eq = ':';
+		}
+	}
 
 	// Enter the new root and detach the old one: nothing else is reachable.
 	if (chdir(root) < 0) fail("chdir", root);

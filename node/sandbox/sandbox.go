@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Limits is what one node (and each task on it) may use of the machine:
@@ -95,6 +98,17 @@ func probe() (*Host, error) {
 		_, err = syscall.Wait4(p.Pid, &ws, 0, nil)
 		if !errors.Is(err, syscall.EINTR) {
 			break
+		}
+	}
+	if errors.Is(err, syscall.ECHILD) {
+		// Another reaper in this process (a node's Runner) collected it:
+		// its output tells.
+		for i := 0; i < 500 && err != nil; i++ {
+			if b, _ := os.ReadFile(out.Name()); string(b) == "ok\n" {
+				err = nil
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	p.Release()
@@ -236,15 +250,46 @@ func (n *Node) Start(t Task) (*Process, error) {
 	}
 	defer devnull.Close()
 
-	argv := n.host.initArgs(t, n.lim)
+	// The directories to show are cloned here, as root, into detached
+	// mount trees (open_tree) that the init attaches: their parents need
+	// not be searchable by the task's users.
+	var binds []*os.File
+	defer func() {
+		for _, f := range binds {
+			f.Close()
+		}
+	}()
+	var bindArgs []string
+	for i, list := range [][]string{t.ReadOnlyBinds, t.Binds} {
+		for _, dir := range list {
+			fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+			if err != nil {
+				goW.Close()
+				stW.Close()
+				cg.remove()
+				return nil, fmt.Errorf("sandbox: open %s: %w", dir, err)
+			}
+			kind := "rofd="
+			if i == 1 {
+				kind = "rwfd="
+			}
+			bindArgs = append(bindArgs, kind+strconv.Itoa(5+len(binds))+":"+dir)
+			binds = append(binds, os.NewFile(uintptr(fd), dir))
+		}
+	}
+	argv := n.host.initArgs(t, n.lim, bindArgs)
 	uidMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: adminUID, Size: 1}}
 	gidMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: adminUID, Size: 1}}
 	uidMap = append(uidMap, syscall.SysProcIDMap{ContainerID: t.UID, HostID: t.UID, Size: 1})
 	gidMap = append(gidMap, syscall.SysProcIDMap{ContainerID: t.GID, HostID: t.GID, Size: 1})
+	files := []uintptr{devnull.Fd(), t.Stdout.Fd(), t.Stderr.Fd(), goR.Fd(), stW.Fd()}
+	for _, f := range binds {
+		files = append(files, f.Fd())
+	}
 	attr := &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   t.Env,
-		Files: []uintptr{devnull.Fd(), t.Stdout.Fd(), t.Stderr.Fd(), goR.Fd(), stW.Fd()},
+		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
 			UidMappings:                uidMap,
@@ -287,7 +332,7 @@ func (n *Node) Start(t Task) (*Process, error) {
 }
 
 // initArgs is the init's command line (see init.c).
-func (h *Host) initArgs(t Task, l Limits) []string {
+func (h *Host) initArgs(t Task, l Limits, bindArgs []string) []string {
 	uid, gid := t.UID, t.GID
 	if t.Admin {
 		uid = 0
@@ -310,11 +355,6 @@ func (h *Host) initArgs(t Task, l Limits) []string {
 			a = append(a, "ro="+d)
 		}
 	}
-	for _, b := range t.ReadOnlyBinds {
-		a = append(a, "ro="+b)
-	}
-	for _, b := range t.Binds {
-		a = append(a, "rw="+b)
-	}
+	a = append(a, bindArgs...)
 	return append(append(a, "--"), t.Argv...)
 }
