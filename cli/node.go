@@ -1,15 +1,20 @@
 package cli
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"custody/node"
 )
@@ -75,6 +80,10 @@ func nodeCmd() *cobra.Command {
 			}
 			if cfg.UnsafeSharedHost {
 				fmt.Fprintln(cmd.ErrOrStderr(), "WARNING: tasks run WITHOUT a sandbox (--unsafe-shared-host): they can read everything this agent's user can, the node credential included.")
+			} else if !cfg.OwnMountNamespace && os.Geteuid() == 0 {
+				// Run in a mount namespace of the agent's own, so that what it
+				// mounts (the certificates' tmpfs) goes away with it.
+				return reexecInOwnMountNamespace(cmd, cfg.Credential, pem)
 			}
 			a, err := node.NewAgent(cfg)
 			if err != nil {
@@ -98,6 +107,72 @@ func nodeCmd() *cobra.Command {
 	_ = f.MarkHidden("own-mount-namespace")
 	f.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	return cmd
+}
+
+// reexecInOwnMountNamespace runs this agent again in a new mount
+// namespace, handing it the credential and CA through pipes, and waits for
+// it, passing on SIGINT and SIGTERM.
+func reexecInOwnMountNamespace(cmd *cobra.Command, credential string, ca []byte) error {
+	args := []string{"node"}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		switch f.Name {
+		case "credential-file", "credential-fd", "ca-file", "ca-fd", "own-mount-namespace":
+			return
+		}
+		args = append(args, "--"+f.Name+"="+f.Value.String())
+	})
+	args = append(args, "--credential-fd=3", "--own-mount-namespace")
+	child := exec.Command("/proc/self/exe", args...)
+	child.Stdin, child.Stdout, child.Stderr = nil, cmd.OutOrStdout(), cmd.ErrOrStderr()
+	child.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	credR, credW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	child.ExtraFiles = []*os.File{credR}
+	var caW *os.File
+	if ca != nil {
+		var caR *os.File
+		if caR, caW, err = os.Pipe(); err != nil {
+			return err
+		}
+		child.ExtraFiles = append(child.ExtraFiles, caR)
+		child.Args = append(child.Args, "--ca-fd=4")
+	}
+	if err := child.Start(); err != nil {
+		return fmt.Errorf("start the agent in its own mount namespace: %w", err)
+	}
+	for _, f := range child.ExtraFiles {
+		f.Close()
+	}
+	// Both fit in a pipe's buffer.
+	_, _ = credW.Write([]byte(credential))
+	credW.Close()
+	if caW != nil {
+		_, _ = caW.Write(ca)
+		caW.Close()
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- child.Wait() }()
+	ctx := cmd.Context()
+	for {
+		select {
+		case s := <-sigs:
+			_ = child.Process.Signal(s)
+		case <-ctx.Done():
+			_ = child.Process.Signal(syscall.SIGTERM)
+			ctx = context.Background()
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return fmt.Errorf("the node agent exited: %s", ee.ProcessState)
+			}
+			return err
+		}
+	}
 }
 
 // readFD reads an inherited descriptor to its end and closes it.
