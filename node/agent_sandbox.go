@@ -101,7 +101,7 @@ func (a *Agent) sandboxSpec(r Run, accounts []UserAccount) (*SandboxSpec, int, e
 		a.releaseSlot(slot)
 		return nil, -1, err
 	}
-	if err := os.Chmod(shared, 0o2770); err != nil {
+	if err := os.Chmod(shared, os.ModeSetgid|0o770); err != nil {
 		a.releaseSlot(slot)
 		return nil, -1, err
 	}

@@ -384,6 +384,13 @@ func (r *Runner) reap() {
 		if p.sb != nil {
 			oom = p.sb.OOMKilled()
 			p.sb.Release()
+			// A run that ended by itself between two disk checks is
+			// measured once more.
+			if p.diskLimit > 0 && diskUsage(p.Spec.Dir, p.diskLimit) > p.diskLimit {
+				p.mu.Lock()
+				p.diskFull = true
+				p.mu.Unlock()
+			}
 		}
 		p.mu.Lock()
 		if p.timer != nil {

@@ -87,7 +87,7 @@ static unsigned long lockedFlags(const char *path) {
 // bind shows src at the same path under root. src may be
 // "/proc/self/fd/N" for a directory the agent opened (its parents need not
 // be searchable by the task's users); dstpath is then where it goes.
-static void bindAt(const char *root, const char *src, const char *dstpath, int readonly) {
+static void bindAt(const char *root, const char *src, const char *dstpath, int readonly, int devices) {
 	struct stat st;
 	if (stat(src, &st) < 0) fail("stat", dstpath);
 	char *dst = join(root, dstpath);
@@ -103,7 +103,8 @@ static void bindAt(const char *root, const char *src, const char *dstpath, int r
 		close(fd);
 	}
 	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind", dstpath);
-	unsigned long f = lockedFlags(dst) | MS_NOSUID | MS_NODEV;
+	unsigned long f = lockedFlags(dst) | MS_NOSUID;
+	if (!devices) f |= MS_NODEV;
 	if (readonly) f |= MS_RDONLY;
 	if (mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | f, NULL) < 0) fail("remount", dstpath);
 	free(dst);
@@ -117,7 +118,7 @@ static unsigned long long number(const char *s, const char *what) {
 	return v;
 }
 
-static void bind(const char *root, const char *src, int readonly) { bindAt(root, src, src, readonly); }
+static void bind(const char *root, const char *src, int readonly) { bindAt(root, src, src, readonly, 0); }
 
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
@@ -176,7 +177,7 @@ static void run(int argc, char **argv, char **envp) {
 	if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) fail("mount /dev", NULL);
 	static const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
 	for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
-		if (access(nodes[i], F_OK) == 0) bind(root, nodes[i], 0);
+		if (access(nodes[i], F_OK) == 0) bindAt(root, nodes[i], nodes[i], 0, 1);
 	}
 	static const char *links[][2] = {{"/dev/fd", "/proc/self/fd"}, {"/dev/stdin", "/proc/self/fd/0"},
 		{"/dev/stdout", "/proc/self/fd/1"}, {"/dev/stderr", "/proc/self/fd/2"}};
