@@ -1,8 +1,8 @@
 package compute
 
 import (
-	"custody/node"
 	"context"
+	"custody/node"
 	"time"
 )
 

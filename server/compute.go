@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"custody/batch"
-	"custody/node/sandbox"
 	"custody/compute"
+	"custody/node/sandbox"
 	"custody/sqlstore"
 	"custody/tlsca"
 )
