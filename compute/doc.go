@@ -10,9 +10,18 @@
 //
 // Local nodes. By default the server starts the nodes a pool asks for as
 // child processes ({custody executable} node --server
-// https://batch.{domain}:{port} --connect {listen address} --ca-file ...
-// --root {data-dir}/nodes/{account}/{pool}/{node}), with the node credential
-// in the environment (CUSTODY_NODE_CREDENTIAL), never on the command line.
+// https://batch.{domain}:{port} --connect {listen address} --credential-fd 3
+// --ca-fd 4 --root {node-root}/{account}/{pool}/{node}), each in a mount
+// namespace of its own, with the node credential and the CA certificate
+// written to inherited pipes: never on the command line, in the
+// environment, or in a file a task could read. The node root
+// (--node-root, default {data-dir}-nodes beside the data directory) may not
+// contain, or be inside, the data directory. Every task runs in a sandbox
+// (package node/sandbox); a host that cannot build one refuses local nodes
+// at start unless --unsafe-shared-host-nodes is given, which the server
+// then says on its terminal and in /healthz. The node's budget (CPUs,
+// memory, processes, disk per task) comes from the pool's vmSize and is
+// sent at join (JoinResponse.Limits; see VMSize).
 // server.Config.DisableLocalNodes turns this off so agents on other machines
 // join instead: an admin asks for a node credential with POST
 // /pools/{pool}/nodecredentials on the account's data plane (a Custody
@@ -61,9 +70,10 @@
 // Customer data reaches the agent only over this TLS channel and stays in
 // its memory; on disk there are only the tasks' own files
 // ({root}/workitems/{job}/job-1/{task}/{wd,stdout.txt,stderr.txt},
-// {root}/startup/...) and the pool's certificates in the agent's
-// certificates directory (outside the node root), which the agent deletes
-// when it is told to drop its data. The node and task file APIs serve only
+// {root}/startup/..., {root}/shared), which the agent deletes when it is
+// told to drop the account's data or leave the pool, and the pool's
+// certificates, in a tmpfs (memory) outside the node root that the agent
+// unmounts then (see the node package documentation). The node and task file APIs serve only
 // what lies beneath the node root or the task's directory: links that lead
 // out are refused (403 FileAccessDenied), listings do not follow links, and
 // certificate files are never served. Tasks get AZ_BATCH_*
