@@ -404,3 +404,91 @@ func execInfo(tk azbatch.Task) string {
 	}
 	return s
 }
+
+// TestSandboxUsers: userIdentity picks the task's user as Azure does: the
+// pool's auto-user by default, a user of the task's own for scope task, the
+// pool's named user accounts, root of the sandbox for admin; start tasks
+// likewise.
+func TestSandboxUsers(t *testing.T) {
+	e := sandboxServer(t, 0)
+	ctx := context.Background()
+	mustBatchAccount(t, e.ts, "rg-users", "users")
+	c := dataClient(t, e.ts, "users")
+	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("p"), VMSize: to.Ptr("standard_a1_v2"), TargetDedicatedNodes: to.Ptr[int32](1),
+		UserAccounts: []azbatch.UserAccount{
+			{Name: to.Ptr("alice"), Password: to.Ptr("alice-password-1"), ElevationLevel: to.Ptr(azbatch.ElevationLevelNonAdmin)},
+			{Name: to.Ptr("boss"), Password: to.Ptr("boss-password-1"), ElevationLevel: to.Ptr(azbatch.ElevationLevelAdmin)},
+		},
+		StartTask: &azbatch.StartTask{CommandLine: to.Ptr("id -u > $AZ_BATCH_NODE_SHARED_DIR/start-uid"), WaitForSuccess: to.Ptr(true),
+			UserIdentity: &azbatch.UserIdentity{AutoUser: &azbatch.AutoUserSpecification{ElevationLevel: to.Ptr(azbatch.ElevationLevelAdmin)}}},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, c, "p", 1, "idle")
+	pool, err := c.GetPool(ctx, "p", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range pool.UserAccounts {
+		if u.Password != nil {
+			t.Errorf("the pool shows the password of user %s", *u.Name)
+		}
+	}
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	auto := func(scope azbatch.AutoUserScope, level azbatch.ElevationLevel) *azbatch.UserIdentity {
+		return &azbatch.UserIdentity{AutoUser: &azbatch.AutoUserSpecification{Scope: to.Ptr(scope), ElevationLevel: to.Ptr(level)}}
+	}
+	uid := map[string]string{}
+	for _, tc := range []struct {
+		id   string
+		user *azbatch.UserIdentity
+	}{
+		{"default", nil},
+		{"pool", auto(azbatch.AutoUserScopePool, azbatch.ElevationLevelNonAdmin)},
+		{"task1", auto(azbatch.AutoUserScopeTask, azbatch.ElevationLevelNonAdmin)},
+		{"task2", auto(azbatch.AutoUserScopeTask, azbatch.ElevationLevelNonAdmin)},
+		{"admin", auto(azbatch.AutoUserScopePool, azbatch.ElevationLevelAdmin)},
+		{"alice", &azbatch.UserIdentity{Username: to.Ptr("alice")}},
+		{"boss", &azbatch.UserIdentity{Username: to.Ptr("boss")}},
+		{"start", nil},
+	} {
+		cmd := "id -u"
+		if tc.id == "start" {
+			cmd = "cat $AZ_BATCH_NODE_SHARED_DIR/start-uid"
+		}
+		if _, err := c.CreateTask(ctx, "j", azbatch.CreateTaskContent{ID: to.Ptr(tc.id), CommandLine: to.Ptr(cmd), UserIdentity: tc.user}, nil); err != nil {
+			t.Fatal(err)
+		}
+		tk := waitTask(t, c, "j", tc.id, 30*time.Second)
+		if *tk.ExecutionInfo.ExitCode != 0 {
+			t.Fatalf("task %s: %s: %s", tc.id, execInfo(tk), readTaskFile(t, c, "j", tc.id, "stderr.txt"))
+		}
+		uid[tc.id] = strings.TrimSpace(readTaskFile(t, c, "j", tc.id, "stdout.txt"))
+	}
+	for _, id := range []string{"admin", "boss", "start"} {
+		if uid[id] != "0" {
+			t.Errorf("task %s runs as %s, want root of its sandbox", id, uid[id])
+		}
+	}
+	if uid["default"] == "0" || uid["default"] != uid["pool"] {
+		t.Errorf("the default user %s is not the pool's non-admin auto-user %s", uid["default"], uid["pool"])
+	}
+	distinct := map[string]string{}
+	for _, id := range []string{"default", "task1", "task2", "alice"} {
+		if other, dup := distinct[uid[id]]; dup || uid[id] == "0" || uid[id] == "" {
+			t.Errorf("tasks %s and %s share user %s", id, other, uid[id])
+		}
+		distinct[uid[id]] = id
+	}
+	// A user name the pool does not have fails the task, clearly.
+	if _, err := c.CreateTask(ctx, "j", azbatch.CreateTaskContent{ID: to.Ptr("nobody"), CommandLine: to.Ptr("true"),
+		UserIdentity: &azbatch.UserIdentity{Username: to.Ptr("mallory")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tk := waitTask(t, c, "j", "nobody", 30*time.Second)
+	if fi := tk.ExecutionInfo.FailureInfo; fi == nil || fi.Message == nil || !strings.Contains(*fi.Message, "mallory") {
+		t.Errorf("a task as an unknown user: %s", execInfo(tk))
+	}
+}
