@@ -540,6 +540,11 @@ func (a *Agent) start(r Run) {
 	a.mu.Unlock()
 	go func() {
 		res := p.Wait()
+		if slot >= 0 {
+			// The next task of scope task may get the same user: this one's
+			// files go to root first.
+			disown(dir)
+		}
 		a.releaseSlot(slot)
 		a.mu.Lock()
 		delete(a.runs, r.RunID)

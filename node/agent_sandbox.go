@@ -172,3 +172,13 @@ func (a *Agent) wipeTaskFiles() {
 		}
 	}
 }
+
+// disown gives every file under dir to root, without following links.
+func disown(dir string) {
+	filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+		if err == nil {
+			_ = os.Lchown(p, 0, 0)
+		}
+		return nil
+	})
+}
