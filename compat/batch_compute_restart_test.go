@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,14 +189,13 @@ func TestComputeRemoteAgentRejoinsAfterRestart(t *testing.T) {
 	if got := readTaskFile(t, c, "j1", "before", "stdout.txt"); got != "before "+nc.NodeID+"\n" {
 		t.Errorf("stdout before the restart = %q", got)
 	}
-	marker := filepath.Join(t.TempDir(), "marker")
+	m := newMarkServer(t)
 	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("across"),
-		CommandLine: to.Ptr("if [ -f " + marker + " ]; then echo second; else touch " + marker + "; sleep 60; fi")}, nil); err != nil {
+		CommandLine: to.Ptr("if " + m.Has("marker") + "; then echo second; else " + m.Mark("marker") + "; sleep 60; fi")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the task to start", func() (bool, string) {
-		_, err := os.Stat(marker)
-		return err == nil, fmt.Sprint(err)
+		return m.Count("marker") > 0, fmt.Sprint(m.Marks())
 	})
 	ts.Close()
 
@@ -308,11 +306,47 @@ func startRemoteAgent(t *testing.T, ts *servertest.TestServer, account, pool str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
+		for _, p := range agentProcs(cmd.Process.Pid) {
+			_ = syscall.Kill(p, syscall.SIGCONT)
+		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
 	return nc.NodeID, cmd
+}
+
+// agentProcs returns pid and those of its descendants that run in this
+// test's PID namespace: a node agent's own processes, not its tasks'.
+func agentProcs(pid int) []int {
+	self, _ := os.Readlink("/proc/self/ns/pid")
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		i := strings.LastIndexByte(string(st), ')')
+		if err != nil || i < 0 {
+			continue
+		}
+		if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				children[ppid] = append(children[ppid], p)
+			}
+		}
+	}
+	var out []int
+	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
+		p := queue[0]
+		if ns, err := os.Readlink("/proc/" + strconv.Itoa(p) + "/ns/pid"); err != nil || ns != self {
+			continue
+		}
+		out = append(out, p)
+		queue = append(queue, children[p]...)
+	}
+	return out
 }
 
 // TestComputeRemoteRestartNeverRunsTwice: two agents started by hand in one
@@ -320,9 +354,9 @@ func startRemoteAgent(t *testing.T, ts *servertest.TestServer, account, pool str
 // server restarts. A is held still over the restart, so it cannot kill its
 // copy yet, while B joins the restarted server: the task must not start on
 // B while A's copy lives. Once A joins again (killing its runs), the task
-// runs once more and completes, requeued once. Every run writes a marker
-// named after its node and pid; a sampler checks /proc that at no moment
-// are two copies alive.
+// runs once more and completes, requeued once. Every run marks itself with
+// its node and an id it carries in its environment; a sampler checks /proc
+// that at no moment are two copies alive.
 func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 	dir := t.TempDir()
 	listen := "127.0.0.1:0"
@@ -350,24 +384,30 @@ func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 	}
 	waitNodes(t, c, "p1", 2, "idle")
 
-	marks := t.TempDir()
-	// runs lists the markers: node id and pid of every run so far.
+	// Every run marks itself "run-{id}" with its node and id, and runs with
+	// CUSTODY_TEST_RUN={id} in its environment, by which the host finds
+	// its processes.
+	m := newMarkServer(t)
+	tag := strconv.FormatInt(time.Now().UnixNano(), 36)
 	type copyOf struct {
 		node string
-		pid  int
+		id   string
 	}
+	// runs lists the node and id of every run so far.
 	runs := func() []copyOf {
-		es, _ := os.ReadDir(marks)
 		var out []copyOf
-		for _, e := range es {
-			node, pid, ok := strings.Cut(e.Name(), ".")
-			n, err := strconv.Atoi(pid)
-			if ok && err == nil {
-				out = append(out, copyOf{node, n})
+		for _, name := range m.Marks() {
+			if !strings.HasPrefix(name, "run-") {
+				continue
+			}
+			v, _ := m.Value(name)
+			if f := strings.Fields(v); len(f) == 2 {
+				out = append(out, copyOf{f[0], f[1]})
 			}
 		}
 		return out
 	}
+	alive := func(r copyOf) bool { return len(procsWithEnv("CUSTODY_TEST_RUN="+r.id)) > 0 }
 	var (
 		mu       sync.Mutex
 		twice    []string
@@ -382,15 +422,15 @@ func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			var alive []string
+			var live []string
 			for _, r := range runs() {
-				if procAlive(r.pid) {
-					alive = append(alive, fmt.Sprintf("%s pid %d", r.node, r.pid))
+				if alive(r) {
+					live = append(live, fmt.Sprintf("%s run %s", r.node, r.id))
 				}
 			}
-			if len(alive) > 1 {
+			if len(live) > 1 {
 				mu.Lock()
-				twice = append(twice, strings.Join(alive, ", "))
+				twice = append(twice, strings.Join(live, ", "))
 				mu.Unlock()
 			}
 		}
@@ -409,13 +449,15 @@ func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first run sleeps long; a later one ends soon.
-	cmdline := "echo $$ > " + marks + "/$AZ_BATCH_NODE_ID.$$; if [ $(ls " + marks + " | wc -l) -gt 1 ]; then sleep 1; else sleep 60; fi"
+	cmdline := `exec env CUSTODY_TEST_RUN="` + tag + `-$(date +%s%N)" sh -c '` +
+		m.Mark("run-$CUSTODY_TEST_RUN") + ` -d "$AZ_BATCH_NODE_ID $CUSTODY_TEST_RUN"; ` +
+		`if ` + m.Has("first") + `; then sleep 1; else ` + m.Mark("first") + `; sleep 60; fi'`
 	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("long"), CommandLine: to.Ptr(cmdline)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the task to start", func() (bool, string) {
 		rs := runs()
-		return len(rs) == 1 && procAlive(rs[0].pid), fmt.Sprint(rs)
+		return len(rs) == 1 && alive(rs[0]), fmt.Sprint(rs)
 	})
 	first := runs()[0]
 	a := agents[first.node]
@@ -430,13 +472,20 @@ func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 	}
 
 	// A cannot act over the restart (its task keeps running); B rejoins.
-	if err := a.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
+	// The agent may run itself again in a namespace of its own: hold every
+	// process of it, not only the one started.
+	held := agentProcs(a.Process.Pid)
+	for _, p := range held {
+		if err := syscall.Kill(p, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
 	}
 	stopped := true
 	defer func() {
 		if stopped {
-			_ = a.Process.Signal(syscall.SIGCONT)
+			for _, p := range held {
+				_ = syscall.Kill(p, syscall.SIGCONT)
+			}
 		}
 	}()
 	ts.Close()
@@ -457,14 +506,16 @@ func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 	if tk := taskState(t, c2, "j1", "long"); *tk.State != azbatch.TaskStateRunning || tk.NodeInfo == nil || *tk.NodeInfo.NodeID != first.node {
 		t.Errorf("while A cannot kill its copy, the task is %s on %s; want running on %s", *tk.State, mustJSON(tk.NodeInfo), first.node)
 	}
-	if rs := runs(); len(rs) != 1 || !procAlive(first.pid) {
-		t.Errorf("while A is held still: runs %v, first alive %v", rs, procAlive(first.pid))
+	if rs := runs(); len(rs) != 1 || !alive(first) {
+		t.Errorf("while A is held still: runs %v, first alive %v", rs, alive(first))
 	}
 
 	// A goes on: told to rejoin, it kills its copy and joins; the task runs
 	// once more and completes.
-	if err := a.Process.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
+	for _, p := range held {
+		if err := syscall.Kill(p, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
 	}
 	stopped = false
 	tk := waitTask(t, c2, "j1", "long", 20*time.Second)
@@ -475,8 +526,8 @@ func TestComputeRemoteRestartNeverRunsTwice(t *testing.T) {
 	if rs := runs(); len(rs) != 2 {
 		t.Errorf("runs %v, want 2 (the interrupted one and one more)", rs)
 	}
-	if procAlive(first.pid) {
-		t.Errorf("A's first copy (pid %d) is still alive", first.pid)
+	if ps := procsWithEnv("CUSTODY_TEST_RUN=" + first.id); len(ps) > 0 {
+		t.Errorf("A's first copy (run %s) is still alive: pids %v", first.id, ps)
 	}
 	mu.Lock()
 	defer mu.Unlock()

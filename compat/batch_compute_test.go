@@ -288,9 +288,13 @@ func TestComputeWallClockAndTerminate(t *testing.T) {
 		Constraints: &azbatch.TaskConstraints{MaxWallClockTime: to.Ptr("PT1S")}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	pidFile := filepath.Join(t.TempDir(), "pids")
+	// Every process of the tree carries this setting: the host finds them
+	// by it.
+	treeEnv := "CUSTODY_TEST_TREE=" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	name, value, _ := strings.Cut(treeEnv, "=")
 	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("tree"),
-		CommandLine: to.Ptr(`sleep 300 & a=$!; sh -c 'sleep 300' & b=$!; echo "$a $b" > ` + pidFile + `.tmp; mv ` + pidFile + `.tmp ` + pidFile + `; wait`)}, nil); err != nil {
+		CommandLine:         to.Ptr(`sleep 300 & sh -c 'sleep 300' & wait`),
+		EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr(name), Value: to.Ptr(value)}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	tk := waitTask(t, c, "j1", "slow", 20*time.Second)
@@ -300,17 +304,21 @@ func TestComputeWallClockAndTerminate(t *testing.T) {
 	if fi := tk.ExecutionInfo.FailureInfo; fi == nil || *fi.Code != "MaxWallClockTimeExceeded" || *tk.ExecutionInfo.Result != azbatch.TaskExecutionResultFailure {
 		t.Errorf("slow task executionInfo = %+v, want failure MaxWallClockTimeExceeded", tk.ExecutionInfo)
 	}
+	// The tree: the task's shell and, below it, both sleeps.
 	var pids []int
 	waitFor(t, 20*time.Second, "the tree task to start its children", func() (bool, string) {
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
-			return false, err.Error()
+		pids = procsWithEnv(treeEnv)
+		sleeps := 0
+		var comms []string
+		for _, p := range pids {
+			b, _ := os.ReadFile("/proc/" + strconv.Itoa(p) + "/comm")
+			comm := strings.TrimSpace(string(b))
+			comms = append(comms, comm)
+			if comm == "sleep" {
+				sleeps++
+			}
 		}
-		for _, f := range strings.Fields(string(b)) {
-			n, _ := strconv.Atoi(f)
-			pids = append(pids, n)
-		}
-		return len(pids) == 2, string(b)
+		return sleeps == 2 && len(pids) > 2, strings.Join(comms, ",")
 	})
 	for _, p := range pids {
 		if !procAlive(p) {
@@ -325,6 +333,9 @@ func TestComputeWallClockAndTerminate(t *testing.T) {
 			if procAlive(p) {
 				return false, "pid " + strconv.Itoa(p) + " alive"
 			}
+		}
+		if left := procsWithEnv(treeEnv); len(left) > 0 {
+			return false, fmt.Sprintf("pids %v of the tree alive", left)
 		}
 		return true, ""
 	})
@@ -356,22 +367,23 @@ func TestComputeKeyLossAndReturn(t *testing.T) {
 	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	// Each task marks its start and end; its processes carry a setting of
+	// their own, by which the host finds them.
+	m := newMarkServer(t)
 	const n = 4
+	runEnv := func(id string) string { return "CUSTODY_TEST_TASK=" + t.Name() + "-" + id }
 	for i := 0; i < n; i++ {
 		id := "t" + strconv.Itoa(i)
-		cmd := fmt.Sprintf(`echo $$ >> %[1]s/%[2]s.pid; echo start >> %[1]s/%[2]s; sleep 2; echo end >> %[1]s/%[2]s`, dir, id)
-		if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr(cmd)}, nil); err != nil {
+		cmd := m.Mark(id+"-start") + "; sleep 2; " + m.Mark(id+"-end")
+		name, value, _ := strings.Cut(runEnv(id), "=")
+		if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr(cmd),
+			EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr(name), Value: to.Ptr(value)}}}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	readLines := func(name string) []string {
-		b, _ := os.ReadFile(filepath.Join(dir, name))
-		return strings.Fields(string(b))
-	}
 	waitFor(t, 20*time.Second, "all tasks to start", func() (bool, string) {
 		for i := 0; i < n; i++ {
-			if len(readLines("t"+strconv.Itoa(i))) == 0 {
+			if m.Count("t"+strconv.Itoa(i)+"-start") == 0 {
 				return false, "t" + strconv.Itoa(i)
 			}
 		}
@@ -379,10 +391,12 @@ func TestComputeKeyLossAndReturn(t *testing.T) {
 	})
 	var pids []int
 	for i := 0; i < n; i++ {
-		for _, f := range readLines("t" + strconv.Itoa(i) + ".pid") {
-			p, _ := strconv.Atoi(f)
-			pids = append(pids, p)
+		id := "t" + strconv.Itoa(i)
+		ps := procsWithEnv(runEnv(id))
+		if len(ps) == 0 {
+			t.Fatalf("task %s marked its start, yet the host sees none of its processes", id)
 		}
+		pids = append(pids, ps...)
 	}
 
 	// Revoke: remove the identity's access policy.
@@ -403,6 +417,11 @@ func TestComputeKeyLossAndReturn(t *testing.T) {
 				return false, strconv.Itoa(p)
 			}
 		}
+		for i := 0; i < n; i++ {
+			if ps := procsWithEnv(runEnv("t" + strconv.Itoa(i))); len(ps) > 0 {
+				return false, fmt.Sprintf("t%d: %v", i, ps)
+			}
+		}
 		return true, ""
 	})
 	store := &sqlstore.BatchDataStore{DB: ts.DB}
@@ -415,10 +434,20 @@ func TestComputeKeyLossAndReturn(t *testing.T) {
 			t.Errorf("task %s after the key loss: state %s requeueCount %d, want active and requeued", r.ID, r.State, r.RequeueCount)
 		}
 	}
+	// runs returns the marks of task id, in order.
+	runs := func(id string) []string {
+		var out []string
+		for _, l := range m.Marks() {
+			if l == id+"-start" || l == id+"-end" {
+				out = append(out, strings.TrimPrefix(l, id+"-"))
+			}
+		}
+		return out
+	}
 	// Nothing starts while locked.
 	time.Sleep(1500 * time.Millisecond)
 	for i := 0; i < n; i++ {
-		if got := readLines("t" + strconv.Itoa(i)); len(got) != 1 {
+		if got := runs("t" + strconv.Itoa(i)); len(got) != 1 {
 			t.Errorf("task t%d ran while the key was inaccessible: %v", i, got)
 		}
 	}
@@ -432,15 +461,8 @@ func TestComputeKeyLossAndReturn(t *testing.T) {
 		if *tk.ExecutionInfo.ExitCode != 0 || *tk.ExecutionInfo.RequeueCount < 1 {
 			t.Errorf("task %s: %+v", id, tk.ExecutionInfo)
 		}
-		lines := readLines(id)
-		ends := 0
-		for _, l := range lines {
-			if l == "end" {
-				ends++
-			}
-		}
-		if ends != 1 || len(lines) != 3 {
-			t.Errorf("task %s ran %v; want start (killed), start, end", id, lines)
+		if got := runs(id); strings.Join(got, " ") != "start start end" {
+			t.Errorf("task %s ran %v; want start (killed), start, end", id, got)
 		}
 	}
 	waitNodes(t, c, "p1", 2, "idle")
@@ -539,10 +561,14 @@ func TestComputeManagedIdentityInTask(t *testing.T) {
 		t.Fatalf("pool identity = %+v", p.Identity)
 	}
 	clientID := *p.Identity.UserAssignedIdentities[0].ClientID
+	// The task runs this test binary, which it sees only in its node's
+	// directories.
+	const binName = "custody-msi-test"
+	copyToNodeShared(t, ts, "computemsi", "p1", binName)
 	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("msi"), CommandLine: to.Ptr(os.Args[0]),
+	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("msi"), CommandLine: to.Ptr(`"$AZ_BATCH_NODE_SHARED_DIR/` + binName + `"`),
 		EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr(msiEnv), Value: to.Ptr(clientID)}}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -564,6 +590,33 @@ func TestComputeManagedIdentityInTask(t *testing.T) {
 	}
 	if err := json.Unmarshal(claims, &cl); err != nil || cl.OID != principal {
 		t.Errorf("token oid = %q, want the pool identity %s (%v)", cl.OID, principal, err)
+	}
+}
+
+// copyToNodeShared copies this test binary, executable by all, into the
+// shared directory of every node of the pool, as name.
+func copyToNodeShared(t testing.TB, ts *servertest.TestServer, account, pool, name string) {
+	t.Helper()
+	nodes, err := filepath.Glob(filepath.Join(ts.NodeRoot(), account, pool, "*"))
+	if err != nil || len(nodes) == 0 {
+		t.Fatalf("no node directory of pool %s under %s (%v)", pool, ts.NodeRoot(), err)
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		shared := filepath.Join(n, "shared")
+		if err := os.MkdirAll(shared, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(shared, name)
+		if err := os.WriteFile(dst, self, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -685,26 +738,25 @@ func TestComputeDependenciesSlotsAndJobEnd(t *testing.T) {
 	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}, UsesTaskDependencies: to.Ptr(true)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	log := filepath.Join(dir, "order")
+	// Tasks mark their runs, in order.
+	m := newMarkServer(t)
 	task := func(id, cmd string, deps *azbatch.TaskDependencies, slots int32) azbatch.CreateTaskContent {
 		return azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr(cmd), DependsOn: deps, RequiredSlots: to.Ptr(slots)}
 	}
 	g := azbatch.TaskGroup{Value: []azbatch.CreateTaskContent{
-		task("3", "echo 3 >> "+log, &azbatch.TaskDependencies{TaskIDRanges: []azbatch.TaskIDRange{{Start: to.Ptr[int32](1), End: to.Ptr[int32](2)}}}, 1),
-		task("1", "sleep 0.3; echo 1 >> "+log, nil, 1),
-		task("2", "sleep 0.3; echo 2 >> "+log, nil, 1),
-		task("wide", "echo wide >> "+log, &azbatch.TaskDependencies{TaskIDs: []string{"3"}}, 2),
+		task("3", m.Mark("3"), &azbatch.TaskDependencies{TaskIDRanges: []azbatch.TaskIDRange{{Start: to.Ptr[int32](1), End: to.Ptr[int32](2)}}}, 1),
+		task("1", "sleep 0.3; "+m.Mark("1"), nil, 1),
+		task("2", "sleep 0.3; "+m.Mark("2"), nil, 1),
+		task("wide", m.Mark("wide"), &azbatch.TaskDependencies{TaskIDs: []string{"3"}}, 2),
 		task("bad", "exit 4", nil, 1),
-		task("blocked", "echo blocked >> "+log, &azbatch.TaskDependencies{TaskIDs: []string{"bad"}}, 1),
+		task("blocked", m.Mark("blocked"), &azbatch.TaskDependencies{TaskIDs: []string{"bad"}}, 1),
 	}}
 	if _, err := c.CreateTaskCollection(ctx, "j1", g, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitTask(t, c, "j1", "wide", 20*time.Second)
 	waitTask(t, c, "j1", "bad", 20*time.Second)
-	b, _ := os.ReadFile(log)
-	lines := strings.Fields(string(b))
+	lines := m.Marks()
 	if len(lines) != 4 || lines[2] != "3" || lines[3] != "wide" {
 		t.Errorf("run order = %v, want 1 and 2 (any order), then 3, then wide", lines)
 	}
@@ -824,14 +876,13 @@ func TestComputeRestartRequeues(t *testing.T) {
 	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	marker := filepath.Join(t.TempDir(), "marker")
+	m := newMarkServer(t)
 	if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr("t"),
-		CommandLine: to.Ptr("if [ -f " + marker + " ]; then echo second; else touch " + marker + "; sleep 60; fi")}, nil); err != nil {
+		CommandLine: to.Ptr("if " + m.Has("marker") + "; then echo second; else " + m.Mark("marker") + "; sleep 60; fi")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the task to start", func() (bool, string) {
-		_, err := os.Stat(marker)
-		return err == nil, fmt.Sprint(err)
+		return m.Count("marker") > 0, fmt.Sprint(m.Marks())
 	})
 	ts.Close()
 

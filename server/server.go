@@ -514,6 +514,10 @@ func (s *Server) Port() int { return s.Endpoint.Port }
 // DataDir returns the data directory.
 func (s *Server) DataDir() string { return s.cfg.DataDir }
 
+// NodeRoot returns where local nodes keep their files
+// ({NodeRoot}/{account}/{pool}/{node}).
+func (s *Server) NodeRoot() string { return s.cfg.NodeRoot }
+
 // rotateSigningKeys rotates the token signing key once it is older than
 // SigningKeyMaxAge, checking hourly until ctx is done.
 func (s *Server) rotateSigningKeys(ctx context.Context) {
