@@ -413,9 +413,17 @@ func (a *Agent) apply(resp SyncResponse) bool {
 			p.Kill()
 		}
 	}
+	// Sandboxes are built in parallel: each start waits on the kernel more
+	// than it works.
+	var wg sync.WaitGroup
 	for _, r := range resp.Runs {
-		a.start(r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.start(r)
+		}()
 	}
+	wg.Wait()
 	return false
 }
 

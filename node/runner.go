@@ -320,28 +320,37 @@ func (r *Runner) startSandboxed(spec Spec, wd string, stdout, stderr *os.File) (
 		}
 	}
 	p := &Process{Spec: spec, done: make(chan struct{}), diskLimit: sb.Node.Limits().DiskBytes}
+	// The runner's lock is held until the init is registered (so the
+	// reaper cannot collect it unknown), not while its sandbox is built:
+	// starts run in parallel.
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	locked := true
 	r.seq++
+	key := "run-" + strconv.FormatUint(r.seq, 10)
 	p.start = time.Now()
-	sp, err := sb.Node.Start(sandbox.Task{
-		Key: "run-" + strconv.FormatUint(r.seq, 10), Argv: []string{"/bin/sh", "-c", spec.CommandLine}, Env: spec.Env,
+	_, err := sb.Node.Start(sandbox.Task{
+		Key: key, Argv: []string{"/bin/sh", "-c", spec.CommandLine}, Env: spec.Env,
 		Dir: wd, Stdout: stdout, Stderr: stderr, Binds: sb.Binds, ReadOnlyBinds: sb.ReadOnlyBinds,
 		UID: sb.UID, GID: sb.GID, AdminUID: sb.AdminUID, Admin: sb.Admin, Hostname: sb.Hostname,
-	})
-	if sp != nil {
-		// Tracked even when it failed to start, so the reaper collects it
-		// and releases its control group.
-		p.Pid, p.sb = sp.Pid, sp
-		r.procs[sp.Pid] = p
+	}, func(pid int, sp *sandbox.Process) {
+		p.Pid, p.sb = pid, sp
+		r.procs[pid] = p
+		r.mu.Unlock()
+		locked = false
 		select {
 		case r.kick <- struct{}{}:
 		default:
 		}
+	})
+	if locked {
+		r.mu.Unlock()
 	}
 	if err != nil {
-		if sp != nil {
+		if p.sb != nil {
+			// Killed; the reaper collects it and releases what it held.
+			p.mu.Lock()
 			p.killed = true
+			p.mu.Unlock()
 		}
 		return nil, err
 	}
@@ -382,7 +391,7 @@ func (r *Runner) reap() {
 		killGroup(pid)
 		oom := false
 		if p.sb != nil {
-			oom = p.sb.OOMKilled()
+			oom = p.sb.OOMKilled(ws)
 			p.sb.Release()
 			// A run that ended by itself between two disk checks is
 			// measured once more.

@@ -210,12 +210,9 @@ func (g *cgroup) openV2() (int, error) {
 	return fd, nil
 }
 
-// placeV1 moves pid into the group's v1 hierarchies (cgroup2 placement is
-// done by clone3).
-func (g *cgroup) placeV1(pid int) error {
-	if g.host.v2Limits {
-		return nil
-	}
+// joinV1 moves process pid (all its threads) into the group's v1
+// hierarchies.
+func (g *cgroup) joinV1(pid int) error {
 	p := strconv.Itoa(pid)
 	for _, c := range v1Controllers {
 		if m := g.host.v1[c]; m != "" {
@@ -225,6 +222,16 @@ func (g *cgroup) placeV1(pid int) error {
 		}
 	}
 	return nil
+}
+
+// leaveV1 moves process pid back to the root of the v1 hierarchies.
+func (g *cgroup) leaveV1(pid int) {
+	p := strconv.Itoa(pid)
+	for _, c := range v1Controllers {
+		if m := g.host.v1[c]; m != "" {
+			_ = g.write(m, "cgroup.procs", p)
+		}
+	}
 }
 
 // kill kills every process in the group: cgroup.kill where the kernel has
@@ -248,9 +255,9 @@ func (g *cgroup) kill() {
 	}
 }
 
-// oomKilled reports whether the kernel's OOM killer killed a process of the
-// group because of its memory limit.
-func (g *cgroup) oomKilled() bool {
+// oomKills returns how many processes of the group the kernel's OOM killer
+// killed because of its memory limit.
+func (g *cgroup) oomKills() int64 {
 	var file string
 	if g.host.v2Limits {
 		file = filepath.Join(g.host.v2, g.rel, "memory.events")
@@ -259,15 +266,16 @@ func (g *cgroup) oomKilled() bool {
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return false
+		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
-			return true
+		if len(f) == 2 && f[0] == "oom_kill" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
 		}
 	}
-	return false
+	return 0
 }
 
 // remove kills what is left in the group and removes it from every

@@ -30,11 +30,13 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <grp.h>
 
 #define GO_FD 3
 #define STATUS_FD 4
+#define READY_FD 5
 
 static void fail(const char *what, const char *arg) {
 	char buf[1024];
@@ -150,11 +152,7 @@ static void run(int argc, char **argv, char **envp) {
 	int cmd = -1;
 
 	if (fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC) < 0) _exit(126);
-	// Wait for the agent: it places this process in the task's control
-	// groups, then writes one byte. End of file means the agent is gone.
-	char go;
-	if (read(GO_FD, &go, 1) != 1) _exit(126);
-
+	if (fcntl(READY_FD, F_SETFD, FD_CLOEXEC) < 0) _exit(126);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0) { cmd = i + 1; break; }
 		if (strncmp(argv[i], "root=", 5) == 0) root = argv[i] + 5;
@@ -167,6 +165,50 @@ static void run(int argc, char **argv, char **envp) {
 	}
 	if (!root || cmd < 0 || cmd >= argc) { errno = EINVAL; fail("usage", "root=DIR ... -- COMMAND"); }
 	number(tmpsize, "tmp");
+
+	// A user namespace; the agent writes its id maps (root of it is the
+	// task's admin user), then says go.
+	if (unshare(CLONE_NEWUSER) < 0) fail("unshare", "user namespace");
+	if (write(READY_FD, "u", 1) != 1) fail("signal the agent", NULL);
+	close(READY_FD);
+	char go;
+	if (read(GO_FD, &go, 1) != 1) _exit(126);
+	if (setresgid(0, 0, 0) < 0) fail("become root of the user namespace", "gid");
+	if (setresuid(0, 0, 0) < 0) fail("become root of the user namespace", "uid");
+	if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS) < 0) fail("unshare", "mount, PID, IPC and UTS namespaces");
+	int alive[2];
+	if (pipe2(alive, O_CLOEXEC) < 0) fail("pipe", NULL);
+	pid_t pid = fork();
+	if (pid < 0) fail("fork", NULL);
+	if (pid > 0) {
+		// The init: wait for PID 1 and end as it did.
+		close(STATUS_FD);
+		close(alive[0]);
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		for (int fd = 0; fd < 3 && devnull >= 0; fd++) dup2(devnull, fd);
+		close(GO_FD);
+		for (int fd = READY_FD + 1; fd < 64; fd++) {
+			if (fd != alive[1]) close(fd);
+		}
+		int st;
+		while (waitpid(pid, &st, 0) < 0) {
+			if (errno != EINTR) _exit(126);
+		}
+		if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
+		int sig = WIFSIGNALED(st) ? WTERMSIG(st) : SIGKILL;
+		signal(sig, SIG_DFL);
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, sig);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		kill(getpid(), sig);
+		_exit(128 + sig);
+	}
+	// PID 1 of the task: it dies with the init.
+	close(alive[1]);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("pdeathsig", NULL);
+	struct pollfd parent = {alive[0], POLLIN, 0};
+	if (poll(&parent, 1, 0) > 0) _exit(126);
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private", NULL);
 	if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) fail("mount root tmpfs on", root);
@@ -239,11 +281,10 @@ static void run(int argc, char **argv, char **envp) {
 	if (setresuid(uid, uid, uid) < 0) fail("setuid", NULL);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs", NULL);
 	// A change of user clears the parent-death signal: set it again, then
-	// make sure the agent did not die in between (it holds the other end of
-	// GO_FD open for the task's life).
+	// make sure the init did not die in between.
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) fail("pdeathsig", NULL);
-	struct pollfd pfd = {GO_FD, POLLIN, 0};
-	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLHUP | POLLERR))) _exit(126);
+	if (poll(&parent, 1, 0) > 0) _exit(126);
+	close(alive[0]);
 	close(GO_FD);
 
 	if (chdir(cwd) < 0) fail("chdir", cwd);

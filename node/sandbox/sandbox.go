@@ -73,7 +73,7 @@ func probe() (*Host, error) {
 	}
 	h := &Host{cg: cg, mountpoint: mp}
 	// Build a real sandbox and run a command in it.
-	n, err := h.NewNode("probe-"+strconv.Itoa(os.Getpid()), Limits{CPUs: 1, MemoryBytes: 64 << 20, Pids: 16, DiskBytes: 1 << 20, TmpBytes: 1 << 20})
+	n, err := h.newNode("probe-"+strconv.Itoa(os.Getpid()), Limits{CPUs: 1, MemoryBytes: 64 << 20, Pids: 16, DiskBytes: 1 << 20, TmpBytes: 1 << 20}, false)
 	if err != nil {
 		return nil, fmt.Errorf("create control groups (is /sys/fs/cgroup writable?): %w", err)
 	}
@@ -89,7 +89,8 @@ func probe() (*Host, error) {
 	}
 	defer out.Close()
 	p, err := n.Start(Task{Key: "probe", Argv: []string{"/bin/sh", "-c", "test $$ = 1 && test ! -e " + dir + "/out && echo ok"},
-		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Stdout: out, Stderr: out, UID: 65534, GID: 65534, AdminUID: 65533, Hostname: "probe"})
+		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", Stdout: out, Stderr: out, UID: 65534, GID: 65534, AdminUID: 65533, Hostname: "probe"},
+		func(int, *Process) {})
 	if err != nil {
 		return nil, fmt.Errorf("user, mount and PID namespaces: %w (unprivileged user namespaces or /proc/sys/user/max_user_namespaces may be disabled)", err)
 	}
@@ -119,17 +120,26 @@ func probe() (*Host, error) {
 	return h, nil
 }
 
-// Node is the control group of one node, under which each task gets its own.
+// Node is the control group of one node, under which each task's processes
+// run. On a cgroup v2 host every task gets a group of its own beneath it
+// (clone3 puts the task there at its creation); on a cgroup v1 host the
+// agent itself joins the node's groups, so that everything it starts is
+// held to the node's limits from its first instruction without a write per
+// task (the task's PID namespace, not a control group, is what kills all
+// of its processes).
 type Node struct {
-	host *Host
-	name string
-	cg   *cgroup
-	lim  Limits
+	host    *Host
+	name    string
+	cg      *cgroup
+	lim     Limits
+	perTask bool
 }
 
 // NewNode creates the node's control group with limits l (removing any left
 // by an agent of the same name that died).
-func (h *Host) NewNode(name string, l Limits) (*Node, error) {
+func (h *Host) NewNode(name string, l Limits) (*Node, error) { return h.newNode(name, l, true) }
+
+func (h *Host) newNode(name string, l Limits, join bool) (*Node, error) {
 	if strings.ContainsAny(name, "/\x00") || name == "" || name == "." || name == ".." {
 		return nil, fmt.Errorf("sandbox: bad node name %q", name)
 	}
@@ -139,22 +149,43 @@ func (h *Host) NewNode(name string, l Limits) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{host: h, name: name, cg: cg, lim: l}, nil
+	n := &Node{host: h, name: name, cg: cg, lim: l, perTask: h.cg.v2Limits}
+	if !join {
+		// The probe's node: the caller stays where it is (its tasks get
+		// groups of their own, which only cgroup2 places them in).
+		n.perTask = true
+		return n, nil
+	}
+	if !n.perTask {
+		if err := cg.joinV1(os.Getpid()); err != nil {
+			cg.remove()
+			return nil, fmt.Errorf("join the node's control groups: %w", err)
+		}
+	}
+	return n, nil
 }
 
 // Limits returns the node's limits.
 func (n *Node) Limits() Limits { return n.lim }
 
-// Close kills everything left in the node's groups and removes them.
+// OOMKills returns how many processes the kernel has killed for exceeding
+// the node's memory limit.
+func (n *Node) OOMKills() int64 { return n.cg.oomKills() }
+
+// Close kills everything left in the node's groups and removes them (the
+// agent leaves them first).
 func (n *Node) Close() error {
+	if !n.perTask {
+		n.cg.leaveV1(os.Getpid())
+	}
 	n.host.cg.removeTree(n.cg.rel)
 	return nil
 }
 
 // Task is one process tree to run in a sandbox.
 type Task struct {
-	// Key names the task's control group (unique among the node's running
-	// tasks).
+	// Key names the task's control group on a cgroup v2 host (unique among
+	// the node's running tasks).
 	Key string
 	// Argv is the command; Argv[0] is a path inside the sandbox.
 	Argv []string
@@ -173,39 +204,57 @@ type Task struct {
 	Hostname string
 }
 
-// Process is a running sandboxed task: Pid is its PID 1 (the command),
-// seen from the host.
+// Process is a running sandboxed task. Pid is its init, seen from the
+// host: the parent of the task's PID 1, ending as PID 1 ends.
 type Process struct {
-	Pid int
-	cg  *cgroup
-	// goW is the agent's end of the pipe the init waits on; it stays open
-	// while the task runs (the init checks it after changing users).
-	goW *os.File
+	Pid  int
+	node *Node
+	cg   *cgroup // nil on cgroup v1 hosts
+	// goW is the agent's end of the pipe the init waits on.
+	goW  *os.File
+	ooms int64
 }
 
-// Kill kills the task's every process: PID 1 of its namespace (the kernel
-// then kills the rest) and whatever is in its control group.
+// Kill kills the task's every process: its init (PID 1 has it as its
+// parent-death signal, and the kernel kills the rest of the namespace with
+// PID 1) and whatever is in its control group.
 func (p *Process) Kill() {
 	_ = syscall.Kill(p.Pid, syscall.SIGKILL)
-	p.cg.kill()
+	if p.cg != nil {
+		p.cg.kill()
+	}
 }
 
 // OOMKilled reports whether the kernel killed a process of the task for
-// exceeding its memory limit.
-func (p *Process) OOMKilled() bool { return p.cg.oomKilled() }
+// exceeding its memory limit; ws is how the init ended. On a cgroup v1 host
+// the node's count of such kills must have grown while the task ran, and
+// the task must have ended by SIGKILL or with the status a shell gives a
+// command SIGKILL ended (137).
+func (p *Process) OOMKilled(ws syscall.WaitStatus) bool {
+	if p.cg != nil {
+		return p.cg.oomKills() > 0
+	}
+	killed := (ws.Signaled() && ws.Signal() == syscall.SIGKILL) || (ws.Exited() && ws.ExitStatus() == 128+int(syscall.SIGKILL))
+	return killed && p.node.OOMKills() > p.ooms
+}
 
-// Release removes the task's control group; call it once the process has
+// Release removes the task's control group; call it once the init has
 // been reaped.
 func (p *Process) Release() {
-	_ = p.cg.remove()
+	if p.cg != nil {
+		_ = p.cg.remove()
+	}
 	if p.goW != nil {
 		p.goW.Close()
 	}
 }
 
-// Start starts t in a new sandbox under n. The caller reaps Pid (wait4) and
-// then calls Release.
-func (n *Node) Start(t Task) (*Process, error) {
+// Start starts t in a new sandbox under n. Once the init exists, register
+// is called with its pid (before the init can end), so a reaper that waits
+// for any child can tell it from others. The caller reaps Pid (wait4) and
+// then calls Release; on an error after register, the init has been killed
+// and must still be reaped.
+func (n *Node) Start(t Task, register func(pid int, p *Process)) (*Process, error) {
 	if t.Key == "" || strings.ContainsAny(t.Key, "/\x00") || t.Key == "." || t.Key == ".." {
 		return nil, fmt.Errorf("sandbox: bad task key %q", t.Key)
 	}
@@ -216,120 +265,130 @@ func (n *Node) Start(t Task) (*Process, error) {
 	if adminUID <= 0 || t.UID <= 0 || t.GID <= 0 || adminUID == t.UID || adminUID == t.GID {
 		return nil, fmt.Errorf("sandbox: the task's user (%d:%d) and admin user (%d) must be distinct host ids other than root", t.UID, t.GID, adminUID)
 	}
-	cg, err := n.host.cg.create(filepath.Join(n.cg.rel, t.Key), n.lim)
-	if err != nil {
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	}()
+	p := &Process{node: n, ooms: n.OOMKills()}
+	cgfd := -1
+	if n.perTask {
+		cg, err := n.host.cg.create(filepath.Join(n.cg.rel, t.Key), n.lim)
+		if err != nil {
+			return nil, err
+		}
+		if cgfd, err = cg.openV2(); err != nil {
+			cg.remove()
+			return nil, err
+		}
+		p.cg = cg
+		closers = append(closers, fdCloser(cgfd))
+	}
+	fail := func(err error) (*Process, error) {
+		if p.cg != nil {
+			p.cg.remove()
+		}
 		return nil, err
 	}
-	cgfd, err := cg.openV2()
+	pipe := func() (r, w *os.File, err error) {
+		if r, w, err = os.Pipe(); err == nil {
+			closers = append(closers, r, w)
+		}
+		return
+	}
+	goR, goW, err := pipe()
 	if err != nil {
-		cg.remove()
-		return nil, err
+		return fail(err)
 	}
-	if cgfd >= 0 {
-		defer syscall.Close(cgfd)
-	}
-	goR, goW, err := os.Pipe()
+	stR, stW, err := pipe()
 	if err != nil {
-		cg.remove()
-		return nil, err
+		return fail(err)
 	}
-	defer goR.Close()
-	stR, stW, err := os.Pipe()
+	readyR, readyW, err := pipe()
 	if err != nil {
-		goW.Close()
-		cg.remove()
-		return nil, err
+		return fail(err)
 	}
-	defer stR.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		stW.Close()
-		goW.Close()
-		cg.remove()
-		return nil, err
+		return fail(err)
 	}
-	defer devnull.Close()
-
+	closers = append(closers, devnull)
+	files := []uintptr{devnull.Fd(), t.Stdout.Fd(), t.Stderr.Fd(), goR.Fd(), stW.Fd(), readyW.Fd()}
 	// The directories to show are cloned here, as root, into detached
 	// mount trees (open_tree) that the init attaches: their parents need
 	// not be searchable by the task's users.
-	var binds []*os.File
-	defer func() {
-		for _, f := range binds {
-			f.Close()
-		}
-	}()
 	var bindArgs []string
 	for i, list := range [][]string{t.ReadOnlyBinds, t.Binds} {
 		for _, dir := range list {
 			fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 			if err != nil {
-				goW.Close()
-				stW.Close()
-				cg.remove()
-				return nil, fmt.Errorf("sandbox: open %s: %w", dir, err)
+				return fail(fmt.Errorf("sandbox: open %s: %w", dir, err))
 			}
+			closers = append(closers, fdCloser(fd))
 			kind := "rofd="
 			if i == 1 {
 				kind = "rwfd="
 			}
-			bindArgs = append(bindArgs, kind+strconv.Itoa(5+len(binds))+":"+dir)
-			binds = append(binds, os.NewFile(uintptr(fd), dir))
+			bindArgs = append(bindArgs, kind+strconv.Itoa(len(files))+":"+dir)
+			files = append(files, uintptr(fd))
 		}
-	}
-	argv := n.host.initArgs(t, n.lim, bindArgs)
-	uidMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: adminUID, Size: 1}}
-	gidMap := []syscall.SysProcIDMap{{ContainerID: 0, HostID: adminUID, Size: 1}}
-	uidMap = append(uidMap, syscall.SysProcIDMap{ContainerID: t.UID, HostID: t.UID, Size: 1})
-	gidMap = append(gidMap, syscall.SysProcIDMap{ContainerID: t.GID, HostID: t.GID, Size: 1})
-	files := []uintptr{devnull.Fd(), t.Stdout.Fd(), t.Stderr.Fd(), goR.Fd(), stW.Fd()}
-	for _, f := range binds {
-		files = append(files, f.Fd())
 	}
 	attr := &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   t.Env,
 		Files: files,
-		Sys: &syscall.SysProcAttr{
-			Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS,
-			UidMappings:                uidMap,
-			GidMappings:                gidMap,
-			GidMappingsEnableSetgroups: true,
-			// Become root of the new namespace (host user AdminUID, or the
-			// task's user for a non-admin task): creating a user namespace
-			// does not change the process's own ids.
-			Credential:  &syscall.Credential{Uid: 0, Gid: 0},
-			Setpgid:     true,
-			Pdeathsig:   syscall.SIGKILL,
-			UseCgroupFD: cgfd >= 0,
-			CgroupFD:    cgfd,
-		},
+		// No namespaces here: the init makes them, so this clone is a vfork
+		// and costs nothing in page tables.
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, UseCgroupFD: cgfd >= 0, CgroupFD: cgfd},
 	}
-	pid, err := syscall.ForkExec("/proc/self/exe", argv, attr)
-	stW.Close()
+	pid, err := syscall.ForkExec("/proc/self/exe", n.host.initArgs(t, n.lim, bindArgs), attr)
 	if err != nil {
-		goW.Close()
-		cg.remove()
-		return nil, fmt.Errorf("start the sandbox: %w", err)
+		return fail(fmt.Errorf("start the sandbox: %w", err))
 	}
-	p := &Process{Pid: pid, cg: cg, goW: goW}
-	if err := cg.placeV1(pid); err != nil {
+	p.Pid = pid
+	register(pid, p)
+	// Ours now: the init waits on it until the task ends.
+	closers = closers[:0:0]
+	defer goR.Close()
+	defer stR.Close()
+	defer readyR.Close()
+	defer devnull.Close()
+	stW.Close()
+	readyW.Close()
+	p.goW = goW
+	failed := func(err error) (*Process, error) {
 		p.Kill()
-		return p, fmt.Errorf("place the task in its control groups: %w", err)
+		return p, err
+	}
+	// The init has made its user namespace: map its root to the task's
+	// admin user and the task's user to itself.
+	var b [1]byte
+	if _, err := io.ReadFull(readyR, b[:]); err != nil {
+		msg, _ := io.ReadAll(io.LimitReader(stR, 4096))
+		return failed(fmt.Errorf("start the sandbox: %s", msg))
+	}
+	proc := "/proc/" + strconv.Itoa(pid) + "/"
+	if err := os.WriteFile(proc+"uid_map", []byte(fmt.Sprintf("0 %d 1\n%d %d 1\n", adminUID, t.UID, t.UID)), 0); err != nil {
+		return failed(fmt.Errorf("sandbox: write the user map: %w", err))
+	}
+	if err := os.WriteFile(proc+"gid_map", []byte(fmt.Sprintf("0 %d 1\n%d %d 1\n", adminUID, t.GID, t.GID)), 0); err != nil {
+		return failed(fmt.Errorf("sandbox: write the group map: %w", err))
 	}
 	if _, err := goW.Write([]byte{1}); err != nil {
-		p.Kill()
-		return p, fmt.Errorf("start the sandbox: %w", err)
+		return failed(fmt.Errorf("start the sandbox: %w", err))
 	}
-	// The init closes its end of the status pipe when it execs the command,
-	// or writes why it could not.
-	msg, _ := io.ReadAll(io.LimitReader(stR, 4096))
-	if len(msg) > 0 {
-		p.Kill()
-		return p, errors.New(string(msg))
+	// PID 1 closes the status pipe when it execs the command, or writes
+	// why it could not.
+	if msg, _ := io.ReadAll(io.LimitReader(stR, 4096)); len(msg) > 0 {
+		return failed(errors.New(string(msg)))
 	}
 	return p, nil
 }
+
+type fdCloser int
+
+func (fd fdCloser) Close() error { return syscall.Close(int(fd)) }
 
 // initArgs is the init's command line (see init.c).
 func (h *Host) initArgs(t Task, l Limits, bindArgs []string) []string {
