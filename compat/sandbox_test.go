@@ -3,6 +3,7 @@ package compat_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -124,11 +125,13 @@ func (e *sandboxEnv) victim(ctx context.Context) (*azbatch.Client, string) {
 	t := e.t
 	mustBatchAccount(t, e.ts, "rg-victim", "victim")
 	c := dataClient(t, e.ts, "victim")
-	pfx, pw := canary(t, "pfx-bytes-"), canary(t, "pfx-password-")
-	e.secrets["certificate"], e.secrets["certificate password"] = pfx, pw
-	tp := strings.Repeat("ab", 20)
+	pw := canary(t, "pfx-password-")
+	pfx, tp := selfSignedPFX(t, "victim", pw, nil)
+	// A piece of the PFX file from its middle (its encrypted key bag), and
+	// the password.
+	e.secrets["certificate"], e.secrets["certificate password"] = string(pfx[len(pfx)/2:len(pfx)/2+24]), pw
 	if _, err := c.CreateCertificate(ctx, azbatch.Certificate{Thumbprint: to.Ptr(tp), ThumbprintAlgorithm: to.Ptr("sha1"),
-		Data: to.Ptr(base64.StdEncoding.EncodeToString([]byte(pfx))), Format: to.Ptr(azbatch.CertificateFormatPFX), Password: to.Ptr(pw)}, nil); err != nil {
+		Data: to.Ptr(base64.StdEncoding.EncodeToString(pfx)), Format: to.Ptr(azbatch.CertificateFormatPFX), Password: to.Ptr(pw)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.CreatePool(ctx, azbatch.CreatePoolContent{ID: to.Ptr("vpool"), VMSize: to.Ptr("standard_a1_v2"), TargetDedicatedNodes: to.Ptr[int32](1),
@@ -142,7 +145,8 @@ func (e *sandboxEnv) victim(ctx context.Context) (*azbatch.Client, string) {
 	envSecret, fileSecret := canary(t, "victim-env-"), canary(t, "victim-file-")
 	e.secrets["victim's environment setting"], e.secrets["victim's file"] = envSecret, fileSecret
 	if _, err := c.CreateTask(ctx, "vjob", azbatch.CreateTaskContent{ID: to.Ptr("vtask"),
-		CommandLine:         to.Ptr("echo " + fileSecret + " > secret.txt; chmod 644 secret.txt; sleep 600"),
+		CommandLine: to.Ptr("sha1sum < $AZ_BATCH_CERTIFICATES_DIR/sha1-" + strings.ToLower(tp) + ".pfx > certsum.txt; " +
+			"echo " + fileSecret + " > secret.txt; chmod 644 secret.txt; sleep 600"),
 		EnvironmentSettings: []azbatch.EnvironmentSetting{{Name: to.Ptr("VICTIM_SECRET"), Value: to.Ptr(envSecret)}}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +156,11 @@ func (e *sandboxEnv) victim(ctx context.Context) (*azbatch.Client, string) {
 		if len(m) == 1 {
 			if b, err := os.ReadFile(filepath.Join(m[0], "wd", "secret.txt")); err == nil && strings.Contains(string(b), fileSecret) {
 				dir = m[0]
+				// Its own pool's certificate is there for it to read.
+				sum, _ := os.ReadFile(filepath.Join(m[0], "wd", "certsum.txt"))
+				if want := fmt.Sprintf("%x", sha1.Sum(pfx)); !strings.HasPrefix(string(sum), want) {
+					t.Fatalf("the victim's task read its certificate as %q, want sha1 %s", sum, want)
+				}
 				return true, ""
 			}
 		}
