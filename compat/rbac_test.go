@@ -238,7 +238,7 @@ func TestRoleAssignmentPutCannotRewrite(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := MustARM(t, ts, admin, "PUT", path, tt.body)
-			wantARMError(t, r, http.StatusBadRequest, "RoleAssignmentUpdateNotPermitted")
+			wantARMError(t, r, http.StatusConflict, "RoleAssignmentUpdateNotPermitted")
 			if after := get(); after != before {
 				t.Errorf("assignment changed by a refused PUT: %+v, was %+v", after, before)
 			}

@@ -185,7 +185,7 @@ var assignMu sync.Mutex
 // CreateRoleAssignment assigns role to principalID at scope. name is the
 // assignment's GUID (a new one if empty). An existing assignment of that id
 // is returned unchanged when it names the same role and principal; any other
-// change is refused with RoleAssignmentUpdateNotPermitted.
+// change is refused with 409 RoleAssignmentUpdateNotPermitted, as ARM answers.
 func (s *Service) CreateRoleAssignment(ctx context.Context, scope, name, roleDefinitionID, principalID, principalType, createdBy string) (*RoleAssignment, error) {
 	if err := s.ValidateScope(ctx, scope); err != nil {
 		return nil, err
@@ -221,7 +221,7 @@ func (s *Service) CreateRoleAssignment(ctx context.Context, scope, name, roleDef
 	switch cur, err := s.Store.RoleAssignment(ctx, a.ID); {
 	case err == nil:
 		if !strings.EqualFold(cur.PrincipalID, a.PrincipalID) || !strings.EqualFold(lastSegment(cur.RoleDefinitionID), role.GUID) || !strings.EqualFold(cur.Scope, a.Scope) {
-			return nil, custody.Errorf(custody.KindInvalid, "RoleAssignmentUpdateNotPermitted",
+			return nil, custody.Errorf(custody.KindConflict, "RoleAssignmentUpdateNotPermitted",
 				"Tenant ID, application ID, principal ID, and scope are not allowed to be updated. Role assignment '%s' gives role %s to principal %s; to change either, delete it and create an assignment with a new id.",
 				cur.Name, lastSegment(cur.RoleDefinitionID), cur.PrincipalID)
 		}
