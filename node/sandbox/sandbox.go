@@ -213,6 +213,10 @@ type Process struct {
 	// goW is the agent's end of the pipe the init waits on.
 	goW  *os.File
 	ooms int64
+	// mntns holds the task's mount namespace (-1: none), so that tearing
+	// it down (unmounting its tree waits for RCU grace periods) happens
+	// after the task is reported, not before its init can exit.
+	mntns int
 }
 
 // Kill kills the task's every process: its init (PID 1 has it as its
@@ -247,6 +251,10 @@ func (p *Process) Release() {
 	if p.goW != nil {
 		p.goW.Close()
 	}
+	if p.mntns >= 0 {
+		go syscall.Close(p.mntns)
+		p.mntns = -1
+	}
 }
 
 // Start starts t in a new sandbox under n. Once the init exists, register
@@ -271,7 +279,7 @@ func (n *Node) Start(t Task, register func(pid int, p *Process)) (*Process, erro
 			c.Close()
 		}
 	}()
-	p := &Process{node: n, ooms: n.OOMKills()}
+	p := &Process{node: n, ooms: n.OOMKills(), mntns: -1}
 	cgfd := -1
 	if n.perTask {
 		cg, err := n.host.cg.create(filepath.Join(n.cg.rel, t.Key), n.lim)
@@ -382,6 +390,9 @@ func (n *Node) Start(t Task, register func(pid int, p *Process)) (*Process, erro
 	// why it could not.
 	if msg, _ := io.ReadAll(io.LimitReader(stR, 4096)); len(msg) > 0 {
 		return failed(errors.New(string(msg)))
+	}
+	if fd, err := unix.Open(proc+"ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		p.mntns = fd
 	}
 	return p, nil
 }
