@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -499,5 +500,36 @@ func TestSandboxUsers(t *testing.T) {
 	tk := waitTask(t, c, "j", "nobody", 30*time.Second)
 	if fi := tk.ExecutionInfo.FailureInfo; fi == nil || fi.Message == nil || !strings.Contains(*fi.Message, "mallory") {
 		t.Errorf("a task as an unknown user: %s", execInfo(tk))
+	}
+}
+
+// TestUnsafeNodesSaySo: a server whose local nodes run unsandboxed says so
+// in /healthz; a node root inside the data directory is refused.
+func TestUnsafeNodesSaySo(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) { c.UnsafeSharedHostNodes = true })
+	resp, err := ts.Client.Get("https://management." + ts.Endpoint.Domain + ":" + fmt.Sprint(ts.Endpoint.Port) + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var h struct {
+		Status   string   `json:"status"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Status != "ok" || len(h.Warnings) != 1 || !strings.Contains(h.Warnings[0], "WITHOUT a sandbox") {
+		t.Errorf("/healthz of a server with unsandboxed local nodes = %+v", h)
+	}
+
+	dir := t.TempDir()
+	cfg := server.DefaultConfig()
+	cfg.Listen, cfg.DataDir, cfg.NodeRoot = "127.0.0.1:0", dir, filepath.Join(dir, "nodes")
+	if s, err := server.Open(context.Background(), cfg); err == nil {
+		s.Close()
+		t.Fatal("a node root inside the data directory was accepted")
+	} else if !strings.Contains(err.Error(), "must not contain one another") {
+		t.Errorf("node root inside the data directory: %v", err)
 	}
 }
