@@ -378,6 +378,15 @@ func TestSandboxLimits(t *testing.T) {
 			}
 		}
 	})
+
+	// The node's agent lived through all of it: the same node runs the next
+	// task.
+	if tk := run("after", "echo alive"); *tk.ExecutionInfo.ExitCode != 0 || readTaskFile(t, c, "smalljob", "after", "stdout.txt") != "alive\n" {
+		t.Errorf("after the limit tests the node does not run tasks: %s", execInfo(tk))
+	}
+	if st := nodeStates(t, c, "small"); len(st) != 1 {
+		t.Errorf("the pool's node was replaced: %v", st)
+	}
 }
 
 func dirSize(dir string) int64 {

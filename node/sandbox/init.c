@@ -148,7 +148,7 @@ static int bindFD(const char *root, char *arg, int readonly) {
 
 static void run(int argc, char **argv, char **envp) {
 	const char *root = NULL, *cwd = "/", *hostname = NULL, *tmpsize = "67108864";
-	unsigned long long uid = 0, gid = 0, fsize = RLIM_INFINITY;
+	unsigned long long uid = 0, gid = 0, fsize = RLIM_INFINITY, nproc = RLIM_INFINITY;
 	int cmd = -1;
 
 	if (fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC) < 0) _exit(126);
@@ -162,9 +162,16 @@ static void run(int argc, char **argv, char **envp) {
 		else if (strncmp(argv[i], "uid=", 4) == 0) uid = number(argv[i] + 4, "uid");
 		else if (strncmp(argv[i], "gid=", 4) == 0) gid = number(argv[i] + 4, "gid");
 		else if (strncmp(argv[i], "fsize=", 6) == 0) fsize = number(argv[i] + 6, "fsize");
+		else if (strncmp(argv[i], "nproc=", 6) == 0) nproc = number(argv[i] + 6, "nproc");
 	}
 	if (!root || cmd < 0 || cmd >= argc) { errno = EINVAL; fail("usage", "root=DIR ... -- COMMAND"); }
 	number(tmpsize, "tmp");
+
+	// The task's processes go first when the node runs out of memory, not
+	// the agent's (raising one's own score needs no privilege).
+	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (oom < 0 || write(oom, "500", 3) != 3) fail("oom_score_adj", NULL);
+	close(oom);
 
 	// A user namespace; the agent writes its id maps (root of it is the
 	// task's admin user), then says go.
@@ -273,6 +280,10 @@ static void run(int argc, char **argv, char **envp) {
 	if (setrlimit(RLIMIT_FSIZE, &rl) < 0) fail("setrlimit", "RLIMIT_FSIZE");
 	struct rlimit core = {0, 0};
 	if (setrlimit(RLIMIT_CORE, &core) < 0) fail("setrlimit", "RLIMIT_CORE");
+	// The task's user may not have more processes than the node's budget
+	// (the node's control group keeps a reserve for the agent above it).
+	struct rlimit np = {nproc, nproc};
+	if (setrlimit(RLIMIT_NPROC, &np) < 0) fail("setrlimit", "RLIMIT_NPROC");
 
 	// Drop the agent's supplementary groups (they would still count on the
 	// host) and become the task's user.

@@ -120,6 +120,10 @@ func probe() (*Host, error) {
 	return h, nil
 }
 
+// AgentPidsReserve is how many processes and threads a node's control
+// group holds beyond its tasks' budget, for the agent that lives in it.
+const AgentPidsReserve = 256
+
 // Node is the control group of one node, under which each task's processes
 // run. On a cgroup v2 host every task gets a group of its own beneath it
 // (clone3 puts the task there at its creation); on a cgroup v1 host the
@@ -145,7 +149,14 @@ func (h *Host) newNode(name string, l Limits, join bool) (*Node, error) {
 	}
 	rel := filepath.Join("custody", name)
 	h.cg.removeTree(rel)
-	cg, err := h.cg.create(rel, l)
+	group := l
+	if join && !h.cg.v2Limits {
+		// The agent lives in the group too: a reserve of processes and
+		// threads of its own, above what its tasks may have (each task's
+		// user is held to l.Pids by RLIMIT_NPROC).
+		group.Pids += AgentPidsReserve
+	}
+	cg, err := h.cg.create(rel, group)
 	if err != nil {
 		return nil, err
 	}
@@ -410,6 +421,9 @@ func (h *Host) initArgs(t Task, l Limits, bindArgs []string) []string {
 	a := []string{"custody-sandbox-init", "root=" + h.mountpoint, "cwd=" + t.Dir,
 		"uid=" + strconv.Itoa(uid), "gid=" + strconv.Itoa(gid), "hostname=" + t.Hostname,
 		"tmp=" + strconv.FormatInt(max(l.TmpBytes, 1<<20), 10)}
+	if l.Pids > 0 {
+		a = append(a, "nproc="+strconv.FormatInt(l.Pids, 10))
+	}
 	if l.DiskBytes > 0 {
 		a = append(a, "fsize="+strconv.FormatInt(l.DiskBytes, 10))
 	}
