@@ -35,8 +35,10 @@ type DataDeleter interface {
 
 // Service manages batch accounts, their keys and their key health.
 type Service struct {
-	Accounts   AccountStore
-	Platform   *PlatformKEK
+	Accounts AccountStore
+	Platform *PlatformKEK
+	// Sealer seals the accounts' shared keys under the root key.
+	Sealer     Sealer
 	Vault      VaultClient
 	Identities Identities
 	RM         *rm.Service
@@ -214,6 +216,22 @@ func (s *Service) CreateAccount(ctx context.Context, a *Account) (*Account, erro
 		a.Key.Wrapped = w
 	default:
 		return nil, custody.Errorf(custody.KindInvalid, "InvalidKeySource", "keySource %q is not valid: use Microsoft.Batch or Microsoft.KeyVault.", a.Encryption.KeySource)
+	}
+	if a.AuthModes != nil {
+		modes, err := CheckAuthModes(a.AuthModes)
+		if err != nil {
+			return nil, err
+		}
+		a.AuthModes = modes
+	}
+	if s.Sealer != nil {
+		raw, err := newSharedKeys()
+		if err != nil {
+			return nil, err
+		}
+		if a.SharedKeys, err = s.sealKeys(a.UID, raw); err != nil {
+			return nil, err
+		}
 	}
 	if a.Identity.Type == IdentitySystemAssigned {
 		pid, err := s.Identities.CreateSystemAssigned(ctx, a.ID)

@@ -52,6 +52,14 @@ type Account struct {
 
 	// Key is the account's wrapped DEK and the state of its key.
 	Key AccountKey
+
+	// AuthModes are the data-plane authentication modes the account allows
+	// (allowedAuthenticationModes: SharedKey, AAD, TaskAuthenticationToken).
+	// Nil means all of them, the default of a new account.
+	AuthModes []string
+	// SharedKeys holds the primary and secondary shared keys, sealed under
+	// the root key (see sharedkey.go); empty until first generated.
+	SharedKeys []byte
 }
 
 // AccountIdentity is the managed identity of an account.
@@ -127,6 +135,10 @@ type AccountStore interface {
 	// UpdateKeyState records the key state of an account without touching
 	// anything else.
 	UpdateKeyState(ctx context.Context, name string, k AccountKey) error
+	// UpdateSharedKeys replaces the sealed shared keys of the account
+	// named name whose UID is uid, if they are still prev
+	// (compare-and-swap). A mismatch is KindConflict.
+	UpdateSharedKeys(ctx context.Context, name, uid string, prev, next []byte) error
 	// DeleteAccount removes an account and all of its data.
 	DeleteAccount(ctx context.Context, name string) error
 }

@@ -60,7 +60,7 @@ func (s *Server) openBatch(ctx context.Context) error {
 		return err
 	}
 	s.Batch = &batch.Service{
-		Accounts: store, Platform: platform,
+		Accounts: store, Platform: platform, Sealer: s.sealer,
 		Vault: &batch.VaultREST{Transport: client, Token: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
 			tok, err := s.Identity.ManagedIdentityToken(ctx, principalID, resource)
 			if err != nil {

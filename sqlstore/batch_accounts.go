@@ -25,11 +25,13 @@ type accountProps struct {
 	PoolAllocationMode  string `json:"poolAllocationMode"`
 	PublicNetworkAccess string `json:"publicNetworkAccess"`
 	ProvisioningState   string `json:"provisioningState"`
+	// AuthModes is nil (absent) for all modes.
+	AuthModes []string `json:"allowedAuthenticationModes,omitempty"`
 }
 
 const accountCols = `name, id, uid, subscription_id, resource_group, location, tags, identity, key_source, key_identifier, properties,
 	dek_generation, dek_key_source, dek_key_id, dek_algorithm, dek_identity, dek_wrapped,
-	key_state, key_reason, key_since, key_last_probe, created_at, updated_at`
+	key_state, key_reason, key_since, key_last_probe, created_at, updated_at, shared_keys`
 
 func accountArgs(a *batch.Account) ([]any, error) {
 	tags, err := json.Marshal(nonNilTags(a.Tags))
@@ -40,7 +42,7 @@ func accountArgs(a *batch.Account) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	props, err := json.Marshal(accountProps{a.PoolAllocationMode, a.PublicNetworkAccess, a.ProvisioningState})
+	props, err := json.Marshal(accountProps{a.PoolAllocationMode, a.PublicNetworkAccess, a.ProvisioningState, a.AuthModes})
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +50,7 @@ func accountArgs(a *batch.Account) ([]any, error) {
 	return []any{a.Name, a.ID, a.UID, a.SubscriptionID, a.ResourceGroup, a.Location, string(tags), string(ident),
 		a.Encryption.KeySource, a.Encryption.KeyIdentifier, string(props),
 		int64(a.Key.Generation), w.KeySource, w.KeyID, w.Algorithm, w.Identity, w.Ciphertext,
-		a.Key.State, a.Key.Reason, unix(a.Key.Since), unix(a.Key.LastProbe), unix(a.CreatedAt), unix(a.UpdatedAt)}, nil
+		a.Key.State, a.Key.Reason, unix(a.Key.Since), unix(a.Key.LastProbe), unix(a.CreatedAt), unix(a.UpdatedAt), nonNilBytes(a.SharedKeys)}, nil
 }
 
 func scanAccount(row interface{ Scan(...any) error }) (*batch.Account, error) {
@@ -59,14 +61,14 @@ func scanAccount(row interface{ Scan(...any) error }) (*batch.Account, error) {
 	if err := row.Scan(&a.Name, &a.ID, &a.UID, &a.SubscriptionID, &a.ResourceGroup, &a.Location, &tags, &ident,
 		&a.Encryption.KeySource, &a.Encryption.KeyIdentifier, &props,
 		&gen, &w.KeySource, &w.KeyID, &w.Algorithm, &w.Identity, &w.Ciphertext,
-		&a.Key.State, &a.Key.Reason, &since, &probe, &created, &updated); err != nil {
+		&a.Key.State, &a.Key.Reason, &since, &probe, &created, &updated, &a.SharedKeys); err != nil {
 		return nil, err
 	}
 	var p accountProps
 	if err := errors.Join(json.Unmarshal([]byte(tags), &a.Tags), json.Unmarshal([]byte(ident), &a.Identity), json.Unmarshal([]byte(props), &p)); err != nil {
 		return nil, err
 	}
-	a.PoolAllocationMode, a.PublicNetworkAccess, a.ProvisioningState = p.PoolAllocationMode, p.PublicNetworkAccess, p.ProvisioningState
+	a.PoolAllocationMode, a.PublicNetworkAccess, a.ProvisioningState, a.AuthModes = p.PoolAllocationMode, p.PublicNetworkAccess, p.ProvisioningState, p.AuthModes
 	a.Key.Generation = uint32(gen)
 	a.Key.Since, a.Key.LastProbe, a.CreatedAt, a.UpdatedAt = fromUnix(since), fromUnix(probe), fromUnix(created), fromUnix(updated)
 	return &a, nil
@@ -78,7 +80,7 @@ func (s *BatchAccountStore) CreateAccount(ctx context.Context, a *batch.Account)
 		return custody.Internal(err, "encode account")
 	}
 	_, err = s.DB.db.ExecContext(ctx, `INSERT INTO batch_accounts (name_key, rg_key, `+accountCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
 		append([]any{lower(a.Name), lower(a.ResourceGroup)}, args...)...)
 	if isUniqueViolation(err) {
 		return custody.Errorf(custody.KindConflict, "AccountNameUnavailable", "The batch account name %q is already taken.", a.Name)
@@ -126,7 +128,8 @@ func (s *BatchAccountStore) UpdateAccount(ctx context.Context, a *batch.Account,
 		return custody.Internal(err, "encode account")
 	}
 	// args follow accountCols: location..dek_wrapped are 5..16, the key
-	// state 17..20, created_at 21, updated_at 22. The key state columns are written only with a new wrap (a key change
+	// state 17..20, created_at 21, updated_at 22. The shared keys (23)
+	// change only through UpdateSharedKeys. The key state columns are written only with a new wrap (a key change
 	// proved by a round trip); otherwise a concurrent lock by the key
 	// monitor must not be overwritten by a tag or identity update that read
 	// the account before the lock.
@@ -158,6 +161,30 @@ func (s *BatchAccountStore) UpdateKeyState(ctx context.Context, name string, k b
 	_, err := s.DB.db.ExecContext(ctx, `UPDATE batch_accounts SET key_state = $1, key_reason = $2, key_since = $3, key_last_probe = $4 WHERE name_key = $5`,
 		k.State, k.Reason, unix(k.Since), unix(k.LastProbe), lower(name))
 	return dbErr(err, "update key state")
+}
+
+func (s *BatchAccountStore) UpdateSharedKeys(ctx context.Context, name, uid string, prev, next []byte) error {
+	// Rows from before the column existed hold its default, which SQLite
+	// keeps as text: "no keys yet" is matched by length.
+	q, args := `UPDATE batch_accounts SET shared_keys = $1 WHERE name_key = $2 AND uid = $3 AND length(shared_keys) = 0`, []any{next, lower(name), uid}
+	if len(prev) > 0 {
+		q, args = `UPDATE batch_accounts SET shared_keys = $1 WHERE name_key = $2 AND uid = $3 AND shared_keys = $4`, append(args, prev)
+	}
+	res, err := s.DB.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return dbErr(err, "update shared keys")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return custody.Errorf(custody.KindConflict, "AccountChangedConcurrently", "The keys of batch account %q were changed by another request; read them again and retry.", name)
+	}
+	return nil
+}
+
+func nonNilBytes(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
 }
 
 func (s *BatchAccountStore) DeleteAccount(ctx context.Context, name string) error {
