@@ -85,6 +85,11 @@ var armRows = map[string]armRow{
 		action: readAccount, scope: "account"},
 	"DELETE /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}": {
 		action: "Microsoft.Batch/batchAccounts/delete", scope: "account"},
+	// The shared keys are data-plane credentials: Reader may not read them.
+	"POST /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}/listKeys": {
+		action: "Microsoft.Batch/batchAccounts/listkeys/action", scope: "account"},
+	"POST /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}/regenerateKeys": {
+		action: "Microsoft.Batch/batchAccounts/regeneratekeys/action", scope: "account", body: `{"keyName":"Secondary"}`},
 	"GET /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts": {
 		hides: map[string]string{"account": readAccount}},
 	"GET /subscriptions/{subscriptionId}/providers/Microsoft.Batch/batchAccounts":                                           {hides: map[string]string{"account": readAccount}},

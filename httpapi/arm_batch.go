@@ -24,6 +24,8 @@ const (
 	actionBatchAccountRead   = "Microsoft.Batch/batchAccounts/read"
 	actionBatchAccountWrite  = "Microsoft.Batch/batchAccounts/write"
 	actionBatchAccountDelete = "Microsoft.Batch/batchAccounts/delete"
+	actionBatchListKeys      = "Microsoft.Batch/batchAccounts/listkeys/action"
+	actionBatchRegenerateKey = "Microsoft.Batch/batchAccounts/regeneratekeys/action"
 )
 
 // batchRetryAfterMs is the poll delay the accepted answers of account
@@ -53,6 +55,10 @@ func (s *Server) RegisterBatchAccounts(svc *batch.Service) {
 	a.Handle(ARMRoute{Method: "PATCH", Path: one, APIVersions: v, Action: actionBatchAccountWrite, Handler: h.patch})
 	a.Handle(ARMRoute{Method: "GET", Path: one, APIVersions: v, Action: actionBatchAccountRead, Handler: h.get})
 	a.Handle(ARMRoute{Method: "DELETE", Path: one, APIVersions: v, Action: actionBatchAccountDelete, Handler: h.delete})
+	// The shared keys of the data plane (az batch account keys list/renew,
+	// az batch account login --shared-key-auth).
+	a.Handle(ARMRoute{Method: "POST", Path: one + "/listKeys", APIVersions: v, Action: actionBatchListKeys, Handler: h.listKeys})
+	a.Handle(ARMRoute{Method: "POST", Path: one + "/regenerateKeys", APIVersions: v, Action: actionBatchRegenerateKey, Handler: h.regenerateKeys})
 	// Lists keep the accounts the caller may read, so that a role on one
 	// account lets the caller list it.
 	a.Handle(ARMRoute{Method: "GET", Path: group, APIVersions: v, Handler: h.list})
@@ -202,7 +208,7 @@ func (h *batchARM) body(a *batch.Account) batchAccountOut {
 	}
 	p.EncryptionStatus = batchEncryptionStatus{State: st, Reason: a.Key.Reason, Since: armTimeOrEmpty(a.Key.Since),
 		KeyVersionInUse: a.Key.Wrapped.KeyID, LastKeyCheck: armTimeOrEmpty(a.Key.LastProbe)}
-	p.AllowedAuthenticationModes = []string{"SharedKey", "AAD", "TaskAuthenticationToken"}
+	p.AllowedAuthenticationModes = a.Modes()
 	q := a.Quotas()
 	p.DedicatedCoreQuota, p.LowPriorityCoreQuota = int32(q.DedicatedCores), int32(q.LowPriorityCores)
 	p.DedicatedCoreQuotaPerVMFamily = []batchVMFamilyQuota{}
@@ -395,8 +401,14 @@ func (h *batchARM) put(w http.ResponseWriter, r *ARMRequest) error {
 		return err
 	}
 	var enc *batch.Encryption
+	var modes []string
 	pam, pna := "BatchService", "Enabled"
 	if p := body.Properties; p != nil {
+		if p.AllowedAuthenticationModes != nil {
+			if modes, err = batch.CheckAuthModes(p.AllowedAuthenticationModes); err != nil {
+				return err
+			}
+		}
 		if enc, err = toEncryption(p.Encryption); err != nil {
 			return err
 		}
@@ -415,12 +427,12 @@ func (h *batchARM) put(w http.ResponseWriter, r *ARMRequest) error {
 	existing, err := h.svc.Account(r.Context(), name)
 	switch {
 	case err == nil && strings.EqualFold(existing.ID, id):
-		return h.putExisting(w, r, existing, location, body.Tags, ident, enc, pam, pna)
+		return h.putExisting(w, r, existing, location, body.Tags, ident, enc, modes, pam, pna)
 	case err != nil && !custody.IsNotFound(err):
 		return err
 	}
 	a := &batch.Account{ID: id, SubscriptionID: g.SubscriptionID, ResourceGroup: g.Name, Name: name, Location: location,
-		Tags: body.Tags, PoolAllocationMode: pam, PublicNetworkAccess: pna}
+		Tags: body.Tags, PoolAllocationMode: pam, PublicNetworkAccess: pna, AuthModes: modes}
 	if ident != nil {
 		a.Identity = *ident
 	}
@@ -436,7 +448,7 @@ func (h *batchARM) put(w http.ResponseWriter, r *ARMRequest) error {
 // putExisting applies a PUT to an existing account: tags are replaced;
 // identity and encryption change only when given; location and pool
 // allocation mode cannot change.
-func (h *batchARM) putExisting(w http.ResponseWriter, r *ARMRequest, a *batch.Account, location string, tags map[string]string, ident *batch.AccountIdentity, enc *batch.Encryption, pam, pna string) error {
+func (h *batchARM) putExisting(w http.ResponseWriter, r *ARMRequest, a *batch.Account, location string, tags map[string]string, ident *batch.AccountIdentity, enc *batch.Encryption, modes []string, pam, pna string) error {
 	if location != normalizeLocation(a.Location) {
 		return custody.Errorf(custody.KindInvalid, "InvalidResourceLocation",
 			"The batch account '%s' already exists in location '%s'; an account cannot move to '%s'. Use its location, or create an account with another name.", a.Name, a.Location, location)
@@ -452,6 +464,11 @@ func (h *batchARM) putExisting(w http.ResponseWriter, r *ARMRequest, a *batch.Ac
 	}
 	if _, err := h.svc.Update(r.Context(), a.Name, tags, ident, enc); err != nil {
 		return err
+	}
+	if modes != nil {
+		if _, err := h.svc.SetAuthModes(r.Context(), a.Name, modes); err != nil {
+			return err
+		}
 	}
 	return h.accepted(w, r, a.ID, a.Location, "update")
 }
@@ -584,9 +601,20 @@ func (h *batchARM) patch(w http.ResponseWriter, r *ARMRequest) error {
 				"autoStorage and keyVaultReference are not supported by this server; leave them out.")
 		}
 	}
+	var modes []string
+	if p := body.Properties; p != nil && p.AllowedAuthenticationModes != nil {
+		if modes, err = batch.CheckAuthModes(p.AllowedAuthenticationModes); err != nil {
+			return err
+		}
+	}
 	got, err := h.svc.Update(r.Context(), a.Name, body.Tags, ident, enc)
 	if err != nil {
 		return err
+	}
+	if modes != nil {
+		if got, err = h.svc.SetAuthModes(r.Context(), a.Name, modes); err != nil {
+			return err
+		}
 	}
 	out, err := h.bodyFor(r, got)
 	if err != nil {
@@ -645,5 +673,52 @@ func (h *batchARM) list(w http.ResponseWriter, r *ARMRequest) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, listBody[batchAccountOut]{Value: out})
+	return nil
+}
+
+// batchKeysOut is the answer of listKeys and regenerateKeys
+// (BatchAccountKeys).
+type batchKeysOut struct {
+	AccountName string `json:"accountName"`
+	Primary     string `json:"primary"`
+	Secondary   string `json:"secondary"`
+}
+
+// listKeys answers the account's shared keys; 400 if the account does not
+// allow SharedKey authentication.
+func (h *batchARM) listKeys(w http.ResponseWriter, r *ARMRequest) error {
+	a, err := h.account(r)
+	if err != nil {
+		return err
+	}
+	k, err := h.svc.ListKeys(r.Context(), a)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, batchKeysOut{k.AccountName, k.Primary, k.Secondary})
+	return nil
+}
+
+// regenerateKeys replaces the key named by {"keyName":"Primary"|"Secondary"}
+// and answers both keys.
+func (h *batchARM) regenerateKeys(w http.ResponseWriter, r *ARMRequest) error {
+	a, err := h.account(r)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		KeyName *string `json:"keyName"`
+	}
+	if err := decodeJSON(r.Request, &body); err != nil {
+		return err
+	}
+	if body.KeyName == nil {
+		return custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body needs keyName: Primary or Secondary.")
+	}
+	k, err := h.svc.RegenerateKey(r.Context(), a, *body.KeyName)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, batchKeysOut{k.AccountName, k.Primary, k.Secondary})
 	return nil
 }
