@@ -21,12 +21,18 @@ import (
 // certificates. Every request is checked in this order: bearer token (401
 // with a challenge), account from the host name (404 AccountNotFound), role
 // on the account (Microsoft.Batch/batchAccounts/read for reads, /write
-// otherwise), then the route and the body. Errors use Batch's OData error
+// otherwise), the account's allowed authentication modes (AAD), then the
+// route and the body. A request signed with a shared key is checked
+// instead against the account's keys and modes (batch_sharedkey.go). Errors use Batch's OData error
 // shape (writeBatchError).
 
-// BatchAccounts is what the data plane needs to find an account.
+// BatchAccounts is what the data plane needs to find an account and check
+// shared-key signatures (batch.Service).
 type BatchAccounts interface {
 	Account(ctx context.Context, name string) (*batch.Account, error)
+	// VerifySharedKey reports whether mac is one of sign(key) for one of
+	// the account's two shared keys.
+	VerifySharedKey(ctx context.Context, a *batch.Account, mac []byte, sign func(key []byte) [][]byte) (bool, error)
 }
 
 // batchData serves the batch data plane.
@@ -60,31 +66,48 @@ func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if cid := r.Header.Get("client-request-id"); cid != "" && len(cid) <= 128 {
 		w.Header().Set("client-request-id", cid)
 	}
-	authed, err := b.s.authenticate(r, identity.AudienceBatch)
-	if err != nil {
-		w.Header().Set("WWW-Authenticate", `Bearer authorization_uri="`+b.s.PublicURL("login")+"/"+b.s.cfg.Identity.TenantID+`", error="invalid_token", resource="https://batch.core.windows.net/"`)
-		writeBatchError(w, r, err)
-		return
-	}
-	r = authed
 	_, name := b.s.classify(hostOnly(r.Host))
-	acct, err := b.accounts.Account(r.Context(), name)
-	if custody.IsNotFound(err) {
-		writeBatchError(w, r, custody.Errorf(custody.KindNotFound, "AccountNotFound", "The specified account does not exist: there is no batch account %q on this server. Create it first (custody batch account create).", name))
-		return
-	}
-	if err != nil {
-		writeBatchError(w, r, err)
-		return
-	}
-	caller, _ := custody.CallerFrom(r.Context())
-	action := "Microsoft.Batch/batchAccounts/write"
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		action = "Microsoft.Batch/batchAccounts/read"
-	}
-	if err := b.s.cfg.RM.Authorize(r.Context(), caller.ObjectID, acct.ID, action, false); err != nil {
-		writeBatchError(w, r, err)
-		return
+	var acct *batch.Account
+	if isSharedKey(r) {
+		// A shared key is full data-plane access to its account: no RBAC
+		// check follows (batch_sharedkey.go).
+		authed, a, err := b.verifySharedKey(r, name)
+		if err != nil {
+			writeBatchError(w, r, err)
+			return
+		}
+		r, acct = authed, a
+	} else {
+		authed, err := b.s.authenticate(r, identity.AudienceBatch)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer authorization_uri="`+b.s.PublicURL("login")+"/"+b.s.cfg.Identity.TenantID+`", error="invalid_token", resource="https://batch.core.windows.net/"`)
+			writeBatchError(w, r, err)
+			return
+		}
+		r = authed
+		a, err := b.accounts.Account(r.Context(), name)
+		if custody.IsNotFound(err) {
+			writeBatchError(w, r, custody.Errorf(custody.KindNotFound, "AccountNotFound", "The specified account does not exist: there is no batch account %q on this server. Create it first (custody batch account create).", name))
+			return
+		}
+		if err != nil {
+			writeBatchError(w, r, err)
+			return
+		}
+		caller, _ := custody.CallerFrom(r.Context())
+		action := "Microsoft.Batch/batchAccounts/write"
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			action = "Microsoft.Batch/batchAccounts/read"
+		}
+		if err := b.s.cfg.RM.Authorize(r.Context(), caller.ObjectID, a.ID, action, false); err != nil {
+			writeBatchError(w, r, err)
+			return
+		}
+		if !a.Allows(batch.AuthModeAAD) {
+			writeBatchError(w, r, modeNotAllowed(batch.AuthModeAAD))
+			return
+		}
+		acct = a
 	}
 	if v := r.URL.Query().Get("api-version"); v == "" {
 		writeBatchError(w, r, custody.Errorf(custody.KindInvalid, "MissingRequiredQueryParameter", "A query parameter that's mandatory for this request is not specified: add api-version=2024-07-01.20.0."))

@@ -386,6 +386,10 @@ func newBatchError(r *http.Request, requestID string, err error) batchError {
 	if errors.As(err, &ce) && ce.Target != "" {
 		body.Values = append(body.Values, batchErrorDetail{Key: "PropertyName", Value: ce.Target})
 	}
+	var ad *authDetailError
+	if errors.As(err, &ad) {
+		body.Values = append(body.Values, batchErrorDetail{Key: "AuthenticationErrorDetail", Value: ad.detail})
+	}
 	return body
 }
 
