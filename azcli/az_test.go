@@ -55,8 +55,10 @@ var pending = map[string]string{
 		"subscriptions at api-version 2019-11-01 and `custody env --az` (issue 11, points 1 to 3 and 'What to build' 4)",
 	"batch account create":                                "the subscription's locations (issue 11, point 4)",
 	"keyvault create":                                     "the Graph servicePrincipals filter (issue 11, point 5)",
+	"keyvault list":                                       "an empty list of managed HSMs (issue 11, point 6)",
 	"batch account login --shared-key-auth":               "listKeys on batch accounts (issue 11, point 7)",
 	"batch task create, show, file download (Shared Key)": "SharedKey signatures on the batch data plane (issue 11, point 7)",
+	"batch account keys renew, login --shared-key-auth with the new key": "regenerateKeys on batch accounts (issue 11, 'What to build' 2)",
 }
 
 // TestAzWalkThrough runs the customer-managed-key walk-through (the seed's
@@ -68,7 +70,7 @@ var pending = map[string]string{
 //     --service-principal against the ADFS-style authority;
 //   - group create, batch account create with a system-assigned identity
 //     (location given by display name), key vault with purge protection,
-//     set-policy for the account's principal;
+//     keyvault list, set-policy for the account's principal;
 //   - keys: created with `az rest` (with --resource for the vault audience),
 //     because Debian's az 2.45 packaging is broken for `az keyvault key`
 //     (No module named 'azure.keyvault.v7_0', before any request is sent);
@@ -77,7 +79,8 @@ var pending = map[string]string{
 //   - az batch account login with Azure AD, then pool, job, task create,
 //     task show until it completes, task file download of its stdout;
 //   - az batch account login --shared-key-auth, then another task, shown
-//     and downloaded with Shared Key signatures.
+//     and downloaded with Shared Key signatures; keys list, renew of the
+//     primary key, and the data plane with the new key.
 //
 // Name resolution: az uses the system resolver, so the *.localhost names
 // must resolve to 127.0.0.1; the documented set-up is /etc/hosts lines,
@@ -183,6 +186,15 @@ func TestAzWalkThrough(t *testing.T) {
 			// looks up in Graph by its application id.
 			eq(v, "properties.accessPolicies[0].tenantId", tenant), nonEmpty(v, "properties.accessPolicies[0].objectId"),
 			contains(v, "properties.accessPolicies[0].permissions.keys", "all"))
+	})
+	w.step("keyvault list", func() error {
+		// az lists managed HSMs along with vaults.
+		l, err := az.json("keyvault", "list", "-g", group)
+		if err != nil {
+			return err
+		}
+		vaults, _ := l.([]any)
+		return all(eq(l, "[0].name", vault), eqAny(len(vaults), "number of vaults", 1))
 	})
 	w.step("keyvault set-policy", func() error {
 		v, err := az.json("keyvault", "set-policy", "-n", vault, "--object-id", principal, "--key-permissions", "get", "wrapKey", "unwrapKey")
@@ -345,6 +357,34 @@ func TestAzWalkThrough(t *testing.T) {
 			return err
 		}
 		return runTask("t2", "hello with a shared key")
+	})
+	w.step("batch account keys renew, login --shared-key-auth with the new key", func() error {
+		before, err := az.json("batch", "account", "keys", "list", "-n", account, "-g", group)
+		if err != nil {
+			return err
+		}
+		after, err := az.json("batch", "account", "keys", "renew", "-n", account, "-g", group, "--key-name", "Primary")
+		if err != nil {
+			return err
+		}
+		if err := all(nonEmpty(after, "primary"), eq(after, "secondary", str(before, "secondary"))); err != nil {
+			return err
+		}
+		if str(after, "primary") == str(before, "primary") {
+			return fmt.Errorf("keys renew left the primary key as it was")
+		}
+		l, err := az.json("batch", "account", "login", "-n", account, "-g", group, "--shared-key-auth", "--show")
+		if err != nil {
+			return err
+		}
+		if err := eq(l, "primaryKey", str(after, "primary")); err != nil {
+			return err
+		}
+		t2, err := az.json("batch", "task", "show", "--job-id", "job1", "--task-id", "t2")
+		if err != nil {
+			return err
+		}
+		return eq(t2, "state", "completed")
 	})
 }
 
