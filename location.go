@@ -38,6 +38,22 @@ var regionByKey = func() map[string]string {
 	return m
 }()
 
+// Region is one Azure region: its name ("westus2") and display name ("West
+// US 2").
+type Region struct {
+	Name        string
+	DisplayName string
+}
+
+// Regions returns the table of regions, in Azure's order.
+func Regions() []Region {
+	out := make([]Region, len(regions))
+	for i, r := range regions {
+		out[i] = Region{Name: r[0], DisplayName: r[1]}
+	}
+	return out
+}
+
 // NormalizeLocation returns the region name of loc ("westus2" for "West US
 // 2", "westus2" or "WestUS2"), and false when loc names no Azure region.
 func NormalizeLocation(loc string) (string, bool) {

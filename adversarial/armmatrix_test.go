@@ -43,6 +43,7 @@ const (
 var armRows = map[string]armRow{
 	"GET /subscriptions":                                 {},
 	"GET /subscriptions/{subscriptionId}":                {},
+	"GET /subscriptions/{subscriptionId}/locations":      {},
 	"GET /subscriptions/{subscriptionId}/resourceGroups": {hides: map[string]string{"rgA": readRG, "rgB": readRG}},
 	"PUT /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}": {action: "Microsoft.Resources/subscriptions/resourceGroups/write", scope: "rgA",
 		body: `{"location":"westus2"}`},
@@ -119,6 +120,11 @@ var armRows = map[string]armRow{
 	"GET /subscriptions/{subscriptionId}/providers/Microsoft.KeyVault/deletedVaults": {action: "Microsoft.KeyVault/deletedVaults/read", scope: "sub"},
 	"POST /subscriptions/{subscriptionId}/providers/Microsoft.KeyVault/checkNameAvailability": {action: "Microsoft.KeyVault/checkNameAvailability/read", scope: "sub",
 		body: `{"name":"advkv2","type":"Microsoft.KeyVault/vaults"}`},
+	// Managed HSMs are not served: empty lists.
+	"GET /subscriptions/{subscriptionId}/providers/Microsoft.KeyVault/managedHSMs": {},
+	"GET /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.KeyVault/managedHSMs": {
+		action: "Microsoft.KeyVault/managedHSMs/read", scope: "rgA"},
+	"GET /subscriptions/{subscriptionId}/providers/Microsoft.KeyVault/deletedManagedHSMs": {},
 }
 
 // bodyFor fills a row body's placeholders for caller p.

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 
 	"custody"
@@ -16,8 +15,13 @@ type ARMRequest struct {
 	*http.Request
 	// Params holds the path parameters of the route, by the names in braces.
 	Params map[string]string
-	// APIVersion is the api-version the client sent.
+	// APIVersion is the api-version the client sent (echoed in the URLs
+	// the response gives, such as operation results).
 	APIVersion string
+	// ServedVersion is the api-version the request is served as: the one
+	// the client sent, or the newest known when it sent a newer one (see
+	// the api-version policy, apiversion.go).
+	ServedVersion string
 	// Caller is the authenticated principal.
 	Caller custody.Caller
 	// Scope is the resource id the authorization check ran against.
@@ -40,7 +44,9 @@ type ARMRoute struct {
 	// Literal segments match case-insensitively. A leading {scope...} matches
 	// any resource id (used for role assignments).
 	Path string
-	// APIVersions are the accepted api-version values.
+	// APIVersions are the api-version values Azure documents for the
+	// operation, oldest first ("*": any); newer ones are served as the
+	// newest (resolveARMVersion).
 	APIVersions []string
 	// Action is the RBAC action the caller needs at the route's scope, e.g.
 	// Microsoft.Resources/subscriptions/resourceGroups/write. Empty means any
@@ -233,11 +239,13 @@ func (a *ARM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"The api-version query parameter (?api-version=) is required for all requests. Supported versions for this operation: %s.", strings.Join(route.APIVersions, ", ")))
 		return
 	}
-	if !slices.Contains(route.APIVersions, apiVersion) && !slices.Contains(route.APIVersions, "*") {
+	served, ok := resolveARMVersion(route.APIVersions, apiVersion)
+	if !ok {
 		writeError(w, r, custody.Errorf(custody.KindInvalid, "InvalidApiVersionParameter",
 			"The api-version '%s' is invalid. The supported versions are '%s'.", apiVersion, strings.Join(route.APIVersions, ",")))
 		return
 	}
+	a.s.servedAs(w, r, apiVersion, served)
 	if sub, ok := params["subscriptionId"]; ok {
 		if err := a.s.cfg.RM.CheckSubscription(sub); err != nil {
 			writeError(w, r, err)
@@ -256,7 +264,7 @@ func (a *ARM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	req := &ARMRequest{Request: r, Params: params, APIVersion: apiVersion, Caller: caller, Scope: scope}
+	req := &ARMRequest{Request: r, Params: params, APIVersion: apiVersion, ServedVersion: served, Caller: caller, Scope: scope}
 	if err := route.Handler(w, req); err != nil {
 		writeError(w, r, err)
 	}

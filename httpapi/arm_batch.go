@@ -13,12 +13,6 @@ import (
 	"custody/rm"
 )
 
-// API versions accepted for Microsoft.Batch/batchAccounts. armbatch/v3
-// v3.0.1 and current az send 2024-07-01.
-var batchAPIVersions = []string{"2017-09-01", "2018-12-01", "2019-04-01", "2019-08-01", "2020-03-01", "2020-05-01",
-	"2020-09-01", "2021-01-01", "2021-06-01", "2022-01-01", "2022-06-01", "2022-10-01", "2023-05-01", "2023-11-01",
-	"2024-02-01", "2024-07-01"}
-
 // RBAC actions of the batch account operations.
 const (
 	actionBatchAccountRead   = "Microsoft.Batch/batchAccounts/read"

@@ -13,22 +13,13 @@ import (
 	"custody/rm"
 )
 
-// API versions accepted for Microsoft.KeyVault vaults. armkeyvault v1.5.0
-// sends 2024-11-01.
-var keyVaultAPIVersions = []string{"2015-06-01", "2016-10-01", "2018-02-14", "2019-09-01", "2021-04-01-preview",
-	"2021-06-01-preview", "2021-10-01", "2021-11-01-preview", "2022-02-01-preview", "2022-07-01", "2022-11-01",
-	"2023-02-01", "2023-07-01", "2024-04-01-preview", "2024-11-01", "2024-12-01-preview", "2025-05-01"}
-
-// genericResourcesAPIVersions are those of the subscription-wide resource
-// list (armkeyvault's NewListPager sends 2015-11-01).
-var genericResourcesAPIVersions = append([]string{"2015-11-01"}, resourcesAPIVersions...)
-
 // RBAC actions of the key vault's management operations.
 const (
 	actionVaultRead           = "Microsoft.KeyVault/vaults/read"
 	actionVaultWrite          = "Microsoft.KeyVault/vaults/write"
 	actionVaultDelete         = "Microsoft.KeyVault/vaults/delete"
 	actionAccessPoliciesWrite = "Microsoft.KeyVault/vaults/accessPolicies/write"
+	actionManagedHSMRead      = "Microsoft.KeyVault/managedHSMs/read"
 	actionDeletedVaultRead    = "Microsoft.KeyVault/deletedVaults/read"
 	actionDeletedVaultPurge   = "Microsoft.KeyVault/locations/deletedVaults/purge/action"
 	actionCheckName           = "Microsoft.KeyVault/checkNameAvailability/read"
@@ -66,6 +57,24 @@ func (s *Server) RegisterKeyVault(kv *keyvault.Service) {
 	a.Handle(ARMRoute{Method: "POST", Path: deleted + "/purge", APIVersions: v, Action: actionDeletedVaultPurge, Handler: h.purge})
 	a.Handle(ARMRoute{Method: "GET", Path: sub + "/providers/Microsoft.KeyVault/deletedVaults", APIVersions: v, Action: actionDeletedVaultRead, Handler: h.listDeleted})
 	a.Handle(ARMRoute{Method: "POST", Path: sub + "/providers/Microsoft.KeyVault/checkNameAvailability", APIVersions: v, Action: actionCheckName, Handler: h.checkName})
+
+	// Managed HSMs are not served: their lists are empty, as for a
+	// subscription that has none (az keyvault list and list-deleted ask
+	// for them beside the vaults).
+	a.Handle(ARMRoute{Method: "GET", Path: sub + "/providers/Microsoft.KeyVault/managedHSMs", APIVersions: v, Handler: h.emptyList})
+	a.Handle(ARMRoute{Method: "GET", Path: sub + "/resourceGroups/{resourceGroupName}/providers/Microsoft.KeyVault/managedHSMs", APIVersions: v, Action: actionManagedHSMRead, Handler: h.emptyList})
+	a.Handle(ARMRoute{Method: "GET", Path: sub + "/providers/Microsoft.KeyVault/deletedManagedHSMs", APIVersions: v, Handler: h.emptyList})
+}
+
+// emptyList answers an ARM list with no items.
+func (h *kvARM) emptyList(w http.ResponseWriter, r *ARMRequest) error {
+	if rg := r.Param("resourceGroupName"); rg != "" {
+		if _, err := h.a.s.cfg.RM.ResourceGroup(r.Context(), r.Param("subscriptionId"), rg); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, listBody[any]{Value: []any{}})
+	return nil
 }
 
 // Wire shapes (armkeyvault v1.5.0 models).

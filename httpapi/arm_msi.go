@@ -8,8 +8,6 @@ import (
 	"custody/rm"
 )
 
-var msiAPIVersions = []string{"2018-11-30", "2021-09-30-preview", "2022-01-31-preview", "2023-01-31", "2023-07-31-preview", "2024-11-30", "2025-01-31-preview"}
-
 func registerMSI(a *ARM) {
 	const group = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
 	const one = group + "/{resourceName}"

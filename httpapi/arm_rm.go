@@ -11,15 +11,10 @@ import (
 	"custody/rm"
 )
 
-// API versions accepted for Microsoft.Resources and Microsoft.Authorization.
-var (
-	resourcesAPIVersions     = []string{"2016-06-01", "2019-05-01", "2019-10-01", "2020-06-01", "2021-01-01", "2021-04-01", "2022-01-01", "2022-09-01", "2022-12-01", "2023-07-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-03-01", "2025-04-01"}
-	authorizationAPIVersions = []string{"2015-07-01", "2018-01-01-preview", "2018-09-01-preview", "2020-04-01-preview", "2020-10-01-preview", "2022-04-01", "2022-05-01-preview"}
-)
-
 func registerRM(a *ARM) {
 	a.Handle(ARMRoute{Method: "GET", Path: "/subscriptions", APIVersions: resourcesAPIVersions, Handler: a.listSubscriptions})
 	a.Handle(ARMRoute{Method: "GET", Path: "/subscriptions/{subscriptionId}", APIVersions: resourcesAPIVersions, Handler: a.getSubscription})
+	a.Handle(ARMRoute{Method: "GET", Path: "/subscriptions/{subscriptionId}/locations", APIVersions: resourcesAPIVersions, Handler: a.listLocations})
 
 	const rgs = "/subscriptions/{subscriptionId}/resourceGroups"
 	// Lists check each item (listGroups), so that a role on one group lets
@@ -65,6 +60,22 @@ func (a *ARM) listSubscriptions(w http.ResponseWriter, r *ARMRequest) error {
 
 func (a *ARM) getSubscription(w http.ResponseWriter, r *ARMRequest) error {
 	writeJSON(w, http.StatusOK, a.subscriptionBody())
+	return nil
+}
+
+// listLocations lists the regions, as `az account list-locations` and az's
+// display-name-to-region lookups read them.
+func (a *ARM) listLocations(w http.ResponseWriter, r *ARMRequest) error {
+	sub := rm.SubscriptionID(r.Param("subscriptionId"))
+	out := []map[string]any{}
+	for _, reg := range custody.Regions() {
+		out = append(out, map[string]any{
+			"id": sub + "/locations/" + reg.Name, "type": "Region", "name": reg.Name,
+			"displayName": reg.DisplayName, "regionalDisplayName": reg.DisplayName,
+			"metadata": map[string]any{"regionType": "Physical"},
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"value": out})
 	return nil
 }
 

@@ -112,7 +112,9 @@ func (b *batchData) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("api-version"); v == "" {
 		writeBatchError(w, r, custody.Errorf(custody.KindInvalid, "MissingRequiredQueryParameter", "A query parameter that's mandatory for this request is not specified: add api-version=2024-07-01.20.0."))
 		return
-	} else if !batchDataAPIVersions[v] {
+	} else if served, ok := resolveBatchDataVersion(v); ok {
+		b.s.servedAs(w, r, v, served)
+	} else {
 		e := custody.Errorf(custody.KindInvalid, "InvalidQueryParameterValue",
 			"Value for one of the query parameters specified in the request URI is invalid: api-version %q is not supported; use 2024-07-01.20.0.", v)
 		e.Target = "api-version"
@@ -272,15 +274,6 @@ func (q *batchRequest) decodeOptional(v any) (bool, error) {
 		return false, custody.Errorf(custody.KindInvalid, "InvalidRequestBody", "The request body is not valid: %s.", jsonErrorText(err))
 	}
 	return true, nil
-}
-
-// batchDataAPIVersions are the Batch data-plane REST API versions accepted: the
-// published versions of the REST specification from 2020 on (azbatch
-// v0.1.0 sends 2024-07-01.20.0; 2025-06-01 is the latest).
-var batchDataAPIVersions = map[string]bool{
-	"2020-03-01.11.0": true, "2020-09-01.12.0": true, "2021-06-01.14.0": true, "2022-01-01.15.0": true,
-	"2022-10-01.16.0": true, "2023-05-01.17.0": true, "2023-11-01.18.0": true, "2024-02-01.19.0": true,
-	"2024-07-01.20.0": true, "2025-06-01": true,
 }
 
 // batchBodyError renames decodeJSON's errors to Batch's codes.

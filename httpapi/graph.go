@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 // as a small subset of Microsoft Graph v1.0 (what `az ad sp` uses):
 //
 //	POST   /v1.0/servicePrincipals                      {"displayName": ...}
-//	GET    /v1.0/servicePrincipals[?$filter=appId eq '...' | displayName eq '...' | id eq '...']
-//	GET    /v1.0/servicePrincipals/{id}
+//	GET    /v1.0/servicePrincipals[?$filter=appId eq '...' | displayName eq '...' | id eq '...'
+//	                                      | servicePrincipalNames/any(c:c eq '...')]
+//	GET    /v1.0/servicePrincipals/{id}                 by object id or appId
 //	DELETE /v1.0/servicePrincipals/{id}
 //	POST   /v1.0/servicePrincipals/{id}/addPassword     {"passwordCredential": {"displayName": ...}}
 //
@@ -102,17 +104,25 @@ func (s *Server) graphCreateSP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, out)
 }
 
-var graphFilter = regexp.MustCompile(`(?i)^\s*(appId|displayName|id)\s+eq\s+'([^']*)'\s*$`)
+var (
+	graphFilter = regexp.MustCompile(`(?i)^\s*(appId|displayName|id)\s+eq\s+'([^']*)'\s*$`)
+	// graphSPNFilter is the lambda az uses to find a principal by one of its
+	// names: servicePrincipalNames/any(c:c eq '{appId}').
+	graphSPNFilter = regexp.MustCompile(`(?i)^\s*(servicePrincipalNames)/any\(\s*(\w+)\s*:\s*(\w+)\s+eq\s+'([^']*)'\s*\)\s*$`)
+)
 
 func (s *Server) graphListSP(w http.ResponseWriter, r *http.Request) {
 	field, value := "", ""
 	if f := r.URL.Query().Get("$filter"); f != "" {
-		m := graphFilter.FindStringSubmatch(f)
-		if m == nil {
-			writeError(w, r, custody.Errorf(custody.KindInvalid, "Request_UnsupportedQuery", "The $filter '%s' is not supported; use appId, displayName or id eq '...'.", f))
+		if m := graphFilter.FindStringSubmatch(f); m != nil {
+			field, value = strings.ToLower(m[1]), m[2]
+		} else if m := graphSPNFilter.FindStringSubmatch(f); m != nil && m[2] == m[3] {
+			field, value = "serviceprincipalnames", m[4]
+		} else {
+			writeError(w, r, custody.Errorf(custody.KindInvalid, "Request_UnsupportedQuery",
+				"The $filter '%s' is not supported; use appId, displayName or id eq '...', or servicePrincipalNames/any(c:c eq '...').", f))
 			return
 		}
-		field, value = strings.ToLower(m[1]), m[2]
 	}
 	var out []graphSP
 	for _, kind := range []identity.PrincipalKind{identity.KindServicePrincipal, identity.KindSystemAssigned, identity.KindUserAssigned} {
@@ -136,7 +146,11 @@ func (s *Server) graphListSP(w http.ResponseWriter, r *http.Request) {
 					continue
 				}
 			}
-			out = append(out, toGraphSP(p))
+			sp := toGraphSP(p)
+			if field == "serviceprincipalnames" && !slices.ContainsFunc(sp.ServicePrincipalName, func(n string) bool { return strings.EqualFold(n, value) }) {
+				continue
+			}
+			out = append(out, sp)
 		}
 	}
 	if out == nil {

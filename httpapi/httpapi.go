@@ -214,6 +214,10 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	}
 	class, name := s.classify(hostOnly(r.Host))
 	setClass(r, class)
+	if (class == hostManagement || class == hostCombined) && isMetadataPath(r.URL.Path) {
+		s.cloudMetadata(w, r)
+		return
+	}
 	switch class {
 	case hostLogin:
 		s.login.ServeHTTP(w, r)
@@ -262,6 +266,9 @@ func isLoginPath(p string) bool {
 	segs := strings.Split(strings.Trim(p, "/"), "/")
 	if len(segs) < 2 {
 		return false
+	}
+	if strings.EqualFold(segs[0], "adfs") {
+		return true
 	}
 	switch strings.ToLower(segs[1]) {
 	case "v2.0", "oauth2", "discovery":

@@ -18,8 +18,29 @@ import (
 //	GET  /{tenant}/discovery/v2.0/keys          (and /{tenant}/discovery/keys)
 //	POST /{tenant}/oauth2/v2.0/token            client_credentials grant, scope=<resource>/.default
 //	POST /{tenant}/oauth2/token                 v1 form: resource=<resource>
+//
+// and, for clients given the ADFS-style authority https://login.{domain}/adfs
+// (az and MSAL skip Microsoft's instance discovery for it; the cloud
+// metadata names it), the same endpoints for this server's one tenant:
+//
+//	GET  /adfs/.well-known/openid-configuration
+//	GET  /adfs/discovery/keys
+//	POST /adfs/oauth2/token                     (and /adfs/oauth2/v2.0/token)
+//
+// Tokens from either carry the tenant's issuer, the one the services accept.
 func (s *Server) loginHandler() http.Handler {
 	mux := http.NewServeMux()
+	adfs := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			r.SetPathValue("tenant", s.cfg.Identity.TenantID)
+			h(w, r)
+		}
+	}
+	mux.HandleFunc("GET /adfs/.well-known/openid-configuration", adfs(s.adfsConfiguration))
+	mux.HandleFunc("GET /adfs/discovery/keys", adfs(s.jwks))
+	mux.HandleFunc("POST /adfs/oauth2/token", adfs(s.token))
+	mux.HandleFunc("POST /adfs/oauth2/token/", adfs(s.token))
+	mux.HandleFunc("POST /adfs/oauth2/v2.0/token", adfs(s.token))
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", s.openIDConfiguration)
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.jwks)
 	mux.HandleFunc("GET /{tenant}/discovery/keys", s.jwks)
@@ -64,6 +85,25 @@ func (s *Server) openIDConfiguration(w http.ResponseWriter, r *http.Request) {
 		"scopes_supported":                      []string{"openid", "profile", "offline_access"},
 		"tenant_region_scope":                   "NA",
 		"cloud_instance_name":                   "custody",
+	})
+}
+
+// adfsConfiguration is the OpenID configuration of the ADFS-style
+// authority: its own token and key endpoints, the tenant's issuer.
+func (s *Server) adfsConfiguration(w http.ResponseWriter, r *http.Request) {
+	base := "https://" + strings.ToLower(r.Host) + "/adfs"
+	writeJSON(w, http.StatusOK, map[string]any{
+		"issuer":                                s.issuerFor(r),
+		"authorization_endpoint":                base + "/oauth2/authorize",
+		"token_endpoint":                        base + "/oauth2/token",
+		"jwks_uri":                              base + "/discovery/keys",
+		"response_types_supported":              []string{"token"},
+		"subject_types_supported":               []string{"pairwise"},
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
+		"grant_types_supported":                 []string{"client_credentials"},
+		"scopes_supported":                      []string{"openid"},
+		"access_token_issuer":                   s.issuerFor(r),
 	})
 }
 

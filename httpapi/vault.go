@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,8 +43,6 @@ import (
 
 // LatestKeyVaultAPIVersion is the api-version azkeys v1.5.0 sends.
 const LatestKeyVaultAPIVersion = "2025-07-01"
-
-var kvAPIVersion = regexp.MustCompile(`^(7\.[0-6](-preview)?|2025-07-01)$`)
 
 // VaultHandler returns the data-plane handler of kv, for HandleVault.
 func (s *Server) VaultHandler(kv *keyvault.Service) http.Handler {
@@ -166,11 +163,13 @@ func (a *vaultAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"The request has no api-version query parameter; add ?api-version=%s.", LatestKeyVaultAPIVersion))
 		return
 	}
-	if !kvAPIVersion.MatchString(apiVersion) {
+	served, ok := resolveVaultVersion(apiVersion)
+	if !ok {
 		writeError(w, r, custody.Errorf(custody.KindInvalid, "BadParameter",
 			"The specified version (%s) is not recognized. Consider using the latest supported version (%s).", apiVersion, LatestKeyVaultAPIVersion))
 		return
 	}
+	a.s.servedAs(w, r, apiVersion, served)
 	v, status, err := a.route(r, vault, apiVersion)
 	if err != nil {
 		writeError(w, r, err)

@@ -69,10 +69,13 @@ func (a *vaultAPI) audit(w http.ResponseWriter, r *http.Request) {
 
 func (a *vaultAPI) auditRequest(w http.ResponseWriter, r *http.Request, vault string) error {
 	q := r.URL.Query()
-	if v := q.Get("api-version"); !kvAPIVersion.MatchString(v) {
+	asked := q.Get("api-version")
+	served, known := resolveVaultVersion(asked)
+	if !known {
 		return custody.Errorf(custody.KindInvalid, "BadParameter",
-			"The api-version '%s' is not recognized; add ?api-version=%s.", v, LatestKeyVaultAPIVersion)
+			"The api-version '%s' is not recognized; add ?api-version=%s.", asked, LatestKeyVaultAPIVersion)
 	}
+	a.s.servedAs(w, r, asked, served)
 	if r.Method != http.MethodGet {
 		return methodNotAllowed(r, "GET")
 	}

@@ -273,12 +273,13 @@ func (s *Service) PutVault(ctx context.Context, sub, rg, name string, u VaultUpd
 		return nil, false, err
 	}
 	// az keyvault create gives its caller an access policy with full
-	// permissions when the command names none and RBAC is off; az does it on
-	// the client side. Custody does the same on the server, but only when a
-	// PUT creates the vault with no access policies and RBAC off, so that
-	// SDK programs that create a vault can use it at once. Updates never add
-	// a policy, and an explicit list is kept as given.
-	if created && len(v.AccessPolicies) == 0 && !v.EnableRbacAuthorization {
+	// permissions in the body it sends unless --no-self-perms (then it sends
+	// "accessPolicies": []). Custody gives the creator that policy on the
+	// server too, but only when a PUT creates the vault with no
+	// accessPolicies field at all and RBAC off, so that SDK programs that
+	// create a vault can use it at once. An explicit list, empty included,
+	// is kept as given, as Azure keeps it; updates never add a policy.
+	if created && u.AccessPolicies == nil && !v.EnableRbacAuthorization {
 		if caller, ok := custody.CallerFrom(ctx); ok && caller.ObjectID != "" {
 			v.AccessPolicies = []AccessPolicy{CreatorAccessPolicy(s.TenantID, caller.ObjectID)}
 		}
