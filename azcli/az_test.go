@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -478,12 +479,14 @@ func (a *az) json(args ...string) (any, error) {
 
 // setUp applies the set-up lines: `export NAME=VALUE` lines become az's
 // environment, `az ...` lines run through the shell as a user would paste
-// them; comments and blank lines are ignored.
+// them; comments, blank lines and /etc/hosts lines (ensureHosts has made
+// sure the names resolve) are skipped.
 func (a *az) setUp(lines []string) error {
 	for _, l := range lines {
 		l = strings.TrimSpace(l)
 		switch {
 		case l == "" || strings.HasPrefix(l, "#"):
+		case net.ParseIP(strings.Fields(l)[0]) != nil:
 		case strings.HasPrefix(l, "export "):
 			out, err := a.command("/bin/sh", "-c", l+"; printf '%s' \"$"+strings.SplitN(strings.TrimPrefix(l, "export "), "=", 2)[0]+"\"")
 			if err != nil {
