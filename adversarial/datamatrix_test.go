@@ -43,6 +43,7 @@ var vaultRows = map[string]struct{ perm, body string }{
 	"GET /deletedkeys/{name}":               {"get", ""},
 	"DELETE /deletedkeys/{name}":            {"purge", ""},
 	"POST /deletedkeys/{name}/recover":      {"recover", ""},
+	"GET /custody/changes":                  {"get", ""},
 }
 
 // batchRows has one row per batch data-plane route, by "METHOD path": the

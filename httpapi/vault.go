@@ -40,6 +40,8 @@ import (
 //	GET    /deletedkeys                       list deleted keys
 //	GET    /deletedkeys/{name}                get a deleted key (DELETE purges: 204)
 //	POST   /deletedkeys/{name}/recover        recover
+//	GET    /custody/changes?since=&timeout=   the change feed (a Custody extension;
+//	                                          see the keyvault package doc)
 
 // LatestKeyVaultAPIVersion is the api-version azkeys v1.5.0 sends.
 const LatestKeyVaultAPIVersion = "2025-07-01"
@@ -343,6 +345,18 @@ var vaultRoutes = func() []vaultRoute {
 		vaultRoute{DataRoute: DataRoute{"POST", "/deletedkeys/{name}/recover"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
 			return a.kv.RecoverDeletedKey(q.r.Context(), q.vault, q.p["name"])
 		}},
+		vaultRoute{DataRoute: DataRoute{"GET", "/custody/changes"}, serve: func(a *vaultAPI, q *vaultCall) (any, error) {
+			wait := 30 * time.Second
+			if t := q.r.URL.Query().Get("timeout"); t != "" {
+				n, err := strconv.Atoi(t)
+				if err != nil || n < 0 || time.Duration(n)*time.Second > keyvault.MaxChangesWait {
+					return nil, custody.Errorf(custody.KindInvalid, "BadParameter",
+						"timeout is how many seconds to wait for a change: a whole number from 0 to %d, not %q.", int(keyvault.MaxChangesWait/time.Second), clipParam(t))
+				}
+				wait = time.Duration(n) * time.Second
+			}
+			return a.kv.Changes(q.r.Context(), q.vault, q.r.URL.Query().Get("since"), wait)
+		}},
 	)
 	for i := range rs {
 		rs[i].pattern = parsePattern(rs[i].Path)
@@ -394,4 +408,12 @@ func (a *vaultAPI) route(r *http.Request, vault, apiVersion string) (any, int, e
 		return nil, 0, methodNotAllowed(r, strings.Join(allowed, " or "))
 	}
 	return nil, 0, notFoundPath(r)
+}
+
+// clipParam bounds a query parameter quoted in an error.
+func clipParam(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
 }

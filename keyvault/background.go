@@ -204,6 +204,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 			continue
 		}
 		s.cache().dropKey(k.VaultName, k.Name)
+		s.publish(k.VaultName, ChangeKeyPurged, k.Name, "")
 		s.audit(&AuditRecord{Time: now.UTC(), CallerOID: "system", VaultName: strings.ToLower(k.VaultName), KeyName: k.Name,
 			Operation: "KeyPurgeScheduled", Outcome: "success"})
 	}

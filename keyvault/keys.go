@@ -191,6 +191,7 @@ var (
 	opCreate      = operation{"KeyCreate", "create", "keys/create/action"}
 	opImport      = operation{"KeyImport", "import", "keys/import/action"}
 	opGet         = operation{"KeyGet", "get", "keys/read"}
+	opChanges     = operation{"KeyChanges", "get", "keys/read"}
 	opList        = operation{"KeyList", "list", "keys/read"}
 	opListVer     = operation{"KeyListVersions", "list", "keys/read"}
 	opUpdate      = operation{"KeyUpdate", "update", "keys/update/action"}
@@ -787,6 +788,7 @@ func (s *Service) storeNewVersion(ctx context.Context, v *Vault, k *Key, kty str
 	if err := s.Keys.CreateKeyVersion(ctx, k, kv); err != nil {
 		return nil, err
 	}
+	s.publish(v.Name, ChangeKeyVersionCreated, k.Name, kv.Version)
 	return s.bundle(v, k, kv)
 }
 
@@ -928,6 +930,7 @@ func (s *Service) UpdateKey(ctx context.Context, vault, name, version string, bo
 	if err := s.Keys.UpdateKeyVersion(ctx, kv); err != nil {
 		return nil, err
 	}
+	s.publish(v.Name, ChangeKeyUpdated, k.Name, kv.Version)
 	if p.Tags != nil {
 		if latest, err := s.Keys.LatestKeyVersion(ctx, v.Name, k.Name); err == nil && latest.Version == kv.Version {
 			k.Tags, k.UpdatedAt = p.Tags, kv.UpdatedAt
@@ -955,6 +958,7 @@ func (s *Service) DeleteKey(ctx context.Context, vault, name string) (_ *Deleted
 			return nil, err
 		}
 		s.cache().dropKey(v.Name, k.Name)
+		s.publish(v.Name, ChangeKeyDeleted, k.Name, "")
 		return s.deletedBundle(v, k, kv)
 	}
 	purge := now.AddDate(0, 0, v.SoftDeleteRetentionDays)
@@ -964,6 +968,7 @@ func (s *Service) DeleteKey(ctx context.Context, vault, name string) (_ *Deleted
 		return nil, err
 	}
 	s.cache().dropKey(v.Name, k.Name)
+	s.publish(v.Name, ChangeKeyDeleted, k.Name, "")
 	return s.deletedBundle(v, k, kv)
 }
 
@@ -1024,6 +1029,7 @@ func (s *Service) RecoverDeletedKey(ctx context.Context, vault, name string) (_ 
 	if err := s.Keys.UpdateKey(ctx, k); err != nil {
 		return nil, err
 	}
+	s.publish(v.Name, ChangeKeyRecovered, k.Name, "")
 	return s.bundle(v, k, kv)
 }
 
@@ -1054,6 +1060,7 @@ func (s *Service) PurgeDeletedKey(ctx context.Context, vault, name string) (err 
 		return err
 	}
 	s.cache().dropKey(v.Name, k.Name)
+	s.publish(v.Name, ChangeKeyPurged, k.Name, "")
 	return nil
 }
 

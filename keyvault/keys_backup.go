@@ -143,6 +143,7 @@ func (s *Service) RestoreKey(ctx context.Context, vault string, body Decoder) (_
 	if err := s.Keys.RestoreKey(ctx, k, versions); err != nil {
 		return nil, err
 	}
+	s.publish(v.Name, ChangeKeyRestored, k.Name, "")
 	latest, err := s.Keys.LatestKeyVersion(ctx, v.Name, k.Name)
 	if err != nil {
 		latest = last

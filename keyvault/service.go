@@ -43,6 +43,10 @@ type Service struct {
 	// audit queue), made on first use.
 	stateOnce sync.Once
 	st        *keysState
+
+	// changeLg is the change feed (changes.go), made on first use.
+	changeOnce sync.Once
+	changeLg   *changeLog
 }
 
 func (s *Service) now() time.Time {

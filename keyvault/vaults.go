@@ -148,6 +148,7 @@ func (s *Service) lookup(ctx context.Context, name string) (*Vault, error) {
 		if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil && !custody.IsNotFound(err) {
 			return nil, err
 		}
+		s.publish(v.Name, ChangeVaultPurged, "", "")
 		return nil, custody.Errorf(custody.KindNotFound, "VaultNotFound", "Vault '%s' was purged at the end of its retention period.", name)
 	}
 	return v, nil
@@ -288,6 +289,7 @@ func (s *Service) PutVault(ctx context.Context, sub, rg, name string, u VaultUpd
 	if err := s.Vaults.PutVault(ctx, v); err != nil {
 		return nil, false, err
 	}
+	s.publishVaultUpdate(cur, v)
 	return v, created, nil
 }
 
@@ -342,6 +344,7 @@ func (s *Service) recover(ctx context.Context, cur *Vault, sub string, group *rm
 	if err := s.Vaults.PutVault(ctx, &v); err != nil {
 		return nil, err
 	}
+	s.publish(v.Name, ChangeVaultRecovered, "", "")
 	return &v, nil
 }
 
@@ -373,6 +376,7 @@ func (s *Service) UpdateVault(ctx context.Context, sub, rg, name string, u Vault
 	if err := s.Vaults.PutVault(ctx, &v); err != nil {
 		return nil, err
 	}
+	s.publishVaultUpdate(cur, &v)
 	return &v, nil
 }
 
@@ -769,6 +773,7 @@ func (s *Service) UpdateAccessPolicies(ctx context.Context, sub, rg, name string
 	if err := s.Vaults.PutVault(ctx, &v); err != nil {
 		return nil, err
 	}
+	s.publishVaultUpdate(cur, &v)
 	return &v, nil
 }
 
@@ -824,6 +829,7 @@ func (s *Service) softDelete(ctx context.Context, v *Vault) error {
 	if err := s.Vaults.PutVault(ctx, &d); err != nil {
 		return err
 	}
+	s.publish(v.Name, ChangeVaultDeleted, "", "")
 	if s.RM != nil {
 		if err := s.RM.Store.DeleteRoleAssignmentsUnder(ctx, v.ID); err != nil {
 			return err
@@ -912,7 +918,11 @@ func (s *Service) PurgeDeletedVault(ctx context.Context, sub, location, name str
 			"Deleted vault '%s' has purge protection enabled, so it cannot be purged before its retention period ends on %s; it will be purged automatically then. It can still be recovered (PUT with properties.createMode \"recover\").",
 			name, v.ScheduledPurgeAt.UTC().Format(time.RFC3339))
 	}
-	return s.Vaults.PurgeVault(ctx, v.Name)
+	if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil {
+		return err
+	}
+	s.publish(v.Name, ChangeVaultPurged, "", "")
+	return nil
 }
 
 // PurgeExpiredVaults purges soft-deleted vaults whose retention period has
@@ -929,6 +939,7 @@ func (s *Service) PurgeExpiredVaults(ctx context.Context) (int, error) {
 		if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil && !custody.IsNotFound(err) {
 			return n, err
 		}
+		s.publish(v.Name, ChangeVaultPurged, "", "")
 		n++
 	}
 	return n, nil
