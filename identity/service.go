@@ -336,3 +336,36 @@ type OAuthError struct {
 func (e *OAuthError) Error() string {
 	return fmt.Sprintf("%s: AADSTS%d: %s", e.Code, e.AADSTS, e.Description)
 }
+
+// ObservePrincipalDeletions makes every deletion of a principal through
+// s.Store (a service principal, a user-assigned identity, a resource's
+// system-assigned identity) call f with its object id once it is gone. The
+// key vault uses it to tell the principal's change feed subscriptions that
+// it can reach no key any more. Call it during wiring.
+func (s *Service) ObservePrincipalDeletions(f func(objectID string)) {
+	s.Store = &observedStore{Store: s.Store, f: f}
+}
+
+type observedStore struct {
+	Store
+	f func(objectID string)
+}
+
+func (o *observedStore) DeletePrincipal(ctx context.Context, oid string) error {
+	if err := o.Store.DeletePrincipal(ctx, oid); err != nil {
+		return err
+	}
+	o.f(oid)
+	return nil
+}
+
+func (o *observedStore) DeleteUserAssignedIdentity(ctx context.Context, resourceID string) error {
+	u, err := o.Store.UserAssignedIdentity(ctx, resourceID)
+	if err := o.Store.DeleteUserAssignedIdentity(ctx, resourceID); err != nil {
+		return err
+	}
+	if err == nil {
+		o.f(u.PrincipalID)
+	}
+	return nil
+}

@@ -287,3 +287,52 @@ func ScopeDescription(scope string) string {
 		return "subscription " + p.SubscriptionID
 	}
 }
+
+// RoleAssignmentObserver is told, after the fact, that an assignment of
+// principalID at scope was created or deleted.
+type RoleAssignmentObserver func(ctx context.Context, scope, principalID string)
+
+// ObserveRoleAssignments makes every role assignment write through s.Store
+// (whoever makes it: the API, a group or vault deletion) call f once it is
+// stored. The key vault uses it to publish access changes on its change
+// feed. Call it during wiring, before the store is in use.
+func (s *Service) ObserveRoleAssignments(f RoleAssignmentObserver) {
+	s.Store = &observedStore{Store: s.Store, f: f}
+}
+
+type observedStore struct {
+	Store
+	f RoleAssignmentObserver
+}
+
+func (o *observedStore) PutRoleAssignment(ctx context.Context, a *RoleAssignment) error {
+	if err := o.Store.PutRoleAssignment(ctx, a); err != nil {
+		return err
+	}
+	o.f(ctx, a.Scope, a.PrincipalID)
+	return nil
+}
+
+func (o *observedStore) DeleteRoleAssignment(ctx context.Context, id string) error {
+	a, err := o.Store.RoleAssignment(ctx, id)
+	if err := o.Store.DeleteRoleAssignment(ctx, id); err != nil {
+		return err
+	}
+	if err == nil {
+		o.f(ctx, a.Scope, a.PrincipalID)
+	}
+	return nil
+}
+
+func (o *observedStore) DeleteRoleAssignmentsUnder(ctx context.Context, scope string) error {
+	as, err := o.Store.ListRoleAssignments(ctx, scope)
+	if err := o.Store.DeleteRoleAssignmentsUnder(ctx, scope); err != nil {
+		return err
+	}
+	if err == nil {
+		for _, a := range as {
+			o.f(ctx, a.Scope, a.PrincipalID)
+		}
+	}
+	return nil
+}

@@ -314,6 +314,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// This process is the database's only writer: lookups can be cached.
 		s.KeyVault.CacheLookups()
 	}
+	// The vault's change feed hears of role assignment changes and deleted
+	// principals from their owners, in process.
+	s.RM.ObserveRoleAssignments(s.KeyVault.RoleAssignmentChanged)
+	s.Identity.ObservePrincipalDeletions(s.KeyVault.PrincipalDeleted)
 	s.HTTP.HandleVault(s.HTTP.VaultAuditHandler(s.KeyVault, s.HTTP.VaultHandler(s.KeyVault)))
 	s.RM.Cleaners = append(s.RM.Cleaners, s.KeyVault)
 	s.HTTP.RegisterKeyVault(s.KeyVault)
