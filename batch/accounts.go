@@ -65,6 +65,15 @@ type Service struct {
 	// the account's nodes.
 	KeyObservers []func(account string, locked bool)
 
+	// ProbeRate is the most safety-net probes the monitor makes a second
+	// (default 20); with more probe groups than ProbeInterval allows at
+	// that rate, the cycle grows to groups/ProbeRate seconds. Probes that
+	// change feed events trigger are not counted.
+	ProbeRate float64
+
+	monOnce  sync.Once
+	monState *monitorState
+
 	mu    sync.Mutex
 	deks  map[string]*DEK        // by lower-cased account name
 	locks map[string]*sync.Mutex // serialises key changes per account
@@ -246,6 +255,7 @@ func (s *Service) CreateAccount(ctx context.Context, a *Account) (*Account, erro
 		}
 		return nil, err
 	}
+	s.watch(a)
 	dek, err := NewDEK(dekBytes, a.Key.Generation)
 	if err != nil {
 		return nil, err
@@ -521,6 +531,7 @@ func (s *Service) SetEncryption(ctx context.Context, name string, enc Encryption
 	if err := s.Accounts.UpdateAccount(ctx, a, prev); err != nil {
 		return nil, err
 	}
+	s.watch(a)
 	s.cacheDEK(a.Name, dek)
 	return a, nil
 }
@@ -609,6 +620,7 @@ func (s *Service) changeIdentity(ctx context.Context, a *Account, id AccountIden
 	if err := s.Accounts.UpdateAccount(ctx, a, a.Key.Wrapped.KeyID); err != nil {
 		return err
 	}
+	s.watch(a)
 	if hadSystem && id.Type != IdentitySystemAssigned {
 		return s.Identities.DeleteSystemAssigned(ctx, a.ID)
 	}
@@ -633,6 +645,7 @@ func (s *Service) Delete(ctx context.Context, name string) error {
 	if err := s.Accounts.DeleteAccount(ctx, a.Name); err != nil {
 		return err
 	}
+	s.unwatch(a.Name)
 	s.cacheDEK(a.Name, nil)
 	if a.Identity.Type == IdentitySystemAssigned {
 		return s.Identities.DeleteSystemAssigned(ctx, a.ID)
@@ -668,6 +681,7 @@ func (s *Service) lock(ctx context.Context, a *Account, reason string) {
 	if err := s.Accounts.UpdateKeyState(context.WithoutCancel(ctx), a.Name, k); err == nil {
 		a.Key = k
 	}
+	s.watch(a)
 	s.notifyKeyState(a.Name, true)
 }
 

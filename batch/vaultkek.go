@@ -2,9 +2,12 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -152,8 +155,9 @@ type VaultREST struct {
 	// Timeout bounds each vault call.
 	Timeout time.Duration
 
-	mu      sync.Mutex
-	clients map[string]*azkeys.Client
+	mu        sync.Mutex
+	clients   map[string]*azkeys.Client
+	resources map[string]string // vault URL -> token resource of its challenge
 }
 
 type miCredential struct {
@@ -325,4 +329,127 @@ func vaultMessage(re *azcore.ResponseError) string {
 		}
 	}
 	return fmt.Sprintf("HTTP %d", re.StatusCode)
+}
+
+// VaultChange is one change of a vault's change feed: its kind (as package
+// keyvault names them) and, for a key change, the key's name and version.
+type VaultChange struct {
+	Cursor  string    `json:"cursor"`
+	Kind    string    `json:"kind"`
+	Key     string    `json:"key"`
+	Version string    `json:"version"`
+	Time    time.Time `json:"time"`
+}
+
+// ChangesPage is one answer of a vault's change feed.
+type ChangesPage struct {
+	Changes []VaultChange `json:"value"`
+	Cursor  string        `json:"cursor"`
+	// Missed says that changes after the cursor asked for were lost.
+	Missed bool `json:"missed"`
+}
+
+// ChangeFeed is implemented by a VaultClient that can follow a vault's
+// change feed (a Custody extension of the Key Vault REST API, GET
+// /custody/changes). The monitor subscribes when the client has it and
+// relies on its periodic probes alone when not.
+type ChangeFeed interface {
+	// Changes returns the changes after cursor since that principalID may
+	// see, waiting up to wait for one; with since "" it returns at once
+	// with the current cursor. Refusals are definite KeyErrors.
+	Changes(ctx context.Context, vaultURL, principalID, since string, wait time.Duration) (ChangesPage, error)
+}
+
+var _ ChangeFeed = (*VaultREST)(nil)
+
+// Changes calls GET {vaultURL}/custody/changes with a token for
+// principalID, found the way azkeys finds it: the vault's 401 challenge
+// names the token's resource, which must be a parent domain of the vault.
+func (v *VaultREST) Changes(ctx context.Context, vaultURL, principalID, since string, wait time.Duration) (ChangesPage, error) {
+	u := vaultURL + "/custody/changes?api-version=7.5&timeout=" + strconv.Itoa(int(wait/time.Second))
+	if since != "" {
+		u += "&since=" + url.QueryEscape(since)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+10*time.Second)
+	defer cancel()
+	do := func(token string) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		return v.Transport.Do(req)
+	}
+	v.mu.Lock()
+	resource := v.resources[vaultURL]
+	v.mu.Unlock()
+	for attempt := 0; attempt < 2; attempt++ {
+		token := ""
+		if resource != "" {
+			tok, _, err := v.Token(ctx, principalID, resource)
+			if err != nil {
+				var ce *custody.Error
+				return ChangesPage{}, &KeyError{Definite: errors.As(err, &ce), Reason: fmt.Sprintf("no token for identity %s to reach %s", principalID, vaultURL), Err: err}
+			}
+			token = tok
+		}
+		resp, err := do(token)
+		if err != nil {
+			return ChangesPage{}, &KeyError{Reason: "the key vault " + vaultURL + " could not be reached for its change feed", Err: err}
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		if err != nil {
+			return ChangesPage{}, &KeyError{Reason: "the change feed of " + vaultURL + " broke off", Err: err}
+		}
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
+			r := challengeResource(resp.Header.Get("WWW-Authenticate"))
+			if r == "" || !resourceCovers(r, vaultURL) {
+				return ChangesPage{}, &KeyError{Definite: true, Reason: "the vault " + vaultURL + " named no acceptable token resource"}
+			}
+			resource = r
+			v.mu.Lock()
+			if v.resources == nil {
+				v.resources = map[string]string{}
+			}
+			v.resources[vaultURL] = r
+			v.mu.Unlock()
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			definite := resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429
+			return ChangesPage{}, &KeyError{Definite: definite,
+				Reason: fmt.Sprintf("Key Vault refused the change feed of %s for identity %s: HTTP %d", vaultURL, principalID, resp.StatusCode)}
+		}
+		var p ChangesPage
+		if err := json.Unmarshal(body, &p); err != nil {
+			return ChangesPage{}, &KeyError{Reason: "the change feed of " + vaultURL + " answered something else", Err: err}
+		}
+		return p, nil
+	}
+	return ChangesPage{}, &KeyError{Definite: true, Reason: "the vault " + vaultURL + " refused every token for its change feed"}
+}
+
+// challengeResource returns the resource of a Bearer challenge.
+func challengeResource(h string) string {
+	for _, part := range strings.Split(h, ",") {
+		part = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(part), "Bearer "))
+		if r, ok := strings.CutPrefix(part, "resource="); ok {
+			return strings.Trim(r, `"`)
+		}
+	}
+	return ""
+}
+
+// resourceCovers reports whether a token resource (https://vault.{domain})
+// is a parent domain of the vault's host, as azkeys checks.
+func resourceCovers(resource, vaultURL string) bool {
+	r, err1 := url.Parse(resource)
+	vu, err2 := url.Parse(vaultURL)
+	if err1 != nil || err2 != nil || r.Hostname() == "" {
+		return false
+	}
+	return strings.HasSuffix(strings.ToLower(vu.Hostname()), "."+strings.ToLower(r.Hostname()))
 }
