@@ -12,6 +12,33 @@
 //
 // Other Custody services never call this package: they reach keys only
 // through the vault's REST API with a token, as an outside customer would.
+//
+// # Change feed (a Custody extension)
+//
+// Each vault's data plane also answers
+//
+//	GET https://{vault}.vault.{domain}/custody/changes?api-version=7.5[&since={cursor}][&timeout={seconds}]
+//
+// with {"value":[{"cursor","kind","key","version","time"}...],"cursor","missed"}.
+// Without since it answers at once with the current cursor; with since it
+// answers the changes after it, waiting up to timeout seconds (default 30,
+// at most 50) for one. Kinds: KeyVersionCreated, KeyUpdated (attributes such
+// as enabled), KeyDeleted, KeyRecovered, KeyPurged, KeyRestored,
+// AccessPolicyChanged, RoleAssignmentChanged (at, above or below the vault's
+// scope), PrincipalDeleted, VaultDeleted, VaultRecovered, VaultPurged.
+//
+// The caller needs the right to read keys (access policy get, or a role
+// with keys/read on the vault or one of its keys). Each change is filtered
+// for the caller when it is answered: a key change only if the caller may
+// read that key now; an access change (policy, role assignment, deleted
+// principal) only to the principal whose access changed, without naming
+// anyone; vault changes to every subscriber. Names of keys the caller may
+// not read never appear. The feed lives in memory (the last 16,384 changes
+// of the server): missed is true when the cursor is older than that, or from
+// before a restart, and the subscriber must then treat everything it
+// watches as changed. Role assignment changes and deleted principals reach
+// the vault in process (rm.Service.ObserveRoleAssignments,
+// identity.Service.ObservePrincipalDeletions).
 package keyvault
 
 import (

@@ -70,7 +70,7 @@ func (s *Server) openBatch(ctx context.Context) error {
 		}},
 		Identities: identityAdapter{s.Identity}, RM: s.RM, TenantID: s.Identity.TenantID,
 		Domain: s.cfg.Domain, Port: s.Endpoint.Port,
-		ProbeInterval: s.cfg.KeyProbeInterval, GracePeriod: s.cfg.KeyGracePeriod,
+		ProbeInterval: s.cfg.KeyProbeInterval, GracePeriod: s.cfg.KeyGracePeriod, ProbeRate: s.cfg.KeyProbeRate,
 		ExternalVaultHosts: s.cfg.ExternalVaultHosts,
 		NewID:              identity.NewID,
 	}

@@ -52,6 +52,10 @@ type Config struct {
 	// KeyProbeInterval is how often the batch key-health monitor probes each
 	// customer-managed key (default 5 s).
 	KeyProbeInterval time.Duration
+	// KeyProbeRate caps the key monitor's periodic probes a second
+	// (default 20); with many keys and identities the cycle grows beyond
+	// KeyProbeInterval. Probes the vaults' change feeds trigger are not capped.
+	KeyProbeRate float64
 	// KeyGracePeriod is how long a key vault outage is ridden out before a
 	// customer-key account locks (default 1 minute).
 	KeyGracePeriod time.Duration
