@@ -420,3 +420,72 @@ func TestTokenErrors(t *testing.T) {
 		t.Fatal("a failed login wrote a profile")
 	}
 }
+
+// TestEnvAz checks the az set-up lines: the CA, a cloud registration whose
+// resource manager serves the metadata document az reads, the endpoints az
+// cannot read from it, and the service principal login.
+func TestEnvAz(t *testing.T) {
+	ts := servertest.New(t, nil)
+	dir := ts.DataDir()
+	out := mustRun(t, dir, "env", "--az")
+	var register, login string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		switch {
+		case strings.HasPrefix(l, "az cloud register "):
+			register = l
+		case strings.HasPrefix(l, "az login "):
+			login = l
+		}
+	}
+	for _, want := range []string{
+		"export REQUESTS_CA_BUNDLE='" + ts.Endpoint.CAFile + "'",
+		"az cloud set -n Custody",
+		"login.localhost management.localhost graph.localhost batch.localhost",
+		"mykv.vault.localhost mybatchaccount.batch.localhost",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("env --az lacks %q:\n%s", want, out)
+		}
+	}
+	wantLogin := "az login --service-principal -u '" + ts.Admin.ClientID + "' -p '" + ts.Admin.ClientSecret + "' --tenant '" + ts.Admin.TenantID + "'"
+	if login != wantLogin {
+		t.Errorf("login line = %q, want %q", login, wantLogin)
+	}
+	_, cfgText, ok := strings.Cut(register, " --cloud-config '")
+	if !ok || !strings.HasPrefix(register, "az cloud register -n Custody ") {
+		t.Fatalf("register line = %q", register)
+	}
+	var cfg struct {
+		Endpoints map[string]string `json:"endpoints"`
+		Suffixes  map[string]string `json:"suffixes"`
+	}
+	if err := json.Unmarshal([]byte(strings.TrimSuffix(cfgText, "'")), &cfg); err != nil {
+		t.Fatalf("cloud config: %v: %s", err, cfgText)
+	}
+	port := strings.TrimPrefix(ts.URL("management"), "https://management.localhost")
+	checks := map[string]string{
+		cfg.Endpoints["resourceManager"]:          ts.URL("management"),
+		cfg.Endpoints["microsoftGraphResourceId"]: ts.URL("graph") + "/",
+		cfg.Endpoints["batchResourceId"]:          ts.URL("batch") + "/",
+		cfg.Suffixes["keyvaultDns"]:               ".vault.localhost" + port,
+	}
+	for got, want := range checks {
+		if got != want {
+			t.Errorf("cloud config has %q, want %q: %s", got, want, cfgText)
+		}
+	}
+	// What az cloud register then reads from the resource manager.
+	resp, err := ts.Client.Get(cfg.Endpoints["resourceManager"] + "/metadata/endpoints?api-version=2015-01-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var md struct {
+		Authentication struct {
+			LoginEndpoint string `json:"loginEndpoint"`
+		} `json:"authentication"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&md); err != nil || resp.StatusCode != 200 || md.Authentication.LoginEndpoint != ts.URL("login")+"/adfs" {
+		t.Errorf("metadata document: %d %v %+v", resp.StatusCode, err, md)
+	}
+}

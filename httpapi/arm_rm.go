@@ -70,7 +70,7 @@ func (a *ARM) listLocations(w http.ResponseWriter, r *ARMRequest) error {
 	out := []map[string]any{}
 	for _, reg := range custody.Regions() {
 		out = append(out, map[string]any{
-			"id": sub + "/locations/" + reg.Name, "type": "Region", "name": reg.Name,
+			"id": sub + "/locations/" + reg.Name, "subscriptionId": r.Param("subscriptionId"), "type": "Region", "name": reg.Name,
 			"displayName": reg.DisplayName, "regionalDisplayName": reg.DisplayName,
 			"metadata": map[string]any{"regionType": "Physical"},
 		})
