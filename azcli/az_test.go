@@ -504,34 +504,16 @@ func (a *az) setUp(lines []string) error {
 	return nil
 }
 
-// envLines returns what `custody env --az` prints for the server. Until
-// that command exists it returns the lines the issue describes, built here.
+// envLines returns what `custody env --az` prints for the server: the
+// README's set-up lines for the real az CLI.
 func envLines(t *testing.T, ts *servertest.TestServer) []string {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := cli.Main(context.Background(), []string{"--data-dir", ts.DataDir(), "env", "--az"}, strings.NewReader(""), &out, &errb)
-	if code != 0 && strings.Contains(errb.String(), "unknown flag: --az") {
-		t.Logf("custody env --az does not exist yet; using the set-up lines it is to print")
-		arm := ts.URL("management")
-		return []string{
-			"export REQUESTS_CA_BUNDLE=" + shellQuote(ts.Endpoint.CAFile),
-			// The login endpoint, token audience and AD graph come from the
-			// metadata document; az reads neither Microsoft Graph, the batch
-			// resource nor the key vault DNS suffix from it.
-			"az cloud register -n Custody --cloud-config " + shellQuote(`{"endpoints":{"resourceManager":"`+arm+`","batchResourceId":"https://batch.core.windows.net/",`+
-				`"microsoftGraphResourceId":"`+ts.URL("graph")+`/"},`+
-				`"suffixes":{"keyvaultDns":".vault.`+ts.Endpoint.Domain+`:`+strconv.Itoa(ts.Endpoint.Port)+`"}}`),
-			"az cloud set -n Custody",
-			"az login --service-principal -u " + shellQuote(ts.Admin.ClientID) + " -p " + shellQuote(ts.Admin.ClientSecret) + " --tenant " + shellQuote(ts.Admin.TenantID),
-		}
-	}
-	if code != 0 {
+	if code := cli.Main(context.Background(), []string{"--data-dir", ts.DataDir(), "env", "--az"}, strings.NewReader(""), &out, &errb); code != 0 {
 		t.Fatalf("custody env --az: exit %d: %s", code, errb.String())
 	}
 	return strings.Split(out.String(), "\n")
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // ensureHosts makes sure each name resolves to 127.0.0.1 through the system
 // resolver, as az needs: in CI (as root) it appends the missing /etc/hosts
