@@ -53,8 +53,8 @@ const (
 // passes says its mark can go.
 var pending = map[string]string{}
 
-// TestAzWalkThrough runs the customer-managed-key walk-through (the seed's
-// "Configure customer-managed keys for your Azure Batch account") with the
+// TestAzWalkThrough runs the customer-managed-key walk-through (Azure.s
+// "Configure customer-managed keys for your Azure Batch account" page) with the
 // real az CLI against a real server, asserting on the JSON each step prints:
 //
 //   - set-up with the lines `custody env --az` prints: az cloud register
@@ -88,7 +88,7 @@ func TestAzWalkThrough(t *testing.T) {
 		t.Skipf("%s is missing (apt-get install azure-cli); the test runs in CI", azBinary)
 	}
 	if testing.Short() {
-		t.Skip("the az walk-through takes a minute or more")
+		t.Skip("the az walk-through takes half a minute or more")
 	}
 
 	t.Setenv(agentEnv, "1")
@@ -144,9 +144,9 @@ func TestAzWalkThrough(t *testing.T) {
 
 	var principal string
 	w.step("batch account create", func() error {
-		// The seed gives the location by display name, which az turns into a
+		// The walk-through gives the location by display name, which az turns into a
 		// region name through the subscription's locations. az 2.45 spells
-		// the seed's --identity SystemAssigned as --mi-system-assigned, which
+		// the page's --identity SystemAssigned as --mi-system-assigned, which
 		// takes a value.
 		a, err := az.json("batch", "account", "create", "-n", account, "-g", group, "-l", "West US 2", "--mi-system-assigned", "SystemAssigned")
 		if err != nil {
