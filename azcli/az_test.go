@@ -53,7 +53,7 @@ const (
 // passes says its mark can go.
 var pending = map[string]string{}
 
-// TestAzWalkThrough runs the customer-managed-key walk-through (Azure.s
+// TestAzWalkThrough runs the customer-managed-key walk-through (Azure's
 // "Configure customer-managed keys for your Azure Batch account" page) with the
 // real az CLI against a real server, asserting on the JSON each step prints:
 //
