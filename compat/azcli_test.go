@@ -73,6 +73,15 @@ func TestCloudMetadata(t *testing.T) {
 		if r.Status != http.StatusOK {
 			t.Fatalf("%s 2015-01-01: %d %s", base, r.Status, r.Body)
 		}
+		// az registered with a resource manager URL that ends in a slash
+		// asks for //metadata/endpoints.
+		req, err := http.NewRequestWithContext(context.Background(), "GET", base+"//metadata/endpoints?api-version=2015-01-01", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2 := MustSend(t, ts, req); r2.Status != http.StatusOK || string(r2.Body) != string(r.Body) {
+			t.Errorf("%s//metadata/endpoints: %d %s", base, r2.Status, r2.Body)
+		}
 		var m metadata2015
 		if err := json.Unmarshal(r.Body, &m); err != nil {
 			t.Fatalf("2015-01-01 document: %v: %s", err, r.Body)

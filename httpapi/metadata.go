@@ -21,7 +21,10 @@ import (
 // discovery, except an ADFS authority, whose OpenID configuration it reads
 // from the authority itself (login.go serves it).
 
+// isMetadataPath matches the document's path, also as az asks for it when
+// the resource manager URL it was given ends in a slash (//metadata/...).
 func isMetadataPath(p string) bool {
+	p = "/" + strings.TrimLeft(p, "/")
 	return strings.EqualFold(strings.TrimSuffix(p, "/"), "/metadata/endpoints")
 }
 
