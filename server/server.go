@@ -201,6 +201,9 @@ type Server struct {
 	metricsListener net.Listener
 	metrics         *http.Server
 	sealer          *secret.Sealer
+	// dataLock is the data directory's lock file, held for the process's
+	// life when the database is SQLite.
+	dataLock *os.File
 	// warnings are said at start and in /healthz.
 	warnings []string
 }
@@ -249,6 +252,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	dsn := cfg.Database
 	if dsn == "" {
 		dsn = filepath.Join(cfg.DataDir, databaseFile)
+		if s.dataLock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 	}
 	if s.DB, err = sqlstore.Open(ctx, dsn); err != nil {
 		return nil, err
@@ -501,10 +507,16 @@ func (s *Server) Close() error {
 	if s.metricsListener != nil {
 		_ = s.metricsListener.Close()
 	}
+	var err error
 	if s.DB != nil {
-		return s.DB.Close()
+		err = s.DB.Close()
 	}
-	return nil
+	if s.dataLock != nil {
+		// Closing the file releases the lock; the file stays.
+		_ = s.dataLock.Close()
+		s.dataLock = nil
+	}
+	return err
 }
 
 // MetricsAddr returns the address /metrics is served on, or "" when
