@@ -86,11 +86,21 @@ func newServerCmd() *cobra.Command {
 				}
 				cfg.TaskDiskLimit = n
 			}
+			if cfg.PublicURL != "" {
+				domain, _, err := server.ParsePublicURL(cfg.PublicURL)
+				if err != nil {
+					return err
+				}
+				if cmd.Flags().Changed("domain") && !strings.EqualFold(cfg.Domain, domain) {
+					return fmt.Errorf("--domain %s and --public-url %s disagree: the public URL's host is the domain; give one of them", cfg.Domain, cfg.PublicURL)
+				}
+			}
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			cfg.Domain = s.Endpoint.Domain
 			for _, w := range s.Warnings() {
 				fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s.\n", w)
 			}
@@ -116,6 +126,7 @@ func newServerCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "TCP address of the TLS listener")
 	f.StringVar(&cfg.Domain, "domain", cfg.Domain, "DNS suffix the services are routed by (login.{domain}, management.{domain}, {vault}.vault.{domain}, ...)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "the cluster's one address, https://{domain}[:port]: its host is the domain and its port the one in every URL the server hands out (token issuers, key identifiers, account endpoints, portal and node links), whatever --listen says; replicas of one cluster share it")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the CA, root key, admin credentials and the SQLite database (env CUSTODY_DATA_DIR)")
 	f.StringVar(&cfg.Database, "database", cfg.Database, "postgres://... URL to use PostgreSQL instead of the embedded SQLite database")
 	f.StringVar(&cfg.RootKeyFile, "root-key-file", "", "file holding the root key (base64, 32 bytes); default: env CUSTODY_ROOT_KEY, else {data-dir}/root.key")

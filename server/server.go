@@ -14,9 +14,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +43,14 @@ type Config struct {
 	Listen string
 	// Domain is the DNS suffix services are routed by.
 	Domain string
+	// PublicURL, if set, is the one address of the cluster
+	// (https://{domain}[:port]): its host is the domain and its port the
+	// one every URL the server builds carries (token issuers and audiences,
+	// key identifiers, account endpoints, portal links, node channel URLs),
+	// whatever port this replica listens on. Replicas of one cluster share
+	// it, so what one issues another accepts. Empty means the domain and the
+	// listener's port.
+	PublicURL string
 	// DataDir holds the CA, root key, admin credentials and SQLite database.
 	DataDir string
 	// Database is a postgres:// URL; empty means SQLite in DataDir.
@@ -174,7 +184,7 @@ type AdminCredentials struct {
 type Endpoint struct {
 	Address string `json:"address"` // host:port actually listened on
 	Domain  string `json:"domain"`
-	Port    int    `json:"port"`
+	Port    int    `json:"port"` // the port of the server's URLs (the public URL's)
 	CAFile  string `json:"caFile"`
 }
 
@@ -223,6 +233,14 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.Domain == "" {
 		cfg.Domain = "localhost"
 	}
+	publicPort := 0
+	if cfg.PublicURL != "" {
+		domain, port, err := ParsePublicURL(cfg.PublicURL)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Domain, publicPort = domain, port
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
@@ -264,7 +282,11 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	// port is the one the server's own URLs carry.
 	port := s.listener.Addr().(*net.TCPAddr).Port
+	if publicPort != 0 {
+		port = publicPort
+	}
 
 	rmStore := &sqlstore.RMStore{DB: s.DB}
 	tenant, err := rmStore.SetSettingIfAbsent(ctx, "tenant_id", identity.NewID())
@@ -367,6 +389,36 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	}
 	return s, nil
+}
+
+// ParsePublicURL reads a --public-url: https, a host name (the domain the
+// services are routed under) and an optional port (default 443), nothing
+// else.
+func ParsePublicURL(raw string) (domain string, port int, err error) {
+	u, err := url.Parse(raw)
+	bad := func(why string) error {
+		return fmt.Errorf("--public-url %q: %s; give https://{domain} or https://{domain}:{port}, e.g. https://custody.example:8443", raw, why)
+	}
+	if err != nil {
+		return "", 0, bad(err.Error())
+	}
+	if u.Scheme != "https" {
+		return "", 0, bad("the scheme must be https")
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", 0, bad("only a scheme, a host and a port are allowed")
+	}
+	domain = strings.ToLower(u.Hostname())
+	if domain == "" || net.ParseIP(domain) != nil || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return "", 0, bad("the host must be a DNS name (services answer on login.{host}, management.{host}, ...)")
+	}
+	port = 443
+	if p := u.Port(); p != "" {
+		if port, err = strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+			return "", 0, bad("the port must be 1 to 65535")
+		}
+	}
+	return domain, port, nil
 }
 
 func publicURL(name, domain string, port int) string {
@@ -528,7 +580,8 @@ func (s *Server) MetricsAddr() string {
 	return s.metricsListener.Addr().String()
 }
 
-// Port returns the port the server listens on.
+// Port returns the port of the server's URLs: the public URL's if one is
+// configured, else the one it listens on.
 func (s *Server) Port() int { return s.Endpoint.Port }
 
 // DataDir returns the data directory.

@@ -67,7 +67,7 @@ func New(t testing.TB, fn func(*server.Config)) *TestServer {
 		t.Fatalf("load CA: %v", err)
 	}
 	ts := &TestServer{Server: s, CAPool: pool, cancel: cancel, done: make(chan error, 1)}
-	ts.Client = &http.Client{Transport: Transport(pool, cfg.Domain, s.Endpoint.Address), Timeout: 60 * time.Second}
+	ts.Client = &http.Client{Transport: Transport(pool, s.Endpoint.Domain, s.Endpoint.Address), Timeout: 60 * time.Second}
 	go func() { ts.done <- s.Serve(ctx) }()
 	t.Cleanup(ts.Close)
 	return ts
