@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"custody"
@@ -12,6 +13,9 @@ import (
 // Run keeps pools at their targets, detects lost nodes and places tasks
 // until ctx is done. Work is triggered by Kick and by a short ticker.
 func (s *Service) Run(ctx context.Context) {
+	if !s.fenced(ctx) {
+		return
+	}
 	s.loadRemoteNodes(ctx)
 	s.recover(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
@@ -25,6 +29,10 @@ func (s *Service) Run(ctx context.Context) {
 		case <-t.C:
 		case <-s.kick:
 		}
+		if !s.fenced(ctx) {
+			s.stopAll()
+			return
+		}
 		if time.Since(slow) > 250*time.Millisecond {
 			s.reconcile(ctx)
 			s.detectLost(ctx)
@@ -32,6 +40,20 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		s.schedule(ctx)
 	}
+}
+
+// fenced reports whether Run may make another pass (Config.Fence).
+func (s *Service) fenced(ctx context.Context) bool {
+	if s.cfg.Fence == nil {
+		return true
+	}
+	if err := s.cfg.Fence(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("compute: stopped scheduling and local nodes", "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // recover deals with the tasks a previous server process left running,
@@ -92,9 +114,14 @@ func (s *Service) stopAll() {
 		}
 	}
 	s.mu.Unlock()
+	// All at once: a replica that lost its lease must be done before
+	// another takes over.
+	var wg sync.WaitGroup
 	for _, stop := range stops {
-		stop()
+		wg.Add(1)
+		go func() { defer wg.Done(); stop() }()
 	}
+	wg.Wait()
 }
 
 // OnKeyState is told when an account's key becomes inaccessible (locked) or

@@ -87,6 +87,11 @@ type Config struct {
 	// (requeueCount+1), except those whose node hold reports true, which it
 	// leaves running and returns (see Service.recover).
 	Recover func(ctx context.Context, hold func(nodeID string) bool) []HeldTask
+	// Fence, if set, is asked before Run's first pass and before each pass
+	// (reconcile, lost-node detection, scheduling) whether this server may
+	// still act; an error ends Run at once, stopping local nodes. Replicas
+	// pass their hold on the cluster's active lease.
+	Fence func(ctx context.Context) error
 }
 
 // Service runs pools: it keeps their nodes at the target count, talks to

@@ -52,7 +52,18 @@ type Config struct {
 	Warnings []string
 	// Health, if set, is called by /healthz; an error answers 503.
 	Health func() error
+	// Role, if set, says whether this replica is the cluster's "active"
+	// one or a "standby"; /healthz reports it, and a replica that is not
+	// the active answers every other request 503 ServiceUnavailable with a
+	// Retry-After.
+	Role func() string
 }
+
+// RoleActive is the role of the replica that serves requests.
+const RoleActive = "active"
+
+// standbyRetryAfter is the Retry-After, in seconds, of a standby's 503.
+const standbyRetryAfter = "1"
 
 // Server is the HTTP side of Custody. Data-plane services register their
 // handlers with HandleVault and HandleBatch; resource providers register ARM
@@ -214,6 +225,14 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	}
 	class, name := s.classify(hostOnly(r.Host))
 	setClass(r, class)
+	if s.cfg.Role != nil {
+		if role := s.cfg.Role(); role != RoleActive {
+			w.Header().Set("Retry-After", standbyRetryAfter)
+			writeError(w, r, custody.Errorf(custody.KindUnavailable, "ServiceUnavailable",
+				"This Custody replica is a %s: only the cluster's active replica serves requests. Retry shortly, or send requests to the active replica (its /healthz says \"role\":\"active\").", role))
+			return
+		}
+	}
 	if (class == hostManagement || class == hostCombined) && isMetadataPath(r.URL.Path) {
 		s.cloudMetadata(w, r)
 		return
@@ -285,11 +304,21 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	body := map[string]any{"status": "ok"}
 	if len(s.cfg.Warnings) > 0 {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "warnings": s.cfg.Warnings})
-		return
+		body["warnings"] = s.cfg.Warnings
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	status := http.StatusOK
+	if s.cfg.Role != nil {
+		role := s.cfg.Role()
+		body["role"] = role
+		// A load balancer that should send requests to the active replica
+		// only checks /healthz?active: a standby answers it 503.
+		if _, ok := r.URL.Query()["active"]; ok && role != RoleActive {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	writeJSON(w, status, body)
 }
 
 // StatusOf returns the HTTP status for an error kind: the one table from

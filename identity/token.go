@@ -106,6 +106,10 @@ func NewAuthority(ctx context.Context, store Store, sealer Sealer, now func() ti
 
 func signingKeyAAD(kid string) []byte { return []byte("custody/identity/signing-key/" + kid) }
 
+// Reload reads the signing keys from the store again: a replica that
+// becomes the cluster's active one learns of the keys others rotated.
+func (a *Authority) Reload(ctx context.Context) error { return a.reload(ctx) }
+
 func (a *Authority) reload(ctx context.Context) error {
 	stored, err := a.store.SigningKeys(ctx)
 	if err != nil {

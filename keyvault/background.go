@@ -183,6 +183,11 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if s.Fence != nil {
+				if err := s.Fence(ctx); err != nil {
+					continue
+				}
+			}
 			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
 				s.logger().Error("key vault sweep failed", "err", err)
 			}

@@ -1,6 +1,7 @@
 package keyvault
 
 import (
+	"context"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -34,6 +35,10 @@ type Service struct {
 	// AuditRetention is how long audit records are kept: Sweep deletes
 	// older ones. Zero keeps them for ever.
 	AuditRetention time.Duration
+	// Fence, if set, is asked before each sweep of Run whether this server
+	// may still do background work; an error skips the sweep. Replicas
+	// pass their hold on the cluster's active lease.
+	Fence func(ctx context.Context) error
 
 	// Logger receives background and audit failures; nil means
 	// slog.Default.

@@ -209,6 +209,9 @@ func (s *Server) openCompute(data *batch.DataService) {
 		}
 		return held
 	}
+	if s.lease != nil {
+		cfg.Fence = s.fence
+	}
 	if !s.cfg.DisableLocalNodes {
 		cfg.Launcher = localLauncher{s}
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -122,29 +123,55 @@ func claim(t *testing.T, jwt, name string) string {
 	return s
 }
 
-// replica starts an in-process server on the shared database and data
-// directory with the cluster's public URL.
-func replica(t *testing.T, dsn, dataDir, publicURL string) *servertest.TestServer {
-	t.Helper()
-	return servertest.New(t, func(c *server.Config) {
+// replicaConfig is the configuration of a replica on the shared database
+// and data directory with the cluster's public URL.
+func replicaConfig(dsn, dataDir, publicURL string) func(*server.Config) {
+	return func(c *server.Config) {
 		c.Database, c.DataDir, c.PublicURL, c.DisableLocalNodes = dsn, dataDir, publicURL, true
-	})
+	}
 }
 
-// TestPublicURLOneIdentity: two replicas on one PostgreSQL database and data
-// directory, listening on ports of their own, hand out the public URL's
-// names and port, and a token one issued is accepted by the other.
-func TestPublicURLOneIdentity(t *testing.T) {
+// waitRole waits until ts has role.
+func waitRole(t *testing.T, ts *servertest.TestServer, role string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for ts.Role() != role {
+		if time.Since(start) > within {
+			t.Fatalf("replica %s is %s, not %s, after %v", ts.Endpoint.Address, ts.Role(), role, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// health reads /healthz of ts (with query, if any).
+func health(t *testing.T, ts *servertest.TestServer, query string) (int, string) {
+	t.Helper()
+	return call(t, ts, http.MethodGet, ts.URL("management")+"/healthz"+query, "", "")
+}
+
+// TestReplicasOneIdentityOneActive: two replicas on one PostgreSQL
+// database and data directory, listening on ports of their own, hand out
+// the public URL's names and port. The first is active; the second is a
+// standby that answers 503 with a Retry-After; when the first stops, the
+// second takes over and accepts the tokens the first issued.
+func TestReplicasOneIdentityOneActive(t *testing.T) {
 	dsn := postgresDatabase(t)
 	dir := t.TempDir()
 	const public = "https://custody.example:8443"
-	a := replica(t, dsn, dir, public)
-	b := replica(t, dsn, dir, public)
+	a := servertest.New(t, replicaConfig(dsn, dir, public))
+	b := servertest.NewReplica(t, replicaConfig(dsn, dir, public))
 	if a.Port() != 8443 || b.Port() != 8443 || a.Endpoint.Domain != "custody.example" || a.Endpoint.Address == b.Endpoint.Address {
 		t.Fatalf("endpoints %+v and %+v; want port 8443 and domain custody.example on two listeners", a.Endpoint, b.Endpoint)
 	}
 	if a.Identity.TenantID != b.Identity.TenantID || a.Admin != b.Admin {
 		t.Fatalf("replicas differ in tenant or admin: %+v, %+v", a.Admin, b.Admin)
+	}
+	// The URLs the services build carry the public name and port.
+	for _, got := range []string{a.KeyVault.VaultURI("kv1"), b.Batch.AccountEndpoint("acct1")} {
+		if !strings.Contains(got, ".custody.example:8443") {
+			t.Errorf("service URL %q does not carry the public URL's domain and port", got)
+		}
 	}
 
 	tok := token(t, a, a.Admin.ClientID, a.Admin.ClientSecret, "https://management.custody.example:8443/.default")
@@ -153,26 +180,116 @@ func TestPublicURLOneIdentity(t *testing.T) {
 	}
 	rg := "https://management.custody.example:8443/subscriptions/" + a.Admin.SubscriptionID + "/resourcegroups/replicated?api-version=2021-04-01"
 	if st, body := call(t, a, http.MethodPut, rg, tok, `{"location":"westus2"}`); st != http.StatusCreated && st != http.StatusOK {
-		t.Fatalf("create group on the first replica: %d %s", st, body)
-	}
-	if st, body := call(t, b, http.MethodGet, rg, tok, ""); st != http.StatusOK || !strings.Contains(body, `"replicated"`) {
-		t.Fatalf("the first replica's token on the second: %d %s", st, body)
-	}
-	// And the other way round, with the second's token on the first.
-	tok2 := token(t, b, b.Admin.ClientID, b.Admin.ClientSecret, "https://management.custody.example:8443/.default")
-	if st, body := call(t, a, http.MethodGet, rg, tok2, ""); st != http.StatusOK {
-		t.Fatalf("the second replica's token on the first: %d %s", st, body)
+		t.Fatalf("create group on the active: %d %s", st, body)
 	}
 
-	// The URLs the services build carry the public name and port.
-	for _, got := range []string{a.KeyVault.VaultURI("kv1"), b.Batch.AccountEndpoint("acct1")} {
-		if !strings.Contains(got, ".custody.example:8443") {
-			t.Errorf("service URL %q does not carry the public URL's domain and port", got)
-		}
+	// The standby: /healthz says so, every other request is refused in
+	// Azure's shape with a Retry-After.
+	time.Sleep(300 * time.Millisecond)
+	if b.Role() != server.RoleStandby {
+		t.Fatalf("second replica's role = %q, want standby", b.Role())
+	}
+	if st, body := health(t, b, ""); st != http.StatusOK || !strings.Contains(body, `"role":"standby"`) {
+		t.Errorf("standby /healthz = %d %s", st, body)
+	}
+	if st, body := health(t, b, "?active"); st != http.StatusServiceUnavailable {
+		t.Errorf("standby /healthz?active = %d %s, want 503", st, body)
+	}
+	if st, body := health(t, a, "?active"); st != http.StatusOK || !strings.Contains(body, `"role":"active"`) {
+		t.Errorf("active /healthz?active = %d %s", st, body)
+	}
+	req, _ := http.NewRequest(http.MethodGet, rg, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := b.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"code":"ServiceUnavailable"`) {
+		t.Errorf("standby answered %d (Retry-After %q) %s; want 503 ServiceUnavailable with a Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+
+	// Failover: the active stops, the standby takes over and accepts the
+	// first one's token.
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	took := waitRole(t, b, "active", 10*time.Second)
+	t.Logf("the standby became active %v after the active stopped", took)
+	if st, body := call(t, b, http.MethodGet, rg, tok, ""); st != http.StatusOK || !strings.Contains(body, `"replicated"`) {
+		t.Fatalf("the former active's token on the new active: %d %s", st, body)
 	}
 	var ep server.Endpoint
 	if b, err := os.ReadFile(dir + "/" + server.EndpointFile); err != nil || json.Unmarshal(b, &ep) != nil || ep.Port != 8443 {
 		t.Errorf("server.json = %s (%v); want the public port", b, err)
+	}
+}
+
+// TestLeaseLostStopsActive: when the active's lease session is cut (as a
+// partition or a database failover does), it steps down within a heartbeat:
+// it stops what only the active runs, stops answering, and Serve returns
+// ErrLeaseLost; the standby, which cannot know the former active has
+// stopped, takes over only after it must have.
+func TestLeaseLostStopsActive(t *testing.T) {
+	dsn := postgresDatabase(t)
+	dir := t.TempDir()
+	const public = "https://localhost:8443"
+	a := servertest.New(t, replicaConfig(dsn, dir, public))
+	b := servertest.NewReplica(t, replicaConfig(dsn, dir, public))
+	time.Sleep(200 * time.Millisecond)
+	if b.Role() != server.RoleStandby {
+		t.Fatalf("second replica's role = %q, want standby", b.Role())
+	}
+
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND pid IN (SELECT pid FROM pg_stat_activity WHERE wait_event_type IS DISTINCT FROM 'Lock')`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("cut the active's lease session: %d sessions, %v", n, err)
+	}
+	cut := time.Now()
+	var down, up time.Duration
+	for down == 0 || up == 0 {
+		if time.Since(cut) > 15*time.Second {
+			t.Fatalf("after 15 s: former active %s, standby %s", a.Role(), b.Role())
+		}
+		if down == 0 && a.Role() != "active" {
+			down = time.Since(cut)
+		}
+		if up == 0 && b.Role() == "active" {
+			up = time.Since(cut)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("after the session was cut, the former active stepped down in %v, the standby became active in %v", down, up)
+	if up <= down {
+		t.Errorf("the standby became active (%v) before the former active stepped down (%v)", up, down)
+	}
+	// It no longer answers: Serve shut it down.
+	if _, err := a.Client.Get(a.URL("management") + "/healthz"); err == nil {
+		t.Errorf("the former active still answers after losing its lease")
+	}
+	if err := a.Stop(); !errors.Is(err, server.ErrLeaseLost) {
+		t.Errorf("the former active's Serve returned %v, want ErrLeaseLost", err)
+	}
+	tok := token(t, b, b.Admin.ClientID, b.Admin.ClientSecret, "https://management.localhost:8443/.default")
+	if st, body := call(t, b, http.MethodGet, "https://management.localhost:8443/subscriptions/"+b.Admin.SubscriptionID+"/resourcegroups?api-version=2021-04-01", tok, ""); st != http.StatusOK {
+		t.Errorf("new active: %d %s", st, body)
+	}
+}
+
+// TestSinglePostgresServerIsActive: one server on PostgreSQL is the active
+// replica at once and says so.
+func TestSinglePostgresServerIsActive(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) { c.Database, c.DisableLocalNodes = postgresDatabase(t), true })
+	if st, body := health(t, ts, "?active"); st != http.StatusOK || !strings.Contains(body, `"role":"active"`) {
+		t.Errorf("/healthz?active = %d %s", st, body)
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -211,6 +213,11 @@ type Server struct {
 	metricsListener net.Listener
 	metrics         *http.Server
 	sealer          *secret.Sealer
+	// lease is the cluster's active lease on PostgreSQL (nil on SQLite,
+	// whose one server is always the active).
+	lease *lease
+	// role is "active" or "standby" (httpapi.Config.Role).
+	role atomic.Value
 	// dataLock is the data directory's lock file, held for the process's
 	// life when the database is SQLite.
 	dataLock *os.File
@@ -277,6 +284,19 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.DB, err = sqlstore.Open(ctx, dsn); err != nil {
 		return nil, err
 	}
+	if s.DB.Engine == sqlstore.Postgres {
+		// Several replicas may share the database: one of them at a time
+		// is the active (see Serve), and first-start bootstrap runs one
+		// replica at a time.
+		if s.lease, err = newLease(ctx, dsn); err != nil {
+			return nil, err
+		}
+		unlock, err := advisoryLock(ctx, s.DB.SQL(), "bootstrap")
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+		defer unlock()
+	}
 
 	s.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -336,12 +356,16 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Domain: cfg.Domain, Port: port, Identity: s.Identity, RM: s.RM, Logger: s.log, Registry: reg,
 		Health:   func() error { return s.DB.SQL().PingContext(context.Background()) },
 		Warnings: s.warnings,
+		Role:     s.Role,
 	})
 	// Key vault: management (ARM; a resource group delete soft-deletes its
 	// vaults) and the keys data plane on {vault}.vault.{domain}.
 	s.KeyVault = &keyvault.Service{Vaults: &sqlstore.VaultStore{DB: s.DB}, Keys: &sqlstore.KeyStore{DB: s.DB}, Sealer: sealer,
 		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log, Now: cfg.KeyVaultClock,
 		AuditRetention: cfg.AuditRetention}
+	if s.lease != nil {
+		s.KeyVault.Fence = s.fence
+	}
 	if s.DB.Engine == sqlstore.SQLite {
 		// This process is the database's only writer: lookups can be cached.
 		s.KeyVault.CacheLookups()
@@ -505,32 +529,44 @@ func writeJSONFile(path string, v any, mode os.FileMode) error {
 
 // Serve answers requests until ctx is done, then shuts down gracefully
 // (in-flight requests get up to 10 seconds).
+//
+// On SQLite the server is the cluster's one replica, always active. On
+// PostgreSQL it is a standby until it holds the cluster's active lease (see
+// lease); only the active runs the scheduler, the node channel, local nodes,
+// the key monitor, the key vault sweep and signing key rotation, and
+// answers requests (a standby answers 503 with a Retry-After, /healthz
+// excepted). An active that loses its lease stops all of that at once and
+// Serve returns ErrLeaseLost.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.srv.ServeTLS(s.listener, "", "") }()
 	if s.metrics != nil {
 		go func() { errc <- s.metrics.Serve(s.metricsListener) }()
 	}
-	go s.Batch.RunMonitor(ctx, s.log)
-	go s.rotateSigningKeys(ctx)
-	go s.Compute.Run(ctx)
-	kvDone := make(chan struct{})
-	go func() {
-		defer close(kvDone)
-		s.KeyVault.Run(ctx, s.cfg.KeyVaultSweepInterval)
-	}()
+	var jobs activeJobs
+	if s.lease == nil {
+		s.role.Store(httpapi.RoleActive)
+		s.startActive(ctx, &jobs)
+	} else {
+		s.role.Store(RoleStandby)
+		go func() {
+			if err := s.campaign(ctx, &jobs); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	s.log.Info("custody server listening",
 		"address", s.Endpoint.Address,
 		"login", publicURL("login", s.cfg.Domain, s.Endpoint.Port),
 		"management", publicURL("management", s.cfg.Domain, s.Endpoint.Port),
 		"tenant", s.Identity.TenantID, "subscription", s.RM.SubscriptionID,
-		"data_dir", s.cfg.DataDir, "database", string(s.DB.Engine))
+		"data_dir", s.cfg.DataDir, "database", string(s.DB.Engine), "role", s.Role())
+	var served error
 	select {
 	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
+		if !errors.Is(err, http.ErrServerClosed) {
+			served = err
 		}
-		return err
 	case <-ctx.Done():
 	}
 	s.log.Info("shutting down")
@@ -539,10 +575,160 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.metrics != nil {
 		_ = s.metrics.Close()
 	}
+	jobs.stop()
 	err := s.srv.Shutdown(sctx)
 	// The key vault stores its queued audit records before it stops.
-	<-kvDone
+	jobs.waitKeyVault()
+	if s.lease != nil {
+		// Local nodes stop before another replica may take over.
+		s.lease.release(jobs.wait(10 * time.Second))
+	}
+	if served != nil {
+		return served
+	}
 	return err
+}
+
+// RoleStandby is the role of a replica waiting for the active lease.
+const RoleStandby = "standby"
+
+// Role returns "active" or "standby" (reported by /healthz).
+func (s *Server) Role() string {
+	if r, _ := s.role.Load().(string); r != "" {
+		return r
+	}
+	return RoleStandby
+}
+
+// fence returns nil while this server may act as the active replica: on
+// PostgreSQL it checks that the lease's session is alive and holds the
+// lock.
+func (s *Server) fence(ctx context.Context) error {
+	if s.lease == nil {
+		return nil
+	}
+	return s.lease.check(ctx)
+}
+
+// activeJobs are the goroutines only the active replica runs.
+type activeJobs struct {
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	kvDone  chan struct{}
+	stopped bool
+}
+
+func (j *activeJobs) stop() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.stopped = true
+	if j.cancel != nil {
+		j.cancel()
+	}
+}
+
+func (j *activeJobs) waitKeyVault() {
+	j.mu.Lock()
+	done := j.kvDone
+	j.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// wait waits up to d for the jobs to end and reports whether they did.
+func (j *activeJobs) wait(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { j.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// startActive starts what only the active replica runs, until ctx is done
+// or jobs are stopped.
+func (s *Server) startActive(ctx context.Context, jobs *activeJobs) {
+	jobs.mu.Lock()
+	defer jobs.mu.Unlock()
+	if jobs.stopped {
+		return
+	}
+	ctx, jobs.cancel = context.WithCancel(ctx)
+	jobs.kvDone = make(chan struct{})
+	run := func(f func()) {
+		jobs.wg.Add(1)
+		go func() { defer jobs.wg.Done(); f() }()
+	}
+	run(func() { s.Batch.RunMonitor(ctx, s.log) })
+	run(func() { s.rotateSigningKeys(ctx) })
+	run(func() { s.Compute.Run(ctx) })
+	run(func() {
+		defer close(jobs.kvDone)
+		s.KeyVault.Run(ctx, s.cfg.KeyVaultSweepInterval)
+	})
+}
+
+// campaign waits for the cluster's active lease, then makes this replica
+// the active one until ctx is done (nil) or the lease is lost (an error
+// wrapping ErrLeaseLost, with everything the active runs stopped and
+// requests refused first).
+func (s *Server) campaign(ctx context.Context, jobs *activeJobs) error {
+	s.log.Info("standby: waiting for the cluster's active lease")
+	holder := fmt.Sprintf("%s (pid %d)", s.Endpoint.Address, os.Getpid())
+	prev, err := s.lease.acquire(ctx, holder, func(err error) { s.log.Warn("active lease", "err", err) })
+	if err != nil {
+		return nil
+	}
+	if prev != "" && prev != "released" {
+		// The former active did not release the lease: it may still be
+		// running, cut off from the database, until its next check fails.
+		s.log.Warn("took over a lease the former active did not release; waiting for it to have stopped", "former", prev, "wait", leaseTakeover)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(leaseTakeover):
+		}
+		if err := s.lease.check(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	// Signing keys another active rotated are learnt before serving.
+	if err := s.Identity.Authority.Reload(ctx); err != nil {
+		s.log.Warn("reload token signing keys", "err", err)
+	}
+	if rotated, err := s.Identity.Authority.RotateIfOlder(ctx, s.cfg.SigningKeyMaxAge); err != nil {
+		s.log.Warn("rotate token signing key", "err", err)
+	} else if rotated {
+		s.log.Info("rotated the token signing key", "kid", s.Identity.Authority.ActiveKID())
+	}
+	s.role.Store(httpapi.RoleActive)
+	s.log.Info("this replica is now the cluster's active one")
+	s.startActive(ctx, jobs)
+	t := time.NewTicker(leaseHeartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := s.lease.check(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.role.Store(RoleStandby)
+			jobs.stop()
+			s.log.Error("lost the cluster's active lease: stopped everything only the active runs", "err", err)
+			return err
+		}
+	}
 }
 
 // Close releases what Open acquired. It is safe after a partial Open.
@@ -558,6 +744,9 @@ func (s *Server) Close() error {
 	}
 	if s.metricsListener != nil {
 		_ = s.metricsListener.Close()
+	}
+	if s.lease != nil {
+		s.lease.release(false)
 	}
 	var err error
 	if s.DB != nil {
@@ -601,6 +790,9 @@ func (s *Server) rotateSigningKeys(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if s.fence(ctx) != nil {
+				continue
+			}
 			if rotated, err := s.Identity.Authority.RotateIfOlder(ctx, s.cfg.SigningKeyMaxAge); err != nil {
 				s.log.Warn("rotate token signing key", "err", err)
 			} else if rotated {

@@ -32,9 +32,25 @@ type TestServer struct {
 	done   chan error
 }
 
-// New starts a server for the duration of the test. fn, if not nil, may
-// change the configuration first.
+// New starts a server for the duration of the test and returns once it is
+// the active replica (at once on SQLite; on PostgreSQL once it holds the
+// cluster's lease). fn, if not nil, may change the configuration first.
 func New(t testing.TB, fn func(*server.Config)) *TestServer {
+	t.Helper()
+	ts := NewReplica(t, fn)
+	deadline := time.Now().Add(30 * time.Second)
+	for ts.Role() != "active" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not become the active replica within 30 s (another replica of its database holds the lease?)")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return ts
+}
+
+// NewReplica starts a server for the duration of the test and returns as
+// soon as it serves, standby or active.
+func NewReplica(t testing.TB, fn func(*server.Config)) *TestServer {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+)
+
+// ErrLeaseLost is what Serve returns when this replica was the active one
+// and lost its lease: everything only the active runs has been stopped, and
+// the process should end (a supervisor restarts it as a standby).
+var ErrLeaseLost = errors.New("lost the active replica's lease in PostgreSQL; stopped the scheduler, node channel, local nodes, key monitor and sweeps; restart this replica to rejoin as a standby")
+
+// Lease timings. The lock session tells PostgreSQL to end it when it has
+// been idle for leaseIdleTimeout (the active checks it every
+// leaseHeartbeat), so a replica that stops talking, frozen or cut off,
+// loses the lock within that time even when no TCP reset reaches the
+// database; it has stopped by itself long before, when its own checks
+// failed (each bounded by leaseCheckTimeout).
+const (
+	leaseHeartbeat    = time.Second
+	leaseCheckTimeout = 2 * time.Second
+	leaseIdleTimeout  = 10 * time.Second
+	// leaseFresh is how long a successful check answers for the checks
+	// that follow it (a scheduling pass per kick would otherwise query the
+	// database each time).
+	leaseFresh = 100 * time.Millisecond
+	// leaseTakeover is how long a new active waits, after taking a lease
+	// its former holder did not release, before it acts: by then a former
+	// active that is still running has failed a check (one every
+	// leaseHeartbeat at most, each failing within leaseCheckTimeout) and
+	// stopped.
+	leaseTakeover = leaseHeartbeat + leaseCheckTimeout + 500*time.Millisecond
+	// leaseSetting is the row of the settings table that says whether the
+	// last active released the lease cleanly ("released") or not ("held
+	// by ...").
+	leaseSetting = "server.active_lease"
+)
+
+// lease is the right to be the cluster's active replica: a session-level
+// advisory lock of PostgreSQL, held on a connection of its own for as long
+// as the replica is active. PostgreSQL releases it when that session ends,
+// however it ends.
+type lease struct {
+	db  *sql.DB
+	key int64
+
+	mu     sync.Mutex
+	conn   *sql.Conn
+	pid    int64
+	lastOK time.Time
+}
+
+// advisoryKey is the advisory lock key of a purpose in this database and
+// schema (tests run several clusters in one database, one schema each).
+func advisoryKey(ctx context.Context, db *sql.DB, purpose string) (int64, error) {
+	var dbName, schema string
+	if err := db.QueryRowContext(ctx, "SELECT current_database(), current_schema()").Scan(&dbName, &schema); err != nil {
+		return 0, err
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "custody\x00%s\x00%s\x00%s", purpose, dbName, schema)
+	return int64(h.Sum64()), nil
+}
+
+// advisoryLock waits for the advisory lock of purpose and returns its
+// release; the first-start bootstrap of replicas runs under one, one
+// replica at a time.
+func advisoryLock(ctx context.Context, db *sql.DB, purpose string) (func(), error) {
+	key, err := advisoryKey(ctx, db, purpose)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
+		discard(conn)
+		return nil, fmt.Errorf("wait for the %s lock: %w", purpose, err)
+	}
+	return func() {
+		if _, err := conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", key); err != nil {
+			discard(conn)
+			return
+		}
+		_ = conn.Close()
+	}, nil
+}
+
+// newLease prepares the lease of the cluster on the database at dsn, on a
+// connection pool of its own, so that a busy pool never delays a check.
+func newLease(ctx context.Context, dsn string) (*lease, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("active lease: %w", err)
+	}
+	db.SetMaxOpenConns(2)
+	key, err := advisoryKey(ctx, db, "active replica")
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("active lease: %w", err)
+	}
+	return &lease{db: db, key: key}, nil
+}
+
+// discard closes a connection for good: a session that held the lock, or
+// has the lease's idle timeout, never goes back to the pool.
+func discard(c *sql.Conn) {
+	_ = c.Raw(func(any) error { return driver.ErrBadConn })
+	_ = c.Close()
+}
+
+// acquire waits until this replica holds the lease or ctx is done. It
+// returns what the settings row said of the former holder: "released" or
+// "" when it released the lease cleanly (or there was none).
+func (l *lease) acquire(ctx context.Context, holder string, onError func(error)) (string, error) {
+	for {
+		prev, err := l.tryAcquire(ctx, holder)
+		if err == nil || ctx.Err() != nil {
+			return prev, ctx.Err()
+		}
+		onError(err)
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(leaseHeartbeat):
+		}
+	}
+}
+
+const upsertLeaseSetting = `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+
+func (l *lease) tryAcquire(ctx context.Context, holder string) (string, error) {
+	conn, err := l.db.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	var pid int64
+	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		discard(conn)
+		return "", err
+	}
+	// Waiting in pg_advisory_lock is not idle; holding the lock between
+	// checks is. (PostgreSQL before 14 has no idle_session_timeout: there a
+	// silent partition holds the lock until TCP keepalives end the session.)
+	_, _ = conn.ExecContext(ctx, fmt.Sprintf("SET idle_session_timeout = %d", leaseIdleTimeout.Milliseconds()))
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", l.key); err != nil {
+		discard(conn)
+		return "", err
+	}
+	var prev string
+	err = conn.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = $1", leaseSetting).Scan(&prev)
+	if err == nil || errors.Is(err, sql.ErrNoRows) {
+		_, err = conn.ExecContext(ctx, upsertLeaseSetting, leaseSetting, "held by "+holder+" since "+time.Now().UTC().Format(time.RFC3339))
+	}
+	if err != nil {
+		discard(conn)
+		return "", err
+	}
+	l.mu.Lock()
+	l.conn, l.pid, l.lastOK = conn, pid, time.Now()
+	l.mu.Unlock()
+	return prev, nil
+}
+
+// check returns nil if the lock's session is alive and still holds the
+// lock, asking PostgreSQL unless a check succeeded within leaseFresh. Any
+// failure is final: the lease is lost.
+func (l *lease) check(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return ErrLeaseLost
+	}
+	if time.Since(l.lastOK) < leaseFresh {
+		return nil
+	}
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, leaseCheckTimeout)
+	defer cancel()
+	var held bool
+	err := l.conn.QueryRowContext(cctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND pid = pg_backend_pid() AND pid = $1 AND objsubid = 1 AND classid::bigint = $2 AND objid::bigint = $3)`,
+		l.pid, int64(uint64(l.key)>>32), int64(uint64(l.key)&0xffffffff)).Scan(&held)
+	if err == nil && !held {
+		err = errors.New("the lock is no longer held by this session")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			// The caller gave up (shutting down), not the lease.
+			return ctx.Err()
+		}
+		discard(l.conn)
+		l.conn = nil
+		return fmt.Errorf("%w: %v", ErrLeaseLost, err)
+	}
+	l.lastOK = start
+	return nil
+}
+
+// release gives the lease up, if held (ending its session releases the
+// lock), and closes the lease's pool. clean says everything the active ran
+// has stopped, so the next active need not wait (leaseTakeover).
+func (l *lease) release(clean bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		if clean {
+			ctx, cancel := context.WithTimeout(context.Background(), leaseCheckTimeout)
+			_, _ = l.conn.ExecContext(ctx, upsertLeaseSetting, leaseSetting, "released")
+			cancel()
+		}
+		discard(l.conn)
+		l.conn = nil
+	}
+	_ = l.db.Close()
+}
+
+// held reports whether this replica holds the lease (as far as the last
+// check knows).
+func (l *lease) held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conn != nil
+}
