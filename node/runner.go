@@ -104,9 +104,20 @@ func (p *Process) Wait() Result {
 	return p.result
 }
 
-// Kill kills the whole process tree (kill(-pgid, SIGKILL)). The result
-// reports Killed. Killing a finished process does nothing.
-func (p *Process) Kill() {
+// Kill kills the whole process tree. The result reports Killed. Killing a
+// finished process does nothing.
+func (p *Process) Kill() { p.end(&p.killed) }
+
+// wallClock kills the run because it outlived its maxWallClockTime.
+func (p *Process) wallClock() { p.end(&p.timedOut) }
+
+// overDisk kills the run because its files outgrew its disk budget.
+func (p *Process) overDisk() { p.end(&p.diskFull) }
+
+// end records why the run is being ended (under p.mu) and kills its every
+// process: a sandbox's init and control group, or a plain run's process
+// group. A finished run is left alone.
+func (p *Process) end(why *bool) {
 	p.mu.Lock()
 	select {
 	case <-p.done:
@@ -114,45 +125,12 @@ func (p *Process) Kill() {
 		return
 	default:
 	}
-	p.killed = true
+	*why = true
 	p.mu.Unlock()
-	p.killTree()
-}
-
-// killTree kills the run's every process: a sandbox's PID 1 and control
-// group, or a plain run's process group.
-func (p *Process) killTree() {
 	if p.sb != nil {
 		p.sb.Kill()
 	}
 	killGroup(p.Pid)
-}
-
-func (p *Process) wallClock() {
-	p.mu.Lock()
-	select {
-	case <-p.done:
-		p.mu.Unlock()
-		return
-	default:
-	}
-	p.timedOut = true
-	p.mu.Unlock()
-	p.killTree()
-}
-
-// overDisk kills the run because its files outgrew its disk budget.
-func (p *Process) overDisk() {
-	p.mu.Lock()
-	select {
-	case <-p.done:
-		p.mu.Unlock()
-		return
-	default:
-	}
-	p.diskFull = true
-	p.mu.Unlock()
-	p.killTree()
 }
 
 func killGroup(pgid int) {
