@@ -126,6 +126,7 @@ func newServerCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "TCP address of the TLS listener")
 	f.StringVar(&cfg.Domain, "domain", cfg.Domain, "DNS suffix the services are routed by (login.{domain}, management.{domain}, {vault}.vault.{domain}, ...)")
+	f.StringVar(&cfg.AdvertiseAddress, "advertise-address", "", "host:port the other replicas of a PostgreSQL cluster reach this one at, to forward requests to it while it is the active (default: the --listen address, with this machine's host name for 0.0.0.0 or [::])")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the cluster's one address, https://{domain}[:port]: its host is the domain and its port the one in every URL the server hands out (token issuers, key identifiers, account endpoints, portal and node links), whatever --listen says; replicas of one cluster share it")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the CA, root key, admin credentials and the SQLite database (env CUSTODY_DATA_DIR)")
 	f.StringVar(&cfg.Database, "database", cfg.Database, "postgres://... URL to use PostgreSQL instead of the embedded SQLite database")

@@ -57,7 +57,15 @@ type Config struct {
 	// the active answers every other request 503 ServiceUnavailable with a
 	// Retry-After.
 	Role func() string
+	// Standby, if set, answers the requests a replica that is not the
+	// active one receives, by forwarding them to the active; requests
+	// already forwarded once (ForwardedHeader) are answered 503 instead.
+	Standby http.Handler
 }
+
+// ForwardedHeader marks a request a standby forwarded to the active
+// replica, so that it is never forwarded again.
+const ForwardedHeader = "X-Custody-Forwarded"
 
 // RoleActive is the role of the replica that serves requests.
 const RoleActive = "active"
@@ -227,9 +235,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	setClass(r, class)
 	if s.cfg.Role != nil {
 		if role := s.cfg.Role(); role != RoleActive {
-			w.Header().Set("Retry-After", standbyRetryAfter)
-			writeError(w, r, custody.Errorf(custody.KindUnavailable, "ServiceUnavailable",
-				"This Custody replica is a %s: only the cluster's active replica serves requests. Retry shortly, or send requests to the active replica (its /healthz says \"role\":\"active\").", role))
+			if s.cfg.Standby != nil && r.Header.Get(ForwardedHeader) == "" {
+				s.cfg.Standby.ServeHTTP(w, r)
+				return
+			}
+			WriteStandbyError(w, r, role)
 			return
 		}
 	}
@@ -319,6 +329,14 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, status, body)
+}
+
+// WriteStandbyError answers a request a replica that is not the active one
+// cannot serve: 503 ServiceUnavailable in Azure's shape, with a Retry-After.
+func WriteStandbyError(w http.ResponseWriter, r *http.Request, role string) {
+	w.Header().Set("Retry-After", standbyRetryAfter)
+	writeError(w, r, custody.Errorf(custody.KindUnavailable, "ServiceUnavailable",
+		"This Custody replica is a %s and could not reach the cluster's active replica: retry shortly.", role))
 }
 
 // StatusOf returns the HTTP status for an error kind: the one table from

@@ -4,9 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"sync"
 	"time"
 )
@@ -36,11 +38,50 @@ const (
 	// leaseHeartbeat at most, each failing within leaseCheckTimeout) and
 	// stopped.
 	leaseTakeover = leaseHeartbeat + leaseCheckTimeout + 500*time.Millisecond
-	// leaseSetting is the row of the settings table that says whether the
-	// last active released the lease cleanly ("released") or not ("held
-	// by ...").
+	// leaseSetting is the row of the settings table that says which
+	// replica is the active one, at which address, and whether the last
+	// active released the lease cleanly (a leaseRecord in JSON).
 	leaseSetting = "server.active_lease"
 )
+
+// leaseRecord is the value of the leaseSetting row.
+type leaseRecord struct {
+	// Released says the last active released the lease after it had
+	// stopped everything.
+	Released bool `json:"released,omitempty"`
+	// Address is where the active replica answers (its advertise
+	// address), for standbys to forward requests to.
+	Address string    `json:"address,omitempty"`
+	PID     int       `json:"pid,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
+}
+
+// readLeaseRecord reads the leaseSetting row; a missing or unreadable one
+// is the zero record.
+func readLeaseRecord(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}) (leaseRecord, bool, error) {
+	var v string
+	err := q.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = $1", leaseSetting).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return leaseRecord{}, false, nil
+	}
+	if err != nil {
+		return leaseRecord{}, false, err
+	}
+	var r leaseRecord
+	_ = json.Unmarshal([]byte(v), &r)
+	return r, true, nil
+}
+
+func writeLeaseRecord(ctx context.Context, conn *sql.Conn, r leaseRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = conn.ExecContext(ctx, upsertLeaseSetting, leaseSetting, string(b))
+	return err
+}
 
 // lease is the right to be the cluster's active replica: a session-level
 // advisory lock of PostgreSQL, held on a connection of its own for as long
@@ -116,19 +157,19 @@ func discard(c *sql.Conn) {
 	_ = c.Close()
 }
 
-// acquire waits until this replica holds the lease or ctx is done. It
-// returns what the settings row said of the former holder: "released" or
-// "" when it released the lease cleanly (or there was none).
-func (l *lease) acquire(ctx context.Context, holder string, onError func(error)) (string, error) {
+// acquire waits until this replica holds the lease or ctx is done, and
+// records the replica's address. It reports whether the former holder
+// released the lease cleanly (or there was none).
+func (l *lease) acquire(ctx context.Context, address string, onError func(error)) (bool, error) {
 	for {
-		prev, err := l.tryAcquire(ctx, holder)
+		clean, err := l.tryAcquire(ctx, address)
 		if err == nil || ctx.Err() != nil {
-			return prev, ctx.Err()
+			return clean, ctx.Err()
 		}
 		onError(err)
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(leaseHeartbeat):
 		}
 	}
@@ -136,15 +177,15 @@ func (l *lease) acquire(ctx context.Context, holder string, onError func(error))
 
 const upsertLeaseSetting = `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
 
-func (l *lease) tryAcquire(ctx context.Context, holder string) (string, error) {
+func (l *lease) tryAcquire(ctx context.Context, address string) (bool, error) {
 	conn, err := l.db.Conn(ctx)
 	if err != nil {
-		return "", err
+		return false, err
 	}
 	var pid int64
 	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
 		discard(conn)
-		return "", err
+		return false, err
 	}
 	// Waiting in pg_advisory_lock is not idle; holding the lock between
 	// checks is. (PostgreSQL before 14 has no idle_session_timeout: there a
@@ -152,21 +193,20 @@ func (l *lease) tryAcquire(ctx context.Context, holder string) (string, error) {
 	_, _ = conn.ExecContext(ctx, fmt.Sprintf("SET idle_session_timeout = %d", leaseIdleTimeout.Milliseconds()))
 	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", l.key); err != nil {
 		discard(conn)
-		return "", err
+		return false, err
 	}
-	var prev string
-	err = conn.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = $1", leaseSetting).Scan(&prev)
-	if err == nil || errors.Is(err, sql.ErrNoRows) {
-		_, err = conn.ExecContext(ctx, upsertLeaseSetting, leaseSetting, "held by "+holder+" since "+time.Now().UTC().Format(time.RFC3339))
+	prev, found, err := readLeaseRecord(ctx, conn)
+	if err == nil {
+		err = writeLeaseRecord(ctx, conn, leaseRecord{Address: address, PID: os.Getpid(), Since: time.Now().UTC()})
 	}
 	if err != nil {
 		discard(conn)
-		return "", err
+		return false, err
 	}
 	l.mu.Lock()
 	l.conn, l.pid, l.lastOK = conn, pid, time.Now()
 	l.mu.Unlock()
-	return prev, nil
+	return !found || prev.Released, nil
 }
 
 // check returns nil if the lock's session is alive and still holds the
@@ -213,7 +253,7 @@ func (l *lease) release(clean bool) {
 	if l.conn != nil {
 		if clean {
 			ctx, cancel := context.WithTimeout(context.Background(), leaseCheckTimeout)
-			_, _ = l.conn.ExecContext(ctx, upsertLeaseSetting, leaseSetting, "released")
+			_ = writeLeaseRecord(ctx, l.conn, leaseRecord{Released: true})
 			cancel()
 		}
 		discard(l.conn)

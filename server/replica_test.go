@@ -153,8 +153,9 @@ func health(t *testing.T, ts *servertest.TestServer, query string) (int, string)
 // TestReplicasOneIdentityOneActive: two replicas on one PostgreSQL
 // database and data directory, listening on ports of their own, hand out
 // the public URL's names and port. The first is active; the second is a
-// standby that answers 503 with a Retry-After; when the first stops, the
-// second takes over and accepts the tokens the first issued.
+// standby that forwards requests to it (503 with a Retry-After when it
+// cannot); when the first stops, the second takes over and accepts the
+// tokens the first issued.
 func TestReplicasOneIdentityOneActive(t *testing.T) {
 	dsn := postgresDatabase(t)
 	dir := t.TempDir()
@@ -183,8 +184,8 @@ func TestReplicasOneIdentityOneActive(t *testing.T) {
 		t.Fatalf("create group on the active: %d %s", st, body)
 	}
 
-	// The standby: /healthz says so, every other request is refused in
-	// Azure's shape with a Retry-After.
+	// The standby: /healthz says so; it forwards every other request to
+	// the active, the caller's token with it.
 	time.Sleep(300 * time.Millisecond)
 	if b.Role() != server.RoleStandby {
 		t.Fatalf("second replica's role = %q, want standby", b.Role())
@@ -198,16 +199,59 @@ func TestReplicasOneIdentityOneActive(t *testing.T) {
 	if st, body := health(t, a, "?active"); st != http.StatusOK || !strings.Contains(body, `"role":"active"`) {
 		t.Errorf("active /healthz?active = %d %s", st, body)
 	}
-	req, _ := http.NewRequest(http.MethodGet, rg, nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := b.Client.Do(req)
+	viaB := token(t, b, a.Admin.ClientID, a.Admin.ClientSecret, "https://management.custody.example:8443/.default")
+	rg2 := strings.Replace(rg, "/replicated?", "/throughstandby?", 1)
+	if st, body := call(t, b, http.MethodPut, rg2, viaB, `{"location":"westus2"}`); st != http.StatusCreated {
+		t.Fatalf("create group through the standby: %d %s", st, body)
+	}
+	if st, body := call(t, a, http.MethodGet, rg2, tok, ""); st != http.StatusOK {
+		t.Fatalf("the group created through the standby, on the active: %d %s", st, body)
+	}
+	if st, body := call(t, b, http.MethodGet, rg2, "", ""); st != http.StatusUnauthorized {
+		t.Errorf("through the standby without a token: %d %s, want 401 from the active", st, body)
+	}
+
+	// A request forwarded once is never forwarded again; a standby that
+	// cannot reach the active answers 503 in Azure's shape with a
+	// Retry-After.
+	standby503 := func(when string, header bool) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, rg, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if header {
+			req.Header.Set("X-Custody-Forwarded", "elsewhere:1")
+		}
+		resp, err := b.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"code":"ServiceUnavailable"`) {
+			t.Errorf("%s: standby answered %d (Retry-After %q) %s; want 503 ServiceUnavailable with a Retry-After", when, resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+	}
+	standby503("a request forwarded already", true)
+	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"code":"ServiceUnavailable"`) {
-		t.Errorf("standby answered %d (Retry-After %q) %s; want 503 ServiceUnavailable with a Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	defer db.Close()
+	var was string
+	if err := db.QueryRow(`SELECT value FROM settings WHERE key = 'server.active_lease'`).Scan(&was); err != nil || !strings.Contains(was, a.Endpoint.Address) {
+		t.Fatalf("lease record %q, %v; want the active's address %s", was, err, a.Endpoint.Address)
+	}
+	if _, err := db.Exec(`UPDATE settings SET value = '{"address":"127.0.0.1:1"}' WHERE key = 'server.active_lease'`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	standby503("the active unreachable", false)
+	if _, err := db.Exec(`UPDATE settings SET value = $1 WHERE key = 'server.active_lease'`, was); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the failed forward makes the next one read it again
+	if st, body := call(t, b, http.MethodGet, rg, tok, ""); st != http.StatusOK {
+		t.Errorf("through the standby once the active is known again: %d %s", st, body)
 	}
 
 	// Failover: the active stops, the standby takes over and accepts the

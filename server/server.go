@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,6 +46,11 @@ type Config struct {
 	Listen string
 	// Domain is the DNS suffix services are routed by.
 	Domain string
+	// AdvertiseAddress is the host:port the other replicas of the cluster
+	// reach this one at, to forward requests to it while it is the active.
+	// Empty means the listen address (with this machine's host name for an
+	// unspecified IP).
+	AdvertiseAddress string
 	// PublicURL, if set, is the one address of the cluster
 	// (https://{domain}[:port]): its host is the domain and its port the
 	// one every URL the server builds carries (token issuers and audiences,
@@ -216,6 +222,10 @@ type Server struct {
 	// lease is the cluster's active lease on PostgreSQL (nil on SQLite,
 	// whose one server is always the active).
 	lease *lease
+	// advertise is where other replicas reach this one (AdvertiseAddress).
+	advertise string
+	// caPool verifies the replicas' certificates (the data directory's CA).
+	caPool *x509.CertPool
 	// role is "active" or "standby" (httpapi.Config.Role).
 	role atomic.Value
 	// dataLock is the data directory's lock file, held for the process's
@@ -302,6 +312,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	if s.advertise, err = advertiseAddress(cfg.AdvertiseAddress, s.listener.Addr().(*net.TCPAddr)); err != nil {
+		return nil, err
+	}
 	// port is the one the server's own URLs carry.
 	port := s.listener.Addr().(*net.TCPAddr).Port
 	if publicPort != 0 {
@@ -344,11 +357,12 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, fmt.Errorf("bootstrap admin: %w", err)
 	}
 
-	cert, _, err := tlsca.Ensure(cfg.DataDir, cfg.Domain, nil)
+	cert, caPool, err := tlsca.Ensure(cfg.DataDir, cfg.Domain, nil)
 	if err != nil {
 		return nil, err
 	}
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	s.caPool = caPool
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -357,6 +371,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Health:   func() error { return s.DB.SQL().PingContext(context.Background()) },
 		Warnings: s.warnings,
 		Role:     s.Role,
+		Standby:  s.forwarder(),
 	})
 	// Key vault: management (ARM; a resource group delete soft-deletes its
 	// vaults) and the keys data plane on {vault}.vault.{domain}.
@@ -678,15 +693,14 @@ func (s *Server) startActive(ctx context.Context, jobs *activeJobs) {
 // requests refused first).
 func (s *Server) campaign(ctx context.Context, jobs *activeJobs) error {
 	s.log.Info("standby: waiting for the cluster's active lease")
-	holder := fmt.Sprintf("%s (pid %d)", s.Endpoint.Address, os.Getpid())
-	prev, err := s.lease.acquire(ctx, holder, func(err error) { s.log.Warn("active lease", "err", err) })
+	clean, err := s.lease.acquire(ctx, s.advertise, func(err error) { s.log.Warn("active lease", "err", err) })
 	if err != nil {
 		return nil
 	}
-	if prev != "" && prev != "released" {
+	if !clean {
 		// The former active did not release the lease: it may still be
 		// running, cut off from the database, until its next check fails.
-		s.log.Warn("took over a lease the former active did not release; waiting for it to have stopped", "former", prev, "wait", leaseTakeover)
+		s.log.Warn("took over a lease the former active did not release; waiting for it to have stopped", "wait", leaseTakeover)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -1,0 +1,147 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"custody/httpapi"
+)
+
+// advertiseAddress returns where the other replicas reach this one: the
+// configured address, else the listener's, with this machine's host name
+// for an unspecified IP.
+func advertiseAddress(configured string, l *net.TCPAddr) (string, error) {
+	if configured != "" {
+		if _, _, err := net.SplitHostPort(configured); err != nil {
+			return "", fmt.Errorf("--advertise-address %q: want host:port: %v", configured, err)
+		}
+		return configured, nil
+	}
+	host := l.IP.String()
+	if l.IP.IsUnspecified() {
+		h, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("--advertise-address: the listener's IP is unspecified and the host name is unknown (%v); give one", err)
+		}
+		host = h
+	}
+	return net.JoinHostPort(host, strconv.Itoa(l.Port)), nil
+}
+
+// forwarderRefresh is how long a standby trusts what it read of the active's
+// address (a failed forward reads it again at once).
+const forwarderRefresh = time.Second
+
+// forwarder is a standby's answer to every request but /healthz: a reverse
+// proxy to the active replica, over TLS verified against the cluster's CA,
+// that keeps the request as the client sent it (host name, path, headers,
+// body). The active authenticates the caller itself, as if the client had
+// called it directly: its token, Shared Key signature, node credential or
+// portal session travel unchanged, and the standby adds no identity of its
+// own.
+type forwarder struct {
+	s *Server
+
+	mu        sync.Mutex
+	read      time.Time
+	addr      string
+	transport *http.Transport
+}
+
+// forwarder returns the standby handler (nil on SQLite, which has one
+// server only).
+func (s *Server) forwarder() http.Handler {
+	if s.lease == nil {
+		return nil
+	}
+	return &forwarder{s: s}
+}
+
+// active returns the active's address and a transport that dials it.
+func (f *forwarder) active(ctx context.Context) (string, *http.Transport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.read) >= forwarderRefresh {
+		rec, _, err := readLeaseRecord(ctx, f.s.DB.SQL())
+		if err != nil {
+			return "", nil, err
+		}
+		f.read = time.Now()
+		addr := rec.Address
+		if rec.Released {
+			addr = ""
+		}
+		if addr != f.addr {
+			if f.transport != nil {
+				f.transport.CloseIdleConnections()
+			}
+			f.addr, f.transport = addr, nil
+			if addr != "" {
+				d := &net.Dialer{Timeout: 5 * time.Second}
+				f.transport = &http.Transport{
+					TLSClientConfig: &tls.Config{RootCAs: f.s.caPool, MinVersion: tls.VersionTLS12},
+					DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+						return d.DialContext(ctx, network, addr)
+					},
+					ForceAttemptHTTP2:   true,
+					MaxIdleConnsPerHost: 64,
+					IdleConnTimeout:     90 * time.Second,
+				}
+			}
+		}
+	}
+	if f.addr == "" || f.addr == f.s.advertise {
+		return "", nil, fmt.Errorf("no active replica is known")
+	}
+	return f.addr, f.transport, nil
+}
+
+// forget makes the next request read the active's address again.
+func (f *forwarder) forget() {
+	f.mu.Lock()
+	f.read = time.Time{}
+	f.mu.Unlock()
+}
+
+func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	addr, transport, err := f.active(r.Context())
+	if err != nil {
+		httpapi.WriteStandbyError(w, r, f.s.Role())
+		return
+	}
+	// The answer is the active's, headers included.
+	for k := range w.Header() {
+		delete(w.Header(), k)
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "https"
+			pr.Out.URL.Host = pr.In.Host
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			pr.Out.Header.Set(httpapi.ForwardedHeader, f.s.advertise)
+		},
+		Transport: transport,
+		// Long-polls (node syncs, the vaults' change feeds) and file
+		// downloads stream as the active writes them.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			f.forget()
+			if r.Context().Err() == nil {
+				f.s.log.Warn("forward a request to the active replica", "active", addr, "err", err)
+			}
+			httpapi.WriteStandbyError(w, r, f.s.Role())
+		},
+		ErrorLog: slog.NewLogLogger(f.s.log.Handler(), slog.LevelWarn),
+	}
+	proxy.ServeHTTP(w, r)
+}
