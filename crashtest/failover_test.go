@@ -230,16 +230,23 @@ func TestFailoverSIGKILL(t *testing.T) {
 		// The first successful call through any surviving replica, with
 		// the token the killed one's cluster issued.
 		var firstOK time.Duration
+		var attempts []string
 		group := fmt.Sprintf("%s/g%d?api-version=2021-04-01", groups, round)
 		for i := 0; firstOK == 0; i++ {
 			if time.Since(killed) > 30*time.Second {
 				t.Fatalf("round %d: no replica served a call within 30 s of the kill", round)
 			}
 			r := survivors[i%len(survivors)]
-			if st, _, err := r.do(http.MethodPut, group, tok, `{"location":"westus2"}`); err == nil && st == http.StatusCreated {
+			start := time.Since(killed)
+			st, body, err := r.do(http.MethodPut, group, tok, `{"location":"westus2"}`)
+			if err == nil && st == http.StatusCreated {
 				firstOK = time.Since(killed)
 				break
 			}
+			if len(body) > 200 {
+				body = body[:200]
+			}
+			attempts = append(attempts, fmt.Sprintf("%v..%v via %s: %d %s %v", start.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), r.addr, st, body, err))
 			time.Sleep(20 * time.Millisecond)
 		}
 		active = -1
@@ -254,6 +261,12 @@ func TestFailoverSIGKILL(t *testing.T) {
 		t.Logf("round %d: SIGKILL of the active to the first successful API call through a surviving replica: %v (replica %d is active)", round, firstOK.Round(time.Millisecond), active)
 		if firstOK > 10*time.Second {
 			t.Errorf("round %d: failover took %v, over the 10 s target", round, firstOK)
+			for _, a := range attempts {
+				t.Logf("attempt %s", a)
+			}
+			for _, r := range survivors {
+				t.Logf("replica %s:\n%s", r.addr, r.log)
+			}
 		}
 		for i, r := range survivors {
 			if st, body, err := r.do(http.MethodGet, group, tok, ""); err != nil || st != http.StatusOK {

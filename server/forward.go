@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"custody"
 	"custody/httpapi"
 )
 
@@ -36,6 +39,10 @@ func advertiseAddress(configured string, l *net.TCPAddr) (string, error) {
 	}
 	return net.JoinHostPort(host, strconv.Itoa(l.Port)), nil
 }
+
+// maxForwardBuffer is the largest request body a standby reads whole
+// before forwarding it; larger ones (which the APIs refuse) stream.
+const maxForwardBuffer = 4 << 20
 
 // forwarderRefresh is how long a standby trusts what it read of the active's
 // address (a failed forward reads it again at once).
@@ -117,6 +124,25 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		httpapi.WriteStandbyError(w, r, f.s.Role())
 		return
+	}
+	// The request body is read whole first (up to maxForwardBuffer, the
+	// largest any API accepts), so that the active's answer never waits for
+	// the client's upload.
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxForwardBuffer+1))
+		if err != nil {
+			httpapi.WriteError(w, r, custody.Errorf(custody.KindInvalid, "InvalidRequestContent", "The request body could not be read: %v.", err))
+			return
+		}
+		if len(b) <= maxForwardBuffer {
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			r.ContentLength = int64(len(b))
+		} else {
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+		}
 	}
 	// The answer is the active's, headers included.
 	for k := range w.Header() {
