@@ -70,6 +70,10 @@ type Service struct {
 	// that rate, the cycle grows to groups/ProbeRate seconds. Probes that
 	// change feed events trigger are not counted.
 	ProbeRate float64
+	// Fence, if set, is asked before each probe of the monitor whether
+	// this server may still act on keys; an error skips the probe.
+	// Replicas pass their hold on the cluster's active lease.
+	Fence func(ctx context.Context) error
 
 	monOnce  sync.Once
 	monState *monitorState

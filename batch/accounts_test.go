@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -356,5 +357,45 @@ func TestPlatformKeyRotationKeepsOldWraps(t *testing.T) {
 	}
 	if bytes.Equal(raw, make([]byte, 32)) {
 		t.Fatal("zero DEK")
+	}
+}
+
+// TestMonitorFence: while Fence refuses (a replica that lost the active
+// lease), the monitor probes nothing, so a refused key does not lock its
+// account; once it allows, the account locks.
+func TestMonitorFence(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, "acct3", batch.IdentityUserAssigned, batch.Encryption{KeySource: batch.KeySourceKeyVault, KeyIdentifier: vaultURL + "/keys/k1/" + e.vault.latest})
+	var fenced atomic.Bool
+	fenced.Store(true)
+	e.svc.Now = time.Now // the monitor's schedule follows the real clock
+	e.svc.ProbeInterval = 50 * time.Millisecond
+	e.svc.Fence = func(context.Context) error {
+		if fenced.Load() {
+			return errors.New("not the active replica")
+		}
+		return nil
+	}
+	e.vault.refuse = "Key Vault refused unwrapKey: (Forbidden) access policy removed"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { e.svc.RunMonitor(ctx, nil); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(600 * time.Millisecond)
+	if a, _ := e.svc.Account(ctx, "acct3"); a.Key.State != batch.KeyAvailable {
+		t.Fatalf("a fenced monitor probed: state %s", a.Key.State)
+	}
+	fenced.Store(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a, _ := e.svc.Account(ctx, "acct3")
+		if a.Key.State == batch.KeyInaccessible {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the monitor did not lock the account once allowed: state %s", a.Key.State)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -289,6 +289,15 @@ func (s *Service) startGroupProbe(ctx context.Context, log *slog.Logger, g *prob
 				m.mu.Unlock()
 				return
 			}
+			if s.Fence != nil {
+				if err := s.Fence(ctx); err != nil {
+					<-sem
+					m.mu.Lock()
+					g.running, g.rerun = false, false
+					m.mu.Unlock()
+					return
+				}
+			}
 			s.probeGroup(ctx, log, g)
 			<-sem
 			m.mu.Lock()

@@ -74,6 +74,9 @@ func (s *Server) openBatch(ctx context.Context) error {
 		ExternalVaultHosts: s.cfg.ExternalVaultHosts,
 		NewID:              identity.NewID,
 	}
+	if s.lease != nil {
+		s.Batch.Fence = s.fence
+	}
 	s.RM.Cleaners = append(s.RM.Cleaners, s.Batch)
 	s.HTTP.RegisterBatchAccounts(s.Batch)
 	// Data plane: jobs, tasks and certificates, deleted with their account.
