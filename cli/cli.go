@@ -120,6 +120,9 @@ func newServerCmd() *cobra.Command {
 			if a := s.MetricsAddr(); a != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "Metrics: http://%s/metrics\n", a)
 			}
+			if a := s.PprofAddr(); a != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "Profiles: http://%s/debug/pprof/\n", a)
+			}
 			return s.Serve(cmd.Context())
 		},
 	}
@@ -136,6 +139,7 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
 	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP address of a plain HTTP listener serving Prometheus /metrics only (e.g. 127.0.0.1:9464); empty serves no metrics")
+	f.StringVar(&cfg.PprofListen, "pprof-listen", "", "loopback TCP address of a plain HTTP listener serving Go profiles under /debug/pprof/ only (e.g. 127.0.0.1:6060); empty serves none")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", server.DefaultAuditRetention, "how long key vault audit records are kept (deleted by the key vault sweep); 0 keeps them for ever")
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "time a client has to send a whole request, headers and body; slower ones are cut off")
 	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")

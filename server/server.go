@@ -93,6 +93,11 @@ type Config struct {
 	// that serves Prometheus /metrics and nothing else. Empty (the default)
 	// serves no metrics; the public TLS listener never does.
 	MetricsListen string
+	// PprofListen, if set, is a loopback TCP address (127.0.0.1, ::1 or
+	// localhost) of a plain HTTP listener that serves net/http/pprof's
+	// profiles under /debug/pprof/ and nothing else. Empty (the default)
+	// serves none; any other host is refused, since profiles show memory.
+	PprofListen string
 	// KeyVaultClock, if set, replaces time.Now in the key vault, so tests
 	// can reach retention and purge dates without waiting days.
 	KeyVaultClock func() time.Time
@@ -218,7 +223,10 @@ type Server struct {
 	// metrics serves /metrics on MetricsListen (nil when it is empty).
 	metricsListener net.Listener
 	metrics         *http.Server
-	sealer          *secret.Sealer
+	// pprof serves /debug/pprof/ on PprofListen (nil when it is empty).
+	pprof         *http.Server
+	pprofListener net.Listener
+	sealer        *secret.Sealer
 	// lease is the cluster's active lease on PostgreSQL (nil on SQLite,
 	// whose one server is always the active).
 	lease *lease
@@ -427,6 +435,13 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.metrics = &http.Server{Handler: s.HTTP.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	}
+	if cfg.PprofListen != "" {
+		if s.pprofListener, err = listenLoopback(cfg.PprofListen); err != nil {
+			return nil, fmt.Errorf("--pprof-listen %s: %w", cfg.PprofListen, err)
+		}
+		s.pprof = &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	}
 	return s, nil
 }
 
@@ -558,6 +573,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if s.metrics != nil {
 		go func() { errc <- s.metrics.Serve(s.metricsListener) }()
 	}
+	if s.pprof != nil {
+		go func() { errc <- s.pprof.Serve(s.pprofListener) }()
+	}
 	var jobs activeJobs
 	if s.lease == nil {
 		s.role.Store(httpapi.RoleActive)
@@ -589,6 +607,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	if s.metrics != nil {
 		_ = s.metrics.Close()
+	}
+	if s.pprof != nil {
+		_ = s.pprof.Close()
 	}
 	jobs.stop()
 	err := s.srv.Shutdown(sctx)
@@ -759,6 +780,12 @@ func (s *Server) Close() error {
 	if s.metricsListener != nil {
 		_ = s.metricsListener.Close()
 	}
+	if s.pprof != nil {
+		_ = s.pprof.Close()
+	}
+	if s.pprofListener != nil {
+		_ = s.pprofListener.Close()
+	}
 	if s.lease != nil {
 		s.lease.release(false)
 	}
@@ -781,6 +808,15 @@ func (s *Server) MetricsAddr() string {
 		return ""
 	}
 	return s.metricsListener.Addr().String()
+}
+
+// PprofAddr returns the address /debug/pprof/ is served on, or "" when
+// profiles are not served.
+func (s *Server) PprofAddr() string {
+	if s.pprofListener == nil {
+		return ""
+	}
+	return s.pprofListener.Addr().String()
 }
 
 // Port returns the port of the server's URLs: the public URL's if one is
