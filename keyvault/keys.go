@@ -30,7 +30,10 @@ import (
 // only then it reads the request body (400). The permission comes before any
 // look-up of the name, so a caller without it gets the same 403 whether the
 // key exists, is soft-deleted or was never there. Every call, successful or not, is appended to the audit
-// log.
+// log before it is answered (records are stored in batches, a group commit:
+// see auditQueue), so no answered call loses its record in a crash; a
+// crypto operation whose record cannot be stored answers 500 without its
+// result.
 //
 // Key types: "RSA-HSM" and "EC-HSM" keys are software keys, like "RSA" and
 // "EC" ones, labelled HSM so that clients asking for them work; Custody has
@@ -594,6 +597,19 @@ type call struct {
 	vault   string
 	key     string
 	version string
+	// crypto is set for crypto operations: short calls that the audit
+	// writer waits for (see auditLinger), and whose result becomes an
+	// error when their audit record cannot be stored (the result is all
+	// they do).
+	crypto bool
+}
+
+// cryptoCall begins a crypto operation's call.
+func (s *Service) cryptoCall(ctx context.Context, op operation, vault, key, version string) *call {
+	c := s.begin(ctx, op, vault, key, version)
+	c.crypto = true
+	s.state().audit.pending.Add(1)
+	return c
 }
 
 func (s *Service) begin(ctx context.Context, op operation, vault, key, version string) *call {
@@ -613,10 +629,13 @@ func (c *call) end(errp *error) {
 	if cl, ok := custody.CallerFrom(c.ctx); ok {
 		oid = cl.ObjectID
 	}
-	c.s.audit(&AuditRecord{
+	err := c.s.audit(&AuditRecord{
 		Time: c.s.now().UTC(), CallerOID: oid, VaultName: clip(strings.ToLower(c.vault), 24), KeyName: clip(c.key, 127),
 		Version: clip(c.version, 32), Operation: c.op.audit, Outcome: outcome,
-	})
+	}, c.crypto)
+	if err != nil && *errp == nil && c.crypto {
+		*errp = custody.Internal(err, "the audit record of %s on %s could not be stored, so its result is withheld", c.op.audit, c.key)
+	}
 }
 
 // clip bounds a caller-chosen name before it is recorded: names longer than
@@ -1208,7 +1227,7 @@ func (s *Service) KeyOperation(ctx context.Context, vault, name, version, op str
 	if !ok {
 		return nil, bad("Unknown key operation %q.", op)
 	}
-	c := s.begin(ctx, o, vault, name, version)
+	c := s.cryptoCall(ctx, o, vault, name, version)
 	defer c.end(&err)
 	v, k, kv, err := s.resolve(ctx, vault, name, version, o)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"custody"
@@ -346,6 +345,7 @@ func (s *KeyStore) AppendAuditBatch(ctx context.Context, rs []*keyvault.AuditRec
 	if len(rs) == 0 {
 		return nil
 	}
+	nextSt, insertSt := s.DB.db.stmt(ctx, auditNextID), s.DB.db.stmt(ctx, auditInsert)
 	var err error
 	for attempt := 0; attempt < 10; attempt++ {
 		err = s.DB.Tx(ctx, func(tx *sql.Tx) error {
@@ -356,31 +356,22 @@ func (s *KeyStore) AppendAuditBatch(ctx context.Context, rs []*keyvault.AuditRec
 					return err
 				}
 			}
+			// Prepared once and reused by every batch: parsing the SQL
+			// cost more than the rows.
+			nextID, err := txStmt(ctx, tx, nextSt, auditNextID)
+			if err != nil {
+				return err
+			}
 			var next int64
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM kv_audit`).Scan(&next); err != nil {
+			if err := nextID.QueryRowContext(ctx).Scan(&next); err != nil {
 				return dbErr(err, "number audit records")
 			}
-			const per = 8
-			for start := 0; start < len(rs); start += 256 {
-				chunk := rs[start:min(start+256, len(rs))]
-				var q strings.Builder
-				q.WriteString(`INSERT INTO kv_audit (id, at, caller_oid, vault_key, key_name, version, operation, outcome) VALUES `)
-				args := make([]any, 0, per*len(chunk))
-				for i, r := range chunk {
-					if i > 0 {
-						q.WriteString(", ")
-					}
-					q.WriteString("(")
-					for j := 1; j <= per; j++ {
-						if j > 1 {
-							q.WriteString(", ")
-						}
-						q.WriteString("$" + strconv.Itoa(i*per+j))
-					}
-					q.WriteString(")")
-					args = append(args, next+int64(start+i), unix(r.Time), r.CallerOID, lower(r.VaultName), r.KeyName, r.Version, r.Operation, r.Outcome)
-				}
-				if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			insert, err := txStmt(ctx, tx, insertSt, auditInsert)
+			if err != nil {
+				return err
+			}
+			for i, r := range rs {
+				if _, err := insert.ExecContext(ctx, next+int64(i), unix(r.Time), r.CallerOID, lower(r.VaultName), r.KeyName, r.Version, r.Operation, r.Outcome); err != nil {
 					return err
 				}
 			}
@@ -395,6 +386,11 @@ func (s *KeyStore) AppendAuditBatch(ctx context.Context, rs []*keyvault.AuditRec
 	}
 	return dbErr(err, "append audit records")
 }
+
+const (
+	auditNextID = `SELECT COALESCE(MAX(id), 0) + 1 FROM kv_audit`
+	auditInsert = `INSERT INTO kv_audit (id, at, caller_oid, vault_key, key_name, version, operation, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+)
 
 // PurgeAudit deletes the audit records older than before.
 func (s *KeyStore) PurgeAudit(ctx context.Context, before time.Time) (int64, error) {

@@ -76,3 +76,16 @@ func (c *cachedDB) Close() error {
 	c.mu.Unlock()
 	return c.DB.Close()
 }
+
+// txStmt returns query as a statement of tx: st (from d.db.stmt, prepared
+// once on the database and reused by every transaction) when there is one,
+// else query prepared on tx. Get st before the transaction begins:
+// preparing it takes a connection of its own, which a transaction must not
+// wait for while it holds one (and, on PostgreSQL, a table lock that the
+// preparation on the other connection would wait for).
+func txStmt(ctx context.Context, tx *sql.Tx, st *sql.Stmt, query string) (*sql.Stmt, error) {
+	if st != nil {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return tx.PrepareContext(ctx, query)
+}
