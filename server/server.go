@@ -390,8 +390,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.KeyVault.Fence = s.fence
 	}
 	if s.DB.Engine == sqlstore.SQLite {
-		// This process is the database's only writer: lookups can be cached.
+		// This process is the database's only writer: lookups and role
+		// assignments can be cached.
 		s.KeyVault.CacheLookups()
+		s.RM.CacheRoleAssignments()
 	}
 	// The vault's change feed hears of role assignment changes and deleted
 	// principals from their owners, in process.
