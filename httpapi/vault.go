@@ -57,46 +57,50 @@ type vaultAPI struct {
 	tokens tokenCache
 }
 
-// tokenCache remembers verified access tokens for a short while, so that a
+// tokenCache remembers verified access tokens until they expire, so that a
 // client calling many times with one token (a crypto operation per request)
-// is not verified again each time. An entry lives at most tokenCacheTTL and
-// never past the token's own expiry.
+// is not verified again each time. Entries are found by the token's
+// signature and used only for the very same token (the whole token is
+// compared), so an altered token is never taken for a verified one. What
+// verification answers for a token cannot change before it expires:
+// signing keys stay published until the tokens they signed expire.
 type tokenCache struct {
 	mu sync.Mutex
-	m  map[string]cachedCaller
+	m  map[string]cachedCaller // by signature
 }
 
 type cachedCaller struct {
+	raw    string
 	caller custody.Caller
 	until  time.Time
 }
 
-const (
-	tokenCacheTTL = time.Minute
-	tokenCacheMax = 10000
-)
+const tokenCacheMax = 10000
+
+// signature returns the signature segment of a JWT.
+func signature(raw string) string { return raw[strings.LastIndexByte(raw, '.')+1:] }
 
 func (c *tokenCache) get(raw string, now time.Time) (custody.Caller, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.m[raw]
-	if !ok || !now.Before(e.until) {
+	e, ok := c.m[signature(raw)]
+	if !ok || e.raw != raw || !now.Before(e.until) {
 		return custody.Caller{}, false
 	}
 	return e.caller, true
 }
 
 func (c *tokenCache) put(raw string, caller custody.Caller, now time.Time) {
-	until := now.Add(tokenCacheTTL)
-	if exp, ok := tokenExpiry(raw); ok && exp.Before(until) {
-		until = exp
+	exp, ok := tokenExpiry(raw)
+	if !ok || !now.Before(exp) {
+		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= tokenCacheMax {
 		c.m = map[string]cachedCaller{}
 	}
-	c.m[raw] = cachedCaller{caller: caller, until: until}
+	c.m[signature(raw)] = cachedCaller{raw: raw, caller: caller, until: exp}
 }
 
 // tokenExpiry reads the exp claim of a JWT that has already been verified.
