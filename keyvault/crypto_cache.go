@@ -75,6 +75,13 @@ func (c *keyCache) put(vault, key, version string, sealed []byte, priv crypto.Si
 	c.m[cacheKey(vault, key, version)] = &openedKey{sealed: bytes.Clone(sealed), priv: priv}
 }
 
+// dropVersion forgets one version of a key.
+func (c *keyCache) dropVersion(vault, key, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, cacheKey(vault, key, version))
+}
+
 // dropKey forgets every version of a key.
 func (c *keyCache) dropKey(vault, key string) {
 	prefix := strings.ToLower(vault) + "/" + strings.ToLower(key) + "/"
@@ -99,6 +106,6 @@ func (c *keyCache) dropVault(vault string) {
 	}
 }
 
-// ForgetVault drops cached key material of a vault; vault management calls
-// it when a vault is deleted or purged.
+// ForgetVault drops cached key material of a vault; vault deletion and
+// purge call it.
 func (s *Service) ForgetVault(name string) { s.cache().dropVault(name) }

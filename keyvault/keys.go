@@ -949,6 +949,11 @@ func (s *Service) UpdateKey(ctx context.Context, vault, name, version string, bo
 	if err := s.Keys.UpdateKeyVersion(ctx, kv); err != nil {
 		return nil, err
 	}
+	if !kv.Enabled {
+		// A disabled version is refused by usable on every call whatever
+		// is cached; its opened private key need not stay in memory.
+		s.cache().dropVersion(v.Name, k.Name, kv.Version)
+	}
 	s.publish(v.Name, ChangeKeyUpdated, k.Name, kv.Version)
 	if p.Tags != nil {
 		if latest, err := s.Keys.LatestKeyVersion(ctx, v.Name, k.Name); err == nil && latest.Version == kv.Version {

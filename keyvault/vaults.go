@@ -829,6 +829,7 @@ func (s *Service) softDelete(ctx context.Context, v *Vault) error {
 	if err := s.Vaults.PutVault(ctx, &d); err != nil {
 		return err
 	}
+	s.ForgetVault(v.Name)
 	s.publish(v.Name, ChangeVaultDeleted, "", "")
 	if s.RM != nil {
 		if err := s.RM.Store.DeleteRoleAssignmentsUnder(ctx, v.ID); err != nil {
@@ -921,6 +922,7 @@ func (s *Service) PurgeDeletedVault(ctx context.Context, sub, location, name str
 	if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil {
 		return err
 	}
+	s.ForgetVault(v.Name)
 	s.publish(v.Name, ChangeVaultPurged, "", "")
 	return nil
 }
@@ -939,6 +941,7 @@ func (s *Service) PurgeExpiredVaults(ctx context.Context) (int, error) {
 		if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil && !custody.IsNotFound(err) {
 			return n, err
 		}
+		s.ForgetVault(v.Name)
 		s.publish(v.Name, ChangeVaultPurged, "", "")
 		n++
 	}
