@@ -3,10 +3,8 @@ package keyvault
 import (
 	"context"
 	"errors"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -36,10 +34,6 @@ type auditQueue struct {
 	running bool
 	ch      chan auditItem
 	done    chan struct{}
-	// pending counts the crypto operations begun whose record is not
-	// queued yet: while there are some, the writer waits up to auditLinger
-	// for their records, so that concurrent calls share one commit.
-	pending atomic.Int64
 }
 
 type auditItem struct {
@@ -52,24 +46,13 @@ type auditItem struct {
 const (
 	auditQueueSize = 8192
 	auditBatchMax  = 512
-	// auditLinger bounds how long the writer waits for the records of
-	// crypto operations still running before it commits what it has. It
-	// waits only while at least as many of them run as there are CPUs, so
-	// its waiting never leaves a CPU idle, and a lone caller never waits.
-	// (Without it, each commit held one record: the calls of 8 concurrent
-	// clients finish about a millisecond apart, and a commit takes less.)
-	auditLinger = 5 * time.Millisecond
 )
 
 // audit appends r to the audit log and returns once it is stored, or with
 // the error that kept it from being stored (the record is then in the
-// server's log at error level). begun says that r ends a call counted in
-// pending.
-func (s *Service) audit(r *AuditRecord, begun bool) error {
+// server's log at error level).
+func (s *Service) audit(r *AuditRecord) error {
 	q := &s.state().audit
-	if begun {
-		q.pending.Add(-1)
-	}
 	q.mu.RLock()
 	if q.running {
 		stored := make(chan error, 1)
@@ -144,13 +127,8 @@ func (s *Service) auditWriter(ch chan auditItem, done chan struct{}) {
 		batch = append(batch, it.rec)
 		waiting = append(waiting, it.stored)
 	}
-	pending := &s.state().audit.pending
-	cpus := int64(runtime.GOMAXPROCS(0))
-	linger := time.NewTimer(auditLinger)
-	linger.Stop()
 	for it := range ch {
 		add(it)
-		lingering := false
 	more:
 		for len(batch) < auditBatchMax {
 			select {
@@ -159,32 +137,9 @@ func (s *Service) auditWriter(ch chan auditItem, done chan struct{}) {
 					break more
 				}
 				add(it)
-				continue
 			default:
-			}
-			// Nothing queued. Wait (briefly) only while enough calls
-			// still run to keep every CPU busy, and never when someone
-			// waits for a flush.
-			if pending.Load() < cpus || len(flushes) > 0 {
 				break more
 			}
-			if !lingering {
-				lingering = true
-				linger.Reset(auditLinger)
-			}
-			select {
-			case it, ok := <-ch:
-				if !ok {
-					break more
-				}
-				add(it)
-			case <-linger.C:
-				lingering = false
-				break more
-			}
-		}
-		if lingering {
-			linger.Stop()
 		}
 		var err error
 		if len(batch) > 0 {
@@ -278,7 +233,7 @@ func (s *Service) Sweep(ctx context.Context) error {
 		s.cache().dropKey(k.VaultName, k.Name)
 		s.publish(k.VaultName, ChangeKeyPurged, k.Name, "")
 		s.audit(&AuditRecord{Time: now.UTC(), CallerOID: "system", VaultName: strings.ToLower(k.VaultName), KeyName: k.Name,
-			Operation: "KeyPurgeScheduled", Outcome: "success"}, false)
+			Operation: "KeyPurgeScheduled", Outcome: "success"})
 	}
 	if _, err := s.PurgeExpiredVaults(ctx); err != nil {
 		errs = append(errs, err)

@@ -597,10 +597,8 @@ type call struct {
 	vault   string
 	key     string
 	version string
-	// crypto is set for crypto operations: short calls that the audit
-	// writer waits for (see auditLinger), and whose result becomes an
-	// error when their audit record cannot be stored (the result is all
-	// they do).
+	// crypto is set for crypto operations, whose result becomes an error
+	// when their audit record cannot be stored (the result is all they do).
 	crypto bool
 }
 
@@ -608,7 +606,6 @@ type call struct {
 func (s *Service) cryptoCall(ctx context.Context, op operation, vault, key, version string) *call {
 	c := s.begin(ctx, op, vault, key, version)
 	c.crypto = true
-	s.state().audit.pending.Add(1)
 	return c
 }
 
@@ -632,7 +629,7 @@ func (c *call) end(errp *error) {
 	err := c.s.audit(&AuditRecord{
 		Time: c.s.now().UTC(), CallerOID: oid, VaultName: clip(strings.ToLower(c.vault), 24), KeyName: clip(c.key, 127),
 		Version: clip(c.version, 32), Operation: c.op.audit, Outcome: outcome,
-	}, c.crypto)
+	})
 	if err != nil && *errp == nil && c.crypto {
 		*errp = custody.Internal(err, "the audit record of %s on %s could not be stored, so its result is withheld", c.op.audit, c.key)
 	}
