@@ -1,21 +1,15 @@
 package compat_test
 
 import (
-	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"custody/rm"
 	"custody/server"
 	"custody/server/servertest"
 	_ "custody/sqlstore" // registers the pgx driver
+	"custody/sqlstore/sqlstoretest"
 )
 
 // MustPostgresServer starts a server on a fresh schema of the test
@@ -33,41 +27,7 @@ func MustPostgresServer(t *testing.T) *servertest.TestServer {
 // PostgreSQL is unreachable, unless CI is set.
 func MustPostgresDatabase(t *testing.T) string {
 	t.Helper()
-	dsn := os.Getenv("CUSTODY_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	admin, err := sql.Open("pgx", dsn)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = admin.PingContext(ctx)
-		cancel()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (CUSTODY_TEST_POSTGRES=%q) is unreachable: %v", dsn, err)
-		}
-		t.Skipf("PostgreSQL unreachable, skipping: %v", err)
-	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	schema := "compat_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-		admin.Close()
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema
+	return sqlstoretest.NewSchema(t, "compat_test_")
 }
 
 // TestPostgresRefusesNUL sends NUL characters, which PostgreSQL cannot store

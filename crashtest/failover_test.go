@@ -2,11 +2,7 @@ package crashtest_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +19,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"custody/server"
+	"custody/sqlstore/sqlstoretest"
 )
 
 // failoverPublicURL is the cluster's one address; clients dial each
@@ -45,38 +42,7 @@ type replicaProc struct {
 // unreachable, unless CI is set.
 func failoverDatabase(t *testing.T) string {
 	t.Helper()
-	dsn := os.Getenv("CUSTODY_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	admin, err := sql.Open("pgx", dsn)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = admin.PingContext(ctx)
-		cancel()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (CUSTODY_TEST_POSTGRES=%q) is unreachable: %v", dsn, err)
-		}
-		t.Skipf("PostgreSQL unreachable, skipping (set CUSTODY_TEST_POSTGRES): %v", err)
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "custody_failover_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := admin.Exec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-		admin.Close()
-	})
-	u, _ := url.Parse(dsn)
-	u.Path = "/" + name
-	return u.String()
+	return sqlstoretest.NewDatabase(t, "custody_failover_")
 }
 
 func startReplica(t *testing.T, dir, dsn string) *replicaProc {

@@ -1,11 +1,8 @@
 package server_test
 
 import (
-	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -20,6 +17,7 @@ import (
 
 	"custody/server"
 	"custody/server/servertest"
+	"custody/sqlstore/sqlstoretest"
 )
 
 // postgresDatabase creates a database of its own on the test PostgreSQL
@@ -27,41 +25,7 @@ import (
 // skips when PostgreSQL is unreachable, unless CI is set.
 func postgresDatabase(t *testing.T) string {
 	t.Helper()
-	dsn := os.Getenv("CUSTODY_TEST_POSTGRES")
-	if dsn == "" {
-		dsn = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	admin, err := sql.Open("pgx", dsn)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = admin.PingContext(ctx)
-		cancel()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL (CUSTODY_TEST_POSTGRES=%q) is unreachable: %v", dsn, err)
-		}
-		t.Skipf("PostgreSQL unreachable, skipping (set CUSTODY_TEST_POSTGRES): %v", err)
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "custody_replica_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		if _, err := admin.Exec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-		admin.Close()
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return sqlstoretest.NewDatabase(t, "custody_replica_")
 }
 
 // token gets an access token from ts with the client-credentials grant.

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,20 +40,19 @@ func OpenSQLite(tb testing.TB) *sqlstore.DB {
 	return db
 }
 
-// OpenPostgres opens a migrated database in a new schema of the test
-// PostgreSQL server (CUSTODY_TEST_POSTGRES) and drops the schema when the
-// test ends. It skips when PostgreSQL is unreachable, unless CI is set.
-func OpenPostgres(tb testing.TB) *sqlstore.DB {
+// admin connects to the test PostgreSQL server (CUSTODY_TEST_POSTGRES,
+// else DefaultPostgres), closed when the test ends; it skips when the server
+// is unreachable, unless CI is set.
+func admin(tb testing.TB) (*sql.DB, string) {
 	tb.Helper()
 	dsn := os.Getenv("CUSTODY_TEST_POSTGRES")
 	if dsn == "" {
 		dsn = DefaultPostgres
 	}
-	ctx := context.Background()
-	admin, err := sql.Open("pgx", dsn)
+	db, err := sql.Open("pgx", dsn)
 	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = admin.PingContext(pctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = db.PingContext(ctx)
 		cancel()
 	}
 	if err != nil {
@@ -61,26 +61,73 @@ func OpenPostgres(tb testing.TB) *sqlstore.DB {
 		}
 		tb.Skipf("PostgreSQL unreachable, skipping (set CUSTODY_TEST_POSTGRES): %v", err)
 	}
+	return db, dsn
+}
+
+func randomName(tb testing.TB, prefix string) string {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		tb.Fatal(err)
 	}
-	schema := "store_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-		admin.Close()
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// NewSchema creates a schema of the test's own on the test PostgreSQL
+// server, dropped when the test ends, and returns the database setting that
+// selects it. It skips when PostgreSQL is unreachable, unless CI is set.
+func NewSchema(tb testing.TB, prefix string) string {
+	tb.Helper()
+	db, dsn := admin(tb)
+	schema := randomName(tb, prefix)
+	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
+		db.Close()
 		tb.Fatalf("create schema: %v", err)
 	}
 	tb.Cleanup(func() {
-		if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+		if _, err := db.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
 			tb.Errorf("drop schema %s: %v", schema, err)
 		}
-		admin.Close()
+		db.Close()
 	})
 	sep := "?"
 	if strings.Contains(dsn, "?") {
 		sep = "&"
 	}
-	db, err := sqlstore.Open(ctx, dsn+sep+"search_path="+schema)
+	return dsn + sep + "search_path=" + schema
+}
+
+// NewDatabase creates a database of the test's own on the test PostgreSQL
+// server (for what is scoped to a database, such as advisory locks),
+// dropped when the test ends, and returns its setting. It skips when
+// PostgreSQL is unreachable, unless CI is set.
+func NewDatabase(tb testing.TB, prefix string) string {
+	tb.Helper()
+	db, dsn := admin(tb)
+	name := randomName(tb, prefix)
+	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
+		db.Close()
+		tb.Fatalf("create database: %v", err)
+	}
+	tb.Cleanup(func() {
+		if _, err := db.Exec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
+			tb.Errorf("drop database %s: %v", name, err)
+		}
+		db.Close()
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// OpenPostgres opens a migrated database in a new schema of the test
+// PostgreSQL server (CUSTODY_TEST_POSTGRES) and drops the schema when the
+// test ends. It skips when PostgreSQL is unreachable, unless CI is set.
+func OpenPostgres(tb testing.TB) *sqlstore.DB {
+	tb.Helper()
+	db, err := sqlstore.Open(context.Background(), NewSchema(tb, "store_test_"))
 	if err != nil {
 		tb.Fatalf("open postgres: %v", err)
 	}
