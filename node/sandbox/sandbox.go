@@ -133,7 +133,6 @@ const AgentPidsReserve = 256
 // of its processes).
 type Node struct {
 	host    *Host
-	name    string
 	cg      *cgroup
 	lim     Limits
 	perTask bool
@@ -160,7 +159,7 @@ func (h *Host) newNode(name string, l Limits, join bool) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{host: h, name: name, cg: cg, lim: l, perTask: h.cg.v2Limits}
+	n := &Node{host: h, cg: cg, lim: l, perTask: h.cg.v2Limits}
 	if !join {
 		// The probe's node: the caller stays where it is (its tasks get
 		// groups of their own, which only cgroup2 places them in).
