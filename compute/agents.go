@@ -24,8 +24,24 @@ func (s *Service) byCredential(cred string) (*liveNode, error) {
 	return n, nil
 }
 
+// mayServe refuses node traffic once this server may no longer act
+// (Config.Fence: a replica that lost the cluster's active lease): the agent
+// retries and reaches the new active replica.
+func (s *Service) mayServe(ctx context.Context) error {
+	if s.cfg.Fence == nil {
+		return nil
+	}
+	if err := s.cfg.Fence(ctx); err != nil {
+		return custody.Errorf(custody.KindUnavailable, "ServerNotActive", "This server no longer schedules tasks (it is not the cluster's active replica); retry, and the request reaches the one that is.")
+	}
+	return nil
+}
+
 // Join is an agent's first call.
 func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (node.JoinResponse, error) {
+	if err := s.mayServe(ctx); err != nil {
+		return node.JoinResponse{}, err
+	}
 	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
@@ -35,6 +51,7 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	}
 	n.AgentVersion = req.AgentVersion
 	n.joined = true
+	n.resumable = false
 	n.reboot, n.drop, n.leave = false, false, false
 	n.LastSync, n.LastBootTime = s.now(), s.now()
 	// An agent joins only with no runs (it kills them all first), so what
@@ -56,6 +73,84 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	s.Kick()
 	return node.JoinResponse{NodeID: n.ID, PoolID: poolID, Account: account, PollSeconds: int(s.cfg.Poll / time.Second),
 		LostAfterMillis: s.cfg.LostAfter.Milliseconds(), Limits: s.nodeLimits(n.VMSize)}, nil
+}
+
+// resume takes a node this server loaded from the store back from its
+// agent, which joined a former server (the replica that was active before,
+// or this server before a restart) and holds req.Runs. The task runs the
+// record has on the node (its held tasks) that the agent still holds, running
+// or ended and not yet reported, are taken back as they are: they run on,
+// and their reports count. Held tasks the agent does not hold never reached
+// it, and are requeued, once; task runs the agent holds that the record does
+// not have on the node are killed. A node that cannot resume (its pool
+// cannot be read, its account's key is inaccessible, its start task is
+// running) is left to join again: the agent is told to, and kills its runs.
+func (s *Service) resume(ctx context.Context, n *liveNode, req node.SyncRequest) {
+	p, err := s.Pool(ctx, n.Account, n.PoolID)
+	s.mu.Lock()
+	if n.joined || !n.resumable {
+		s.mu.Unlock()
+		return
+	}
+	n.resumable = false
+	if err != nil || n.drop || s.locked[strings.ToLower(n.Account)] {
+		s.mu.Unlock()
+		return
+	}
+	for _, r := range req.Runs {
+		if r.Kind != "task" && !r.Ended {
+			s.mu.Unlock()
+			return
+		}
+	}
+	key := func(job, task string) string { return strings.ToLower(job) + "/" + strings.ToLower(task) }
+	held := map[string]HeldTask{}
+	for _, h := range n.held {
+		held[key(h.JobID, h.TaskID)] = h
+	}
+	// One run per task is taken back, a running one rather than one that
+	// ended (whose report then belongs to an earlier run).
+	chosen := map[string]node.RunState{}
+	for _, r := range req.Runs {
+		k := key(r.JobID, r.TaskID)
+		if _, ok := held[k]; !ok || r.Kind != "task" {
+			continue
+		}
+		if c, ok := chosen[k]; !ok || (c.Ended && !r.Ended) {
+			chosen[k] = r
+		}
+	}
+	var kill []string
+	for _, r := range req.Runs {
+		if r.Kind == "task" && !r.Ended && chosen[key(r.JobID, r.TaskID)].RunID != r.RunID {
+			kill = append(kill, r.RunID)
+		}
+	}
+	for k, r := range chosen {
+		h := held[k]
+		delete(held, k)
+		n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: h.JobID, taskID: h.TaskID, slots: max(h.RequiredSlots, 1),
+			retries: h.RetryCount, maxRetr: h.MaxRetries}
+		s.lastNode(n.Account, h.JobID, h.TaskID, n)
+	}
+	var requeue []HeldTask
+	for _, h := range held {
+		requeue = append(requeue, h)
+	}
+	n.held = nil
+	n.joined = true
+	n.reboot, n.leave = false, false
+	n.kill, n.outbox, n.StartTask = kill, nil, nil
+	n.slots, n.fill, n.configGen = p.TaskSlotsPerNode, p.NodeFillType, p.LastModified.UnixNano()
+	n.LastSync = s.now()
+	s.setState(n, NodeIdle)
+	s.refreshState(n)
+	account := n.Account
+	s.mu.Unlock()
+	s.requeueHeld(context.WithoutCancel(ctx), requeue)
+	s.log.Info("compute: node resumed from its agent's runs", "account", account, "pool", n.PoolID, "node", n.ID,
+		"runs", len(chosen), "requeued", len(requeue), "killed", len(kill))
+	s.Kick()
 }
 
 // nodeLimits is the budget of a node of the given vmSize (see VMSize).
@@ -116,14 +211,34 @@ func (n *liveNode) usable() bool {
 		(n.State == NodeIdle || n.State == NodeRunning)
 }
 
+// resumeWait is how long the sync of an agent that may resume its node
+// waits for Run to have loaded the record of the nodes and their tasks
+// before it is told to retry.
+const resumeWait = 5 * time.Second
+
 // Sync is an agent's long poll and heartbeat.
 func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (node.SyncResponse, error) {
+	if err := s.mayServe(ctx); err != nil {
+		return node.SyncResponse{}, err
+	}
 	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
 	if err != nil {
 		s.mu.Unlock()
 		return node.SyncResponse{}, err
+	}
+	if !n.joined && n.resumable && !n.Local && req.NodeID == n.ID {
+		s.mu.Unlock()
+		select {
+		case <-s.recovered:
+		case <-ctx.Done():
+			return node.SyncResponse{}, ctx.Err()
+		case <-time.After(resumeWait):
+			return node.SyncResponse{}, custody.Errorf(custody.KindUnavailable, "ServerStarting", "The server is still loading the record of its nodes; retry.")
+		}
+		s.resume(ctx, n, req)
+		s.mu.Lock()
 	}
 	if n.reboot {
 		n.reboot = false
@@ -233,12 +348,21 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		rep node.RunReport
 	}
 	var tasks []done
+	if err := s.mayServe(ctx); err != nil {
+		return err
+	}
 	s.recall(ctx, cred)
 	s.mu.Lock()
 	n, err := s.byCredential(cred)
 	if err != nil {
 		s.mu.Unlock()
 		return err
+	}
+	if !n.joined && n.resumable && !n.Local {
+		// The agent may resume the node with these runs at its next sync:
+		// their reports count from then on.
+		s.mu.Unlock()
+		return custody.Errorf(custody.KindUnavailable, "NodeNotResumed", "The node has not synced with this server since it took over; its reports are taken once it has. Retry.")
 	}
 	n.LastSync = s.now()
 	for _, rep := range req.Finished {

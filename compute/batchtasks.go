@@ -230,13 +230,8 @@ func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 			}
 		}
 	}
-	if c := job.Spec.Constraints; c != nil && c.MaxTaskRetryCount != nil {
-		run.MaxRetries = int(*c.MaxTaskRetryCount)
-	}
+	run.MaxRetries = maxRetries(job, spec)
 	if c := spec.Constraints; c != nil {
-		if c.MaxTaskRetryCount != nil {
-			run.MaxRetries = int(*c.MaxTaskRetryCount)
-		}
 		if c.MaxWallClockTime != nil {
 			if d, err := parseDuration(*c.MaxWallClockTime); err == nil && d < 100*365*24*time.Hour {
 				run.MaxWallClock = d
@@ -244,6 +239,18 @@ func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 		}
 	}
 	return run, true, nil
+}
+
+// maxRetries is a task's maxTaskRetryCount, its job's when it has none.
+func maxRetries(job *batch.Job, spec *batch.TaskSpec) int {
+	n := 0
+	if c := job.Spec.Constraints; c != nil && c.MaxTaskRetryCount != nil {
+		n = int(*c.MaxTaskRetryCount)
+	}
+	if c := spec.Constraints; c != nil && c.MaxTaskRetryCount != nil {
+		n = int(*c.MaxTaskRetryCount)
+	}
+	return n
 }
 
 func deref(s *string) string {
@@ -414,7 +421,9 @@ func (b *BatchTasks) RequeueRunning(ctx context.Context, account string, hold fu
 			for _, r := range ts {
 				after = strings.ToLower(r.ID)
 				if id := r.Outcome.NodeID; id != "" && hold != nil && hold(id) {
-					held = append(held, HeldTask{Account: account, JobID: j.ID, TaskID: r.ID, NodeID: id})
+					h := HeldTask{Account: account, JobID: j.ID, TaskID: r.ID, NodeID: id, RequiredSlots: 1, RetryCount: int(r.RetryCount)}
+					b.heldLimits(ctx, account, j.ID, r, &h)
+					held = append(held, h)
 					continue
 				}
 				now := time.Now().UTC()
@@ -433,4 +442,24 @@ func (b *BatchTasks) RequeueRunning(ctx context.Context, account string, hold fu
 		}
 	}
 	return held, nil
+}
+
+// heldLimits fills in a held task's slots and retry limit from its spec and
+// its job's (left at their defaults when the account's key is not at hand:
+// its nodes then drop their runs anyway).
+func (b *BatchTasks) heldLimits(ctx context.Context, account, jobID string, r *batch.TaskRecord, h *HeldTask) {
+	a, dek, err := b.Keys.DEK(ctx, account)
+	if err != nil {
+		return
+	}
+	spec, err := openTask(a, dek, r)
+	if err != nil {
+		return
+	}
+	if spec.RequiredSlots != nil {
+		h.RequiredSlots = int(*spec.RequiredSlots)
+	}
+	if job, err := b.Data.GetJob(ctx, a.Name, jobID); err == nil {
+		h.MaxRetries = maxRetries(job, spec)
+	}
 }

@@ -16,8 +16,7 @@ func (s *Service) Run(ctx context.Context) {
 	if !s.fenced(ctx) {
 		return
 	}
-	s.loadRemoteNodes(ctx)
-	s.recover(ctx)
+	s.startUp(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	slow := time.Now()
@@ -40,6 +39,14 @@ func (s *Service) Run(ctx context.Context) {
 		}
 		s.schedule(ctx)
 	}
+}
+
+// startUp loads the stored remote nodes and deals with the tasks a former
+// server left running; then nodes may resume.
+func (s *Service) startUp(ctx context.Context) {
+	s.loadRemoteNodes(ctx)
+	s.recover(ctx)
+	s.recoveredOnce.Do(func() { close(s.recovered) })
 }
 
 // fenced reports whether Run may make another pass (Config.Fence).
@@ -333,6 +340,9 @@ func (s *Service) detectLost(ctx context.Context) {
 				if len(n.held) > 0 && now.Sub(n.LastSync) > limit {
 					released = append(released, n.held...)
 					n.held = nil
+					// Its agent has killed those runs by now: it joins
+					// again rather than resumes.
+					n.resumable = false
 				}
 				continue
 			}

@@ -69,7 +69,7 @@ func (s *Service) adopt(p *Pool, rn *RemoteNode) *liveNode {
 		credHash: rn.CredentialHash, slots: p.TaskSlotsPerNode, fill: p.NodeFillType, runs: map[string]*run{}, wake: make(chan struct{}, 1),
 		// Run ids continue past any a previous server process gave out, so
 		// a late report of a run killed on rejoin cannot end a new one.
-		seq: int(now.UnixMilli())}
+		seq: int(now.UnixMilli()), resumable: true}
 	if s.locked[strings.ToLower(p.Account)] {
 		n.drop = true
 		n.State = NodeUnusable
@@ -146,6 +146,7 @@ func (s *Service) nodeOffline(n *liveNode) {
 	lost := s.takeRuns(n)
 	n.kill, n.outbox = nil, nil
 	n.joined = false
+	n.resumable = false
 	n.StartTask = nil
 	s.setState(n, NodeOffline)
 	s.mu.Unlock()

@@ -37,7 +37,7 @@ func testRequeueRunningHolds(t *testing.T, db *sqlstore.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(held) != 1 || held[0] != (compute.HeldTask{Account: "acct", JobID: "j", TaskID: onN1, NodeID: "n1"}) {
+	if len(held) != 1 || held[0] != (compute.HeldTask{Account: "acct", JobID: "j", TaskID: onN1, NodeID: "n1", RequiredSlots: 1}) {
 		t.Fatalf("held %+v, want %s on n1", held, onN1)
 	}
 	if r := h.task("j", onN0); r.State != batch.TaskActive || r.RequeueCount != 1 || r.Outcome.NodeID != "" {

@@ -115,6 +115,11 @@ type Service struct {
 	taskNodes map[string]taskNode
 	kick      chan struct{}
 	stopped   chan struct{}
+	// recovered is closed once Run has loaded the stored remote nodes and
+	// dealt with the tasks a former server left running, so that nodes
+	// resume from the whole record.
+	recovered     chan struct{}
+	recoveredOnce sync.Once
 }
 
 // run is a task or start task a node is running.
@@ -156,9 +161,14 @@ type liveNode struct {
 	fileOut   []node.FileRequest
 	fileCalls map[string]chan *FileAnswer
 	// held are tasks a previous server process left running on this
-	// (remote) node: they stay running until its agent joins again, having
-	// killed its runs, or the node is lost; then they are requeued.
+	// (remote) node: they stay running until its agent resumes (they are
+	// taken back if it still holds them) or joins again, having killed its
+	// runs, or the node is lost; then they are requeued.
 	held []HeldTask
+	// resumable says the node was loaded from the store by this server
+	// and its agent has not joined it since: the agent's next sync may
+	// resume it with the runs it holds (see Service.resume).
+	resumable bool
 }
 
 // New returns a compute service.
@@ -176,7 +186,7 @@ func New(cfg Config) *Service {
 		cfg.Now = time.Now
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, nodes: map[string]*liveNode{}, byCred: map[string]string{},
-		locked: map[string]bool{}, kick: make(chan struct{}, 1)}
+		locked: map[string]bool{}, kick: make(chan struct{}, 1), recovered: make(chan struct{})}
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now().UTC() }

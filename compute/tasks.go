@@ -35,6 +35,11 @@ type HeldTask struct {
 	JobID   string
 	TaskID  string
 	NodeID  string
+	// RequiredSlots, RetryCount and MaxRetries are the task's, for a
+	// server that resumes the run (0 slots: one).
+	RequiredSlots int
+	RetryCount    int
+	MaxRetries    int
 }
 
 // RunResult is how a task's run ended, as reported by its node.

@@ -86,6 +86,9 @@ type Agent struct {
 	poolID   string
 	poll     time.Duration
 	runs     map[string]*Process
+	// held are the runs the agent holds, for its syncs: those running and
+	// those that ended and whose report the server has not acknowledged.
+	held     map[string]RunState
 	finished []RunReport
 	config   *Config
 	dropped  bool
@@ -130,7 +133,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, http: &http.Client{Transport: tr},
-		runs: map[string]*Process{}, kick: make(chan struct{}, 1), abandoned: map[string]bool{},
+		runs: map[string]*Process{}, held: map[string]RunState{}, kick: make(chan struct{}, 1), abandoned: map[string]bool{},
 		identityKey: randomHex(24), fileSlots: make(chan struct{}, maxFileAnswers),
 	}
 	return a, nil
@@ -309,7 +312,19 @@ func (a *Agent) sync(ctx context.Context, resp *SyncResponse) error {
 	a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	return a.call(ctx, "/node/v1/sync", SyncRequest{Running: a.running(), HaveConfig: a.configGen()}, resp)
+	a.mu.Lock()
+	req := SyncRequest{NodeID: a.nodeID, Running: make([]string, 0, len(a.runs)), Runs: make([]RunState, 0, len(a.held))}
+	for id := range a.runs {
+		req.Running = append(req.Running, id)
+	}
+	for _, r := range a.held {
+		req.Runs = append(req.Runs, r)
+	}
+	if a.config != nil {
+		req.HaveConfig = a.config.Generation
+	}
+	a.mu.Unlock()
+	return a.call(ctx, "/node/v1/sync", req, resp)
 }
 
 // touch records that the server answered.
@@ -365,24 +380,7 @@ func (a *Agent) abandonAll() {
 	a.killAll()
 }
 
-func (a *Agent) running() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]string, 0, len(a.runs))
-	for id := range a.runs {
-		out = append(out, id)
-	}
-	return out
-}
 
-func (a *Agent) configGen() int64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.config == nil {
-		return 0
-	}
-	return a.config.Generation
-}
 
 // apply acts on a sync answer; it returns true when the agent must stop.
 func (a *Agent) apply(resp SyncResponse) bool {
@@ -524,6 +522,7 @@ func (a *Agent) start(r Run) {
 		accounts = a.config.UserAccounts
 	}
 	a.mu.Unlock()
+	state := RunState{RunID: r.RunID, Kind: r.Kind, JobID: r.JobID, TaskID: r.TaskID}
 	spec := Spec{Key: r.RunID, Dir: dir, CommandLine: r.CommandLine, Env: Env(vars, r.Env),
 		MaxWallClock: time.Duration(r.MaxWallClockMillis) * time.Millisecond}
 	slot := -1
@@ -540,11 +539,15 @@ func (a *Agent) start(r Run) {
 	if err != nil {
 		a.releaseSlot(slot)
 		now := time.Now().UTC()
+		a.mu.Lock()
+		a.held[r.RunID] = state
+		a.mu.Unlock()
 		a.finish(RunReport{RunID: r.RunID, ExitCode: -1, StartTime: now, EndTime: now, StartError: err.Error()})
 		return
 	}
 	a.mu.Lock()
 	a.runs[r.RunID] = p
+	a.held[r.RunID] = state
 	a.mu.Unlock()
 	go func() {
 		res := p.Wait()
@@ -558,6 +561,9 @@ func (a *Agent) start(r Run) {
 		delete(a.runs, r.RunID)
 		abandoned := a.abandoned[r.RunID]
 		delete(a.abandoned, r.RunID)
+		if abandoned {
+			delete(a.held, r.RunID)
+		}
 		a.mu.Unlock()
 		if abandoned {
 			return
@@ -567,8 +573,14 @@ func (a *Agent) start(r Run) {
 	}()
 }
 
+// finish queues a run's report; the run stays among those the agent holds,
+// ended, until the server acknowledges the report.
 func (a *Agent) finish(rep RunReport) {
 	a.mu.Lock()
+	if h, ok := a.held[rep.RunID]; ok {
+		h.Ended = true
+		a.held[rep.RunID] = h
+	}
 	a.finished = append(a.finished, rep)
 	a.mu.Unlock()
 	select {
@@ -597,11 +609,13 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			err := a.call(ctx, "/node/v1/report", ReportRequest{Finished: batch}, nil)
 			if err == nil {
 				a.touch()
+				a.acknowledged(batch)
 			}
 			if err != nil {
 				var pe *protocolError
 				if errors.As(err, &pe) && pe.status < 500 && pe.status != http.StatusTooManyRequests {
 					a.log.Warn("node: report refused; dropping it", "err", err)
+					a.acknowledged(batch)
 					continue
 				}
 				a.log.Warn("node: report failed; retrying", "err", err)
@@ -616,6 +630,15 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// acknowledged forgets runs whose reports the server has taken.
+func (a *Agent) acknowledged(reports []RunReport) {
+	a.mu.Lock()
+	for _, r := range reports {
+		delete(a.held, r.RunID)
+	}
+	a.mu.Unlock()
 }
 
 // localHandler serves tokens to tasks. (Files go to the server over the

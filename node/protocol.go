@@ -14,7 +14,9 @@ import "time"
 //
 // Sync returns at once when the server has something for the node (new
 // runs, runs to kill, file requests, a state change), or after the poll
-// interval. Finished runs are reported on their own request as soon as they
+// interval. Each sync names the runs the agent holds, so a server that took
+// over (another replica, or a restart) resumes the node and its runs where
+// the former left them. Finished runs are reported on their own request as soon as they
 // end, so a long poll in flight is never cancelled (its answer may carry new
 // runs). A node that has not synced for a few intervals is lost: its runs
 // are requeued elsewhere. So that they never run twice at once, an agent
@@ -103,6 +105,25 @@ type SyncRequest struct {
 	Running []string `json:"running"`
 	// HaveConfig is the config generation the agent holds (0: none).
 	HaveConfig int64 `json:"haveConfig"`
+	// NodeID is the node the agent joined as ("" before it has joined).
+	NodeID string `json:"nodeId,omitempty"`
+	// Runs are the runs the agent holds: those running and those that
+	// ended and whose report the server has not acknowledged yet. A server
+	// that took over from another (a new active replica, a restart) resumes
+	// the node from them instead of making it join again: it takes back the
+	// task runs it has on record for the node, so they neither stop nor run
+	// twice (see Resume in the compute package).
+	Runs []RunState `json:"runs,omitempty"`
+}
+
+// RunState is a run the agent holds.
+type RunState struct {
+	RunID  string `json:"runId"`
+	Kind   string `json:"kind"`
+	JobID  string `json:"jobId,omitempty"`
+	TaskID string `json:"taskId,omitempty"`
+	// Ended says the run has ended and its report is on its way.
+	Ended bool `json:"ended,omitempty"`
 }
 
 // ReportRequest carries runs that ended.
