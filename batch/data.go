@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -195,8 +197,14 @@ type DataStore interface {
 	ListJobs(ctx context.Context, account string, o ListOptions) ([]*JobRecord, error)
 	// UpdateJob replaces j if its stored etag is still prevETag.
 	UpdateJob(ctx context.Context, account string, j *JobRecord, prevETag string) error
-	// DeleteJob deletes a job and its tasks.
+	// DeleteJob deletes a job and its tasks in one transaction.
 	DeleteJob(ctx context.Context, account, id string) error
+	// DeleteJobTasks deletes up to limit of a job's tasks in one short
+	// transaction and returns how many it deleted.
+	DeleteJobTasks(ctx context.Context, account, jobID string, limit int) (int, error)
+	// JobsInState lists up to limit (account, job id) pairs of the jobs of
+	// every account in a state.
+	JobsInState(ctx context.Context, state string, limit int) ([][2]string, error)
 
 	// CreateTasks inserts tasks of one job in one transaction; created[i]
 	// is false when a task with that id already exists.
@@ -247,6 +255,12 @@ type DataService struct {
 	// OnAdd, if set, is called after tasks were added to a job, so the
 	// scheduler looks for work at once.
 	OnAdd func(account, jobID string)
+	// Fence, if set, is asked before each batch of a job deletion whether
+	// this replica may still write (RunDeletions).
+	Fence func(ctx context.Context) error
+
+	deletions     chan struct{}
+	deletionsOnce sync.Once
 }
 
 func (d *DataService) stopped(account, jobID, taskID string) {
@@ -700,7 +714,18 @@ func (d *DataService) TerminateJob(ctx context.Context, account, id, ifMatch, re
 	return j, err
 }
 
-// DeleteJob deletes a job and its tasks.
+// DeleteJobBatch is the number of tasks deleted in one transaction. A job
+// with no more tasks than this is deleted at once, in one transaction; a
+// larger one goes to state deleting and its tasks are deleted a batch at a
+// time in the background (RunDeletions), so no transaction holds the
+// database's write lock long and other accounts' writes go on between
+// batches.
+const DeleteJobBatch = 1000
+
+// DeleteJob deletes a job and its tasks: at once for a job of at most
+// DeleteJobBatch tasks, otherwise the job goes to state deleting (as in
+// Azure; it accepts no more changes) and is gone once RunDeletions has
+// deleted its tasks. Deleting a job already being deleted changes nothing.
 func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string) error {
 	a, _, err := d.Keys.DEK(ctx, account)
 	if err != nil {
@@ -713,10 +738,120 @@ func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string
 	if err := checkIfMatch(ifMatch, r.ETag, "job", id); err != nil {
 		return err
 	}
-	if err := d.Store.DeleteJob(ctx, a.Name, id); err != nil {
+	if r.State == JobDeleting {
+		d.kickDeletions()
+		return nil
+	}
+	states, err := d.Store.TaskStates(ctx, a.Name, id)
+	if err != nil {
 		return err
 	}
+	tasks := 0
+	for _, n := range states {
+		tasks += n
+	}
+	if tasks <= DeleteJobBatch {
+		if err := d.Store.DeleteJob(ctx, a.Name, id); err != nil {
+			return err
+		}
+		d.stopped(a.Name, id, "")
+		return nil
+	}
+	for attempt := 0; r.State != JobDeleting; attempt++ {
+		now := d.now()
+		prev := r.ETag
+		r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
+		r.State, r.StateTransitionTime, r.LastModified, r.ETag = JobDeleting, now, now, newETag(now)
+		err := d.Store.UpdateJob(ctx, a.Name, r, prev)
+		if err == nil {
+			break
+		}
+		if custody.ErrorKind(err) != custody.KindPreconditionFailed || ifMatch != "" || attempt == 4 {
+			return err
+		}
+		// Changed meanwhile: read it again.
+		if r, err = d.Store.Job(ctx, a.Name, id); err != nil {
+			return err
+		}
+	}
 	d.stopped(a.Name, id, "")
+	d.kickDeletions()
+	return nil
+}
+
+func (d *DataService) deletionKicks() chan struct{} {
+	d.deletionsOnce.Do(func() { d.deletions = make(chan struct{}, 1) })
+	return d.deletions
+}
+
+func (d *DataService) kickDeletions() {
+	select {
+	case d.deletionKicks() <- struct{}{}:
+	default:
+	}
+}
+
+// RunDeletions deletes the jobs in state deleting, a batch of
+// DeleteJobBatch tasks per transaction, until ctx is done: at once when
+// DeleteJob asks, and every interval for jobs left deleting by a previous
+// process. After each batch it pauses as long as the batch took, so that
+// other writers (on SQLite, one at a time) get the database at least half
+// of the time.
+func (d *DataService) RunDeletions(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := d.deleteJobs(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("batch: delete jobs", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.deletionKicks():
+		}
+	}
+}
+
+// deleteJobs deletes every job in state deleting.
+func (d *DataService) deleteJobs(ctx context.Context) error {
+	for {
+		jobs, err := d.Store.JobsInState(ctx, JobDeleting, 100)
+		if err != nil || len(jobs) == 0 {
+			return err
+		}
+		for _, j := range jobs {
+			if err := d.deleteJob(ctx, j[0], j[1]); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (d *DataService) deleteJob(ctx context.Context, account, id string) error {
+	for {
+		if d.Fence != nil {
+			if err := d.Fence(ctx); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		n, err := d.Store.DeleteJobTasks(ctx, account, id, DeleteJobBatch)
+		if err != nil {
+			return err
+		}
+		if n < DeleteJobBatch {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(max(time.Since(start), time.Millisecond)):
+		}
+	}
+	if err := d.Store.DeleteJob(ctx, account, id); err != nil && !custody.IsNotFound(err) {
+		return err
+	}
 	return nil
 }
 

@@ -81,6 +81,9 @@ func (s *Server) openBatch(ctx context.Context) error {
 	s.HTTP.RegisterBatchAccounts(s.Batch)
 	// Data plane: jobs, tasks and certificates, deleted with their account.
 	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB}}
+	if s.lease != nil {
+		data.Fence = s.fence
+	}
 	s.Batch.Data, s.BatchData = data, data
 	s.HTTP.RegisterBatchData(s.Batch, data)
 	s.openCompute(data)

@@ -704,6 +704,7 @@ func (s *Server) startActive(ctx context.Context, jobs *activeJobs) {
 	run(func() { s.Batch.RunMonitor(ctx, s.log) })
 	run(func() { s.rotateSigningKeys(ctx) })
 	run(func() { s.Compute.Run(ctx) })
+	run(func() { s.BatchData.RunDeletions(ctx, 10*time.Second, s.log) })
 	run(func() {
 		defer close(jobs.kvDone)
 		s.KeyVault.Run(ctx, s.cfg.KeyVaultSweepInterval)

@@ -149,6 +149,9 @@ func (s *BatchDataStore) UpdateJob(ctx context.Context, account string, j *batch
 	return nil
 }
 
+// DeleteJob deletes a job, its remaining tasks and its task counts in one
+// transaction. A job with many tasks has them deleted first, a batch at a
+// time (DeleteJobTasks), so this transaction stays short.
 func (s *BatchDataStore) DeleteJob(ctx context.Context, account, id string) error {
 	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM batch_jobs WHERE account_key = $1 AND id_key = $2`, lower(account), lower(id))
@@ -158,9 +161,43 @@ func (s *BatchDataStore) DeleteJob(ctx context.Context, account, id string) erro
 		if n, _ := res.RowsAffected(); n == 0 {
 			return jobNotFound(id)
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id))
-		return dbErr(err, "delete batch job tasks")
+		if _, err = tx.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id)); err != nil {
+			return dbErr(err, "delete batch job tasks")
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM batch_task_counts WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id))
+		return dbErr(err, "delete batch job task counts")
 	})
+}
+
+// DeleteJobTasks deletes up to limit tasks of a job, those first in id
+// order, in one statement, and returns how many it deleted.
+func (s *BatchDataStore) DeleteJobTasks(ctx context.Context, account, jobID string, limit int) (int, error) {
+	res, err := s.DB.db.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key IN
+		(SELECT id_key FROM batch_tasks WHERE account_key = $1 AND job_key = $2 ORDER BY id_key LIMIT $3)`, lower(account), lower(jobID), limit)
+	if err != nil {
+		return 0, dbErr(err, "delete batch job tasks")
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+// JobsInState lists the jobs of every account in a state, as (account,
+// job id) pairs, at most limit of them.
+func (s *BatchDataStore) JobsInState(ctx context.Context, state string, limit int) ([][2]string, error) {
+	rows, err := s.DB.db.QueryContext(ctx, `SELECT account_key, id FROM batch_jobs WHERE state = $1 ORDER BY account_key, id_key LIMIT $2`, state, limit)
+	if err != nil {
+		return nil, dbErr(err, "list batch jobs by state")
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var a, id string
+		if err := rows.Scan(&a, &id); err != nil {
+			return nil, dbErr(err, "scan batch job")
+		}
+		out = append(out, [2]string{a, id})
+	}
+	return out, dbErr(rows.Err(), "list batch jobs by state")
 }
 
 // ---- tasks ----
@@ -300,8 +337,12 @@ func (s *BatchDataStore) DeleteTask(ctx context.Context, account, jobID, id stri
 	return nil
 }
 
+// TaskStates and TaskCounts read batch_task_counts, which triggers keep
+// in step with batch_tasks (migrate_task_counts.go): a few rows, whatever
+// the number of tasks.
+
 func (s *BatchDataStore) TaskStates(ctx context.Context, account, jobID string) (map[string]int, error) {
-	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, COUNT(*) FROM batch_tasks WHERE account_key = $1 AND job_key = $2 GROUP BY state`, lower(account), lower(jobID))
+	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, SUM(n) FROM batch_task_counts WHERE account_key = $1 AND job_key = $2 GROUP BY state`, lower(account), lower(jobID))
 	if err != nil {
 		return nil, dbErr(err, "count batch tasks")
 	}
@@ -309,17 +350,19 @@ func (s *BatchDataStore) TaskStates(ctx context.Context, account, jobID string) 
 	out := map[string]int{}
 	for rows.Next() {
 		var st string
-		var n int
+		var n int64
 		if err := rows.Scan(&st, &n); err != nil {
 			return nil, dbErr(err, "scan task count")
 		}
-		out[st] = n
+		if n != 0 {
+			out[st] = int(n)
+		}
 	}
 	return out, dbErr(rows.Err(), "count batch tasks")
 }
 
 func (s *BatchDataStore) TaskCounts(ctx context.Context, account, jobID string) (batch.TaskCounts, error) {
-	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, result, COUNT(*) FROM batch_tasks WHERE account_key = $1 AND job_key = $2 GROUP BY state, result`,
+	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, result, n FROM batch_task_counts WHERE account_key = $1 AND job_key = $2`,
 		lower(account), lower(jobID))
 	if err != nil {
 		return batch.TaskCounts{}, dbErr(err, "count batch tasks")
@@ -328,10 +371,11 @@ func (s *BatchDataStore) TaskCounts(ctx context.Context, account, jobID string) 
 	var c batch.TaskCounts
 	for rows.Next() {
 		var st, result string
-		var n int32
-		if err := rows.Scan(&st, &result, &n); err != nil {
+		var n64 int64
+		if err := rows.Scan(&st, &result, &n64); err != nil {
 			return batch.TaskCounts{}, dbErr(err, "scan task count")
 		}
+		n := int32(n64)
 		switch st {
 		case batch.TaskActive, batch.TaskPreparing:
 			c.Active += n
@@ -433,7 +477,7 @@ func (s *BatchDataStore) DeleteCertificate(ctx context.Context, account, alg, tp
 // in one transaction.
 func (s *BatchDataStore) DeleteAccountData(ctx context.Context, account string) error {
 	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
-		for _, table := range []string{"batch_tasks", "batch_jobs", "batch_certificates"} {
+		for _, table := range []string{"batch_tasks", "batch_task_counts", "batch_jobs", "batch_certificates"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE account_key = $1`, lower(account)); err != nil {
 				return dbErr(err, "delete account data from "+table)
 			}

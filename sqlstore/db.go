@@ -2,7 +2,8 @@
 // database: embedded SQLite (modernc.org/sqlite, WAL, immediate write
 // transactions) by default, or PostgreSQL through pgx. Both engines run the
 // same SQL text ($N placeholders, ON CONFLICT upserts) and the same goose
-// migrations (migrations/*.sql).
+// migrations (migrations/*.sql, and Go migrations where the engines' SQL
+// differs: the triggers that keep task counts, migrate_task_counts.go).
 //
 // Each service owns its tables; the code for each lives in its own file
 // (identity.go, rm.go, ...). Resource ids and names that Azure compares
@@ -98,20 +99,27 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 }
 
 func (d *DB) migrate(ctx context.Context) error {
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	dialect := goose.DialectSQLite3
-	if d.Engine == Postgres {
-		dialect = goose.DialectPostgres
-	}
-	p, err := goose.NewProvider(dialect, d.db.DB, sub)
+	p, err := d.Migrations()
 	if err != nil {
 		return err
 	}
 	_, err = p.Up(ctx)
 	return err
+}
+
+// Migrations returns the goose provider of the database's migrations: the
+// SQL files in migrations/ and the Go migrations whose SQL differs between
+// the engines (migrate_*.go).
+func (d *DB) Migrations() (*goose.Provider, error) {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	dialect := goose.DialectSQLite3
+	if d.Engine == Postgres {
+		dialect = goose.DialectPostgres
+	}
+	return goose.NewProvider(dialect, d.db.DB, sub, goose.WithGoMigrations(taskCountsMigration(d.Engine)))
 }
 
 // Close closes the database.

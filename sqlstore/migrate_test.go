@@ -2,10 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
-	"os"
 	"testing"
-
-	"github.com/pressly/goose/v3"
 
 	"custody/batch"
 	"custody/sqlstore"
@@ -17,11 +14,7 @@ import (
 func TestTaskRunsMigration(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, db *sqlstore.DB) {
 		ctx := context.Background()
-		dialect := goose.DialectSQLite3
-		if db.Engine == sqlstore.Postgres {
-			dialect = goose.DialectPostgres
-		}
-		p, err := goose.NewProvider(dialect, db.SQL(), os.DirFS("migrations"))
+		p, err := db.Migrations()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,6 +21,13 @@
 //     account beside a platform-key account, calls interleaved.
 //   - latency: one task at a time on an idle node, its creationTime to its
 //     startTime by the server's times (median).
+//   - million (not run unless asked for): -tasks tasks (default 1,000,000)
+//     added to one job on a pool without nodes, 100 a call by -submitters
+//     concurrent callers; the submission rate over the first and the last
+//     10,000 tasks, then the latency of task counts, of a $filter on state,
+//     of paging through every task, of terminating and deleting the job, of
+//     another account's calls meanwhile, and the server's resident memory
+//     before, during and after. It runs once, whatever -rounds says.
 //
 // Run from the module root:
 //
@@ -48,7 +55,9 @@ func main() {
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of each row (baseline and subject alternately); medians are reported")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "length of each vault round")
-	flag.StringVar(&o.rows, "rows", "vault,tasks,cmk,latency", "rows to run, comma-separated: vault, tasks, cmk, latency")
+	flag.StringVar(&o.rows, "rows", "vault,tasks,cmk,latency", "rows to run, comma-separated: vault, tasks, cmk, latency, million")
+	flag.IntVar(&o.tasks, "tasks", 1_000_000, "tasks of the million row's job")
+	flag.IntVar(&o.submitters, "submitters", 4, "concurrent AddTaskCollection callers of the million row")
 	flag.StringVar(&o.binary, "custody", "", "custody binary to start (default: go build ./cmd/custody into the temporary directory)")
 	flag.StringVar(&o.against, "against", "", "another custody binary: run only the vault row's subject on a server of each binary alternately and report both (to measure a change)")
 	flag.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the server (one per row, taken during its last subject round); empty takes none")
@@ -70,6 +79,8 @@ func main() {
 
 type options struct {
 	rounds     int
+	tasks      int
+	submitters int
 	duration   time.Duration
 	rows       string
 	binary     string
@@ -94,8 +105,8 @@ func run(ctx context.Context, o options) error {
 	want := map[string]bool{}
 	for _, r := range strings.Split(o.rows, ",") {
 		r = strings.TrimSpace(r)
-		if !slices.Contains([]string{"vault", "tasks", "cmk", "latency"}, r) {
-			return fmt.Errorf("-rows: unknown row %q (use vault, tasks, cmk, latency)", r)
+		if !slices.Contains([]string{"vault", "tasks", "cmk", "latency", "million"}, r) {
+			return fmt.Errorf("-rows: unknown row %q (use vault, tasks, cmk, latency, million)", r)
 		}
 		want[r] = true
 	}
@@ -149,7 +160,7 @@ func run(ctx context.Context, o options) error {
 		return nil
 	}
 	var rows []row
-	for _, name := range []string{"vault", "tasks", "cmk", "latency"} {
+	for _, name := range []string{"vault", "tasks", "cmk", "latency", "million"} {
 		if !want[name] {
 			continue
 		}
@@ -164,6 +175,8 @@ func run(ctx context.Context, o options) error {
 			r, err = b.cmkRow(ctx)
 		case "latency":
 			r, err = b.latencyRow(ctx)
+		case "million":
+			r, err = b.millionRow(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w (server log: %s)", name, err, s.logPath)
