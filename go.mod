@@ -14,6 +14,8 @@ require (
 	software.sslmate.com/src/go-pkcs12 v0.7.4
 )
 
+require github.com/miekg/pkcs11 v1.1.2 // indirect
+
 require (
 	github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch v0.1.0
 	github.com/Azure/azure-sdk-for-go/sdk/internal v1.13.0 // indirect
