@@ -83,6 +83,10 @@ func NewPlatformKEK(ctx context.Context, store PlatformKeyStore, sealer Sealer) 
 
 func platformAAD(id string) []byte { return []byte("custody/batch/platform-key/" + id) }
 
+// PlatformKeyAAD is the associated data a platform key is sealed with (a
+// root key migration re-seals it).
+func PlatformKeyAAD(id string) []byte { return platformAAD(id) }
+
 func newGCM(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {

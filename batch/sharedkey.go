@@ -80,6 +80,10 @@ const (
 
 func sharedKeysAAD(uid string) []byte { return []byte("custody/batch/shared-keys/" + uid) }
 
+// SharedKeysAAD is the associated data an account's shared keys are sealed
+// with (a root key migration re-seals them).
+func SharedKeysAAD(uid string) []byte { return sharedKeysAAD(uid) }
+
 // newSharedKeys returns a fresh primary and secondary key.
 func newSharedKeys() ([]byte, error) {
 	raw := make([]byte, 2*SharedKeySize)

@@ -56,7 +56,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newServerCmd(), nodeCmd(),
 		a.loginCmd(), a.logoutCmd(), a.accountCmd(),
 		a.groupCmd(), a.identityCmd(), a.adCmd(), a.roleCmd(), a.envCmd(),
-		a.batchCmd(), a.keyvaultCmd(), a.portalCmd())
+		a.batchCmd(), a.keyvaultCmd(), a.portalCmd(), a.rootKeyCmd())
 	return root
 }
 
@@ -133,7 +133,8 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&cfg.PublicURL, "public-url", "", "the cluster's one address, https://{domain}[:port]: its host is the domain and its port the one in every URL the server hands out (token issuers, key identifiers, account endpoints, portal and node links), whatever --listen says; replicas of one cluster share it")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the CA, root key, admin credentials and the SQLite database (env CUSTODY_DATA_DIR)")
 	f.StringVar(&cfg.Database, "database", cfg.Database, "postgres://... URL to use PostgreSQL instead of the embedded SQLite database")
-	f.StringVar(&cfg.RootKeyFile, "root-key-file", "", "file holding the root key (base64, 32 bytes); default: env CUSTODY_ROOT_KEY, else {data-dir}/root.key")
+	f.StringVar(&cfg.RootKey, "root-key", "", "the root key: a PKCS#11 URI (pkcs11:token=LABEL;object=LABEL?module-path=LIB&pin-source=FILE; the key stays in the token, made by `custody root-key init`, and RSA-HSM/EC-HSM vault keys live there too) or a file holding it (base64, 32 bytes); default: env CUSTODY_ROOT_KEY, else {data-dir}/root.key")
+	f.StringVar(&cfg.RootKeyFile, "root-key-file", "", "file holding the root key (base64, 32 bytes); the same as --root-key FILE")
 	f.DurationVar(&cfg.KeyProbeInterval, "key-probe-interval", 5*time.Second, "how often each customer-managed key is probed; a refused key locks its account, a restored one unlocks it")
 	f.Float64Var(&cfg.KeyProbeRate, "key-probe-rate", 20, "most periodic key probes a second; with more keys and identities than fit, each is probed every (groups / rate) seconds instead (changes the vaults publish are acted on at once)")
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")

@@ -51,6 +51,8 @@ type proc struct {
 	admin   server.AdminCredentials
 	tokens  map[string]string
 	sub, rg string
+	// args are more `custody server` flags (a root key).
+	args []string
 }
 
 func freePort(t *testing.T) int {
@@ -67,8 +69,8 @@ func (p *proc) start() {
 	p.t.Helper()
 	os.Remove(filepath.Join(p.dir, server.EndpointFile))
 	p.log = &bytes.Buffer{}
-	p.cmd = exec.Command(os.Args[0], "server", "--data-dir", p.dir, "--listen", fmt.Sprintf("127.0.0.1:%d", p.port),
-		"--key-probe-interval", "300ms", "--log-level", "warn")
+	p.cmd = exec.Command(os.Args[0], append([]string{"server", "--data-dir", p.dir, "--listen", fmt.Sprintf("127.0.0.1:%d", p.port),
+		"--key-probe-interval", "300ms", "--log-level", "warn"}, p.args...)...)
 	p.cmd.Env = append(os.Environ(), childEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {

@@ -106,6 +106,10 @@ func NewAuthority(ctx context.Context, store Store, sealer Sealer, now func() ti
 
 func signingKeyAAD(kid string) []byte { return []byte("custody/identity/signing-key/" + kid) }
 
+// SigningKeyAAD is the associated data a signing key's private part is
+// sealed with (a root key migration re-seals it).
+func SigningKeyAAD(kid string) []byte { return signingKeyAAD(kid) }
+
 // Reload reads the signing keys from the store again: a replica that
 // becomes the cluster's active one learns of the keys others rotated.
 func (a *Authority) Reload(ctx context.Context) error { return a.reload(ctx) }

@@ -243,6 +243,11 @@ func newVersion() string {
 }
 
 // sealAAD binds sealed key material to its vault, key and version.
+// KeyMaterialAAD is the associated data a key version's private material
+// (or, for an HSM key, its reference in the token) is sealed with (a root
+// key migration re-seals it).
+func KeyMaterialAAD(vault, key, version string) []byte { return sealAAD(vault, key, version) }
+
 func sealAAD(vault, key, version string) []byte {
 	return []byte("custody/keyvault/key-version\x00" + strings.ToLower(vault) + "\x00" + strings.ToLower(key) + "\x00" + strings.ToLower(version))
 }

@@ -51,7 +51,7 @@ func (s *Server) selfClient() (*http.Client, error) {
 // client.
 func (s *Server) openBatch(ctx context.Context) error {
 	store := &sqlstore.BatchAccountStore{DB: s.DB}
-	platform, err := batch.NewPlatformKEK(ctx, store, s.sealer)
+	platform, err := batch.NewPlatformKEK(ctx, store, s.root.Sealer)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func (s *Server) openBatch(ctx context.Context) error {
 		return err
 	}
 	s.Batch = &batch.Service{
-		Accounts: store, Platform: platform, Sealer: s.sealer,
+		Accounts: store, Platform: platform, Sealer: s.root.Sealer,
 		Vault: &batch.VaultREST{Transport: client, Token: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
 			tok, err := s.Identity.ManagedIdentityToken(ctx, principalID, resource)
 			if err != nil {

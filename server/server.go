@@ -63,8 +63,12 @@ type Config struct {
 	DataDir string
 	// Database is a postgres:// URL; empty means SQLite in DataDir.
 	Database string
-	// RootKeyFile optionally names a file holding the root key (base64);
-	// otherwise CUSTODY_ROOT_KEY or DataDir/root.key is used.
+	// RootKey names the root key: a PKCS#11 URI (pkcs11:..., a key that
+	// stays in a token; vault keys of type RSA-HSM and EC-HSM then live in
+	// that token too) or a file holding the key (base64). Empty means
+	// RootKeyFile, else CUSTODY_ROOT_KEY, else DataDir/root.key.
+	RootKey string
+	// RootKeyFile optionally names a file holding the root key (base64).
 	RootKeyFile string
 	Logger      *slog.Logger
 	// KeyProbeInterval is how often the batch key-health monitor probes each
@@ -226,7 +230,7 @@ type Server struct {
 	// pprof serves /debug/pprof/ on PprofListen (nil when it is empty).
 	pprof         *http.Server
 	pprofListener net.Listener
-	sealer        *secret.Sealer
+	root          *secret.Root
 	// lease is the cluster's active lease on PostgreSQL (nil on SQLite,
 	// whose one server is always the active).
 	lease *lease
@@ -283,15 +287,18 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	rootKey, err := secret.LoadRootKey(cfg.DataDir, cfg.RootKeyFile)
-	if err != nil {
+	if cfg.RootKey != "" && cfg.RootKeyFile != "" {
+		return nil, errors.New("--root-key and --root-key-file both name the root key: give one of them")
+	}
+	spec := cfg.RootKey
+	if spec == "" {
+		spec = cfg.RootKeyFile
+	}
+	if s.root, err = secret.LoadRoot(cfg.DataDir, spec, false); err != nil {
 		return nil, err
 	}
-	sealer, err := secret.NewSealer(rootKey)
-	if err != nil {
-		return nil, err
-	}
-	s.sealer = sealer
+	sealer := s.root.Sealer
+	s.log.Info("root key", "where", s.root.Where)
 	dsn := cfg.Database
 	if dsn == "" {
 		dsn = filepath.Join(cfg.DataDir, databaseFile)
@@ -796,6 +803,7 @@ func (s *Server) Close() error {
 	if s.DB != nil {
 		err = s.DB.Close()
 	}
+	s.root.Close()
 	if s.dataLock != nil {
 		// Closing the file releases the lock; the file stays.
 		_ = s.dataLock.Close()
