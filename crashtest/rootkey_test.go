@@ -268,7 +268,6 @@ func TestRootKeyMigrationSurvivesSIGKILL(t *testing.T) {
 	p.checkSecrets(t, s, keys)
 }
 
-
 func newRequest(method, url, token string) (*http.Request, error) {
 	req, err := http.NewRequest(method, url, nil)
 	if err == nil {
