@@ -348,6 +348,7 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		rep node.RunReport
 	}
 	var tasks []done
+	var unavailable error
 	if err := s.mayServe(ctx); err != nil {
 		return err
 	}
@@ -410,10 +411,15 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		}
 		if err := s.cfg.Tasks.FinishTask(context.WithoutCancel(ctx), account, d.r.jobID, d.r.taskID, res); err != nil {
 			s.log.Warn("compute: finish task", "job", d.r.jobID, "task", d.r.taskID, "err", err)
+			if custody.ErrorKind(err) == custody.KindUnavailable {
+				// Fenced: another replica is active now; the agent sends
+				// the report again and it reaches that one.
+				unavailable = err
+			}
 		}
 	}
 	s.Kick()
-	return nil
+	return unavailable
 }
 
 // startTaskDone records the start task's end. Caller holds s.mu.

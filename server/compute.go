@@ -166,6 +166,32 @@ func agentEnv() []string {
 	return env
 }
 
+// fencedTasks fences every task write of the scheduler and the node channel
+// with this replica's lease epoch (sqlstore.Fence), on PostgreSQL: a former
+// active that a new one replaced writes no task state, not even a write it
+// had under way when it was cut off.
+type fencedTasks struct {
+	compute.Tasks
+	s *Server
+}
+
+func (f fencedTasks) StartTask(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (compute.TaskRun, bool, error) {
+	return f.Tasks.StartTask(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
+}
+
+func (f fencedTasks) FinishTask(ctx context.Context, account, jobID, taskID string, res compute.RunResult) error {
+	return f.Tasks.FinishTask(f.s.fenced(ctx), account, jobID, taskID, res)
+}
+
+// fenced returns ctx with this replica's write fence (ctx itself on
+// SQLite, whose server is the only one).
+func (s *Server) fenced(ctx context.Context) context.Context {
+	if s.lease == nil {
+		return ctx
+	}
+	return sqlstore.WithFence(ctx, s.lease.fence())
+}
+
 // accountDataDeleters deletes an account's data in every service.
 type accountDataDeleters []batch.DataDeleter
 
@@ -182,8 +208,9 @@ func (d accountDataDeleters) DeleteAccountData(ctx context.Context, account stri
 // of the batch data plane.
 func (s *Server) openCompute(data *batch.DataService) {
 	tasks := &compute.BatchTasks{Keys: s.Batch, Data: data, Store: data.Store}
+	s.tasks = fencedTasks{tasks, s}
 	cfg := compute.Config{
-		Store: &sqlstore.ComputePoolStore{DB: s.DB}, Nodes: &sqlstore.ComputeNodeStore{DB: s.DB}, Keys: s.Batch, Tasks: tasks, Certificates: tasks,
+		Store: &sqlstore.ComputePoolStore{DB: s.DB}, Nodes: &sqlstore.ComputeNodeStore{DB: s.DB}, Keys: s.Batch, Tasks: s.tasks, Certificates: tasks,
 		Identities: identityAdapter{s.Identity}, Logger: s.log, Poll: s.cfg.NodePoll, TaskDiskLimit: s.cfg.TaskDiskLimit,
 		Tokens: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
 			tok, err := s.Identity.ManagedIdentityToken(ctx, principalID, resource)
@@ -200,6 +227,7 @@ func (s *Server) openCompute(data *batch.DataService) {
 			return nil
 		}
 		var held []compute.HeldTask
+		ctx = s.fenced(ctx)
 		for _, a := range as {
 			h, err := tasks.RequeueRunning(ctx, a.Name, hold)
 			held = append(held, h...)

@@ -11,6 +11,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"custody/sqlstore"
 )
 
 // ErrLeaseLost is what Serve returns when this replica was the active one
@@ -42,6 +44,11 @@ const (
 	// replica is the active one, at which address, and whether the last
 	// active released the lease cleanly (a leaseRecord in JSON).
 	leaseSetting = "server.active_lease"
+	// leaseEpochSetting is the row of the settings table holding the
+	// lease's epoch, a number each new holder raises: the active's task
+	// writes are fenced by it (sqlstore.Fence), so none lands once another
+	// replica has taken the lease.
+	leaseEpochSetting = "server.lease_epoch"
 )
 
 // leaseRecord is the value of the leaseSetting row.
@@ -54,6 +61,8 @@ type leaseRecord struct {
 	Address string    `json:"address,omitempty"`
 	PID     int       `json:"pid,omitempty"`
 	Since   time.Time `json:"since,omitzero"`
+	// Epoch is the lease epoch the active raised (leaseEpochSetting).
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // readLeaseRecord reads the leaseSetting row; a missing or unreadable one
@@ -95,6 +104,8 @@ type lease struct {
 	conn   *sql.Conn
 	pid    int64
 	lastOK time.Time
+	// epoch is the lease epoch this replica raised when it took the lease.
+	epoch string
 }
 
 // advisoryKey is the advisory lock key of a purpose in this database and
@@ -195,16 +206,25 @@ func (l *lease) tryAcquire(ctx context.Context, address string) (bool, error) {
 		discard(conn)
 		return false, err
 	}
+	// Raising the epoch waits for fenced writes of a former active still
+	// under way; later ones find the new epoch and change nothing.
+	var epoch string
+	err = conn.QueryRowContext(ctx, `INSERT INTO settings (key, value) VALUES ($1, '1') ON CONFLICT (key)
+		DO UPDATE SET value = CAST(CAST(settings.value AS BIGINT) + 1 AS TEXT) RETURNING value`, leaseEpochSetting).Scan(&epoch)
+	if err != nil {
+		discard(conn)
+		return false, err
+	}
 	prev, found, err := readLeaseRecord(ctx, conn)
 	if err == nil {
-		err = writeLeaseRecord(ctx, conn, leaseRecord{Address: address, PID: os.Getpid(), Since: time.Now().UTC()})
+		err = writeLeaseRecord(ctx, conn, leaseRecord{Address: address, PID: os.Getpid(), Since: time.Now().UTC(), Epoch: epoch})
 	}
 	if err != nil {
 		discard(conn)
 		return false, err
 	}
 	l.mu.Lock()
-	l.conn, l.pid, l.lastOK = conn, pid, time.Now()
+	l.conn, l.pid, l.lastOK, l.epoch = conn, pid, time.Now(), epoch
 	l.mu.Unlock()
 	return !found || prev.Released, nil
 }
@@ -260,6 +280,15 @@ func (l *lease) release(clean bool) {
 		l.conn = nil
 	}
 	_ = l.db.Close()
+}
+
+// fence returns the write fence of this replica's tenure as the active
+// one: the epoch it raised, which no other replica's writes carry. A
+// replica that never held the lease gets a fence no row matches.
+func (l *lease) fence() sqlstore.Fence {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return sqlstore.Fence{Key: leaseEpochSetting, Value: l.epoch}
 }
 
 // held reports whether this replica holds the lease (as far as the last

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
@@ -15,8 +16,12 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"custody"
+	"custody/batch"
+	"custody/compute"
 	"custody/server"
 	"custody/server/servertest"
+	"custody/sqlstore"
 	"custody/sqlstore/sqlstoretest"
 )
 
@@ -320,5 +325,74 @@ func TestParsePublicURL(t *testing.T) {
 		if _, _, err := server.ParsePublicURL(bad); err == nil {
 			t.Errorf("ParsePublicURL(%q) accepted", bad)
 		}
+	}
+}
+
+// TestFencedWritesOfFormerActive: a task write of the scheduler or the node
+// channel is fenced by the lease epoch the active raised when it took the
+// lease. Once the active's lease session is cut and the standby has taken
+// over, a write the former active still sends (one it had under way when it
+// was cut off, or makes before it notices) changes nothing and is refused
+// with 503 ReplicaNotActive, so its agent sends the report again to the new
+// active; the new active's writes land.
+func TestFencedWritesOfFormerActive(t *testing.T) {
+	dsn := postgresDatabase(t)
+	dir := t.TempDir()
+	const public = "https://localhost:8443"
+	a := servertest.New(t, replicaConfig(dsn, dir, public))
+	b := servertest.NewReplica(t, replicaConfig(dsn, dir, public))
+	ctx := context.Background()
+	store := &sqlstore.BatchDataStore{DB: a.DB}
+	now := time.Now().UTC()
+	if err := store.CreateJob(ctx, "acct", &batch.JobRecord{JobMeta: batch.JobMeta{ID: "j", PoolID: "p", State: batch.JobActive, ETag: "0x1",
+		CreationTime: now, LastModified: now, StateTransitionTime: now}, Sealed: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*batch.TaskRecord
+	for _, id := range []string{"before", "after"} {
+		r := &batch.TaskRecord{TaskMeta: batch.TaskMeta{JobID: "j", ID: id, State: batch.TaskRunning, ETag: "0x1"}, Sealed: []byte{1}}
+		r.Outcome.NodeID = "n1"
+		recs = append(recs, r)
+	}
+	if _, err := store.CreateTasks(ctx, "acct", recs); err != nil {
+		t.Fatal(err)
+	}
+	finish := func(ts *servertest.TestServer, task string) error {
+		return ts.Tasks().FinishTask(ctx, "acct", "j", task, compute.RunResult{NodeID: "n1", EndTime: time.Now(), Outcome: compute.OutcomeSucceeded})
+	}
+	state := func(task string) string {
+		r, err := store.Task(ctx, "acct", "j", task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.State
+	}
+	if err := finish(a, "before"); err != nil || state("before") != batch.TaskCompleted {
+		t.Fatalf("the active's write: %v, task %s", err, state("before"))
+	}
+	if err := finish(b, "after"); custody.ErrorCode(err) != "ReplicaNotActive" || state("after") != batch.TaskRunning {
+		t.Fatalf("a standby's write: %v, task %s; want ReplicaNotActive, running", err, state("after"))
+	}
+
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND pid IN (SELECT pid FROM pg_stat_activity WHERE wait_event_type IS DISTINCT FROM 'Lock')`); err != nil {
+		t.Fatal(err)
+	}
+	waitRole(t, b, "active", 15*time.Second)
+	err = finish(a, "after")
+	if custody.ErrorKind(err) != custody.KindUnavailable || custody.ErrorCode(err) != "ReplicaNotActive" {
+		t.Errorf("the former active's write after the takeover: %v, want 503 ReplicaNotActive", err)
+	}
+	if st := state("after"); st != batch.TaskRunning {
+		t.Errorf("the task after the former active's write: %s, want it unchanged (running)", st)
+	}
+	if err := finish(b, "after"); err != nil || state("after") != batch.TaskCompleted {
+		t.Errorf("the new active's write: %v, task %s", err, state("after"))
 	}
 }

@@ -231,6 +231,8 @@ type Server struct {
 	pprof         *http.Server
 	pprofListener net.Listener
 	root          *secret.Root
+	// tasks are the compute service's task writes, fenced by the lease.
+	tasks compute.Tasks
 	// lease is the cluster's active lease on PostgreSQL (nil on SQLite,
 	// whose one server is always the active).
 	lease *lease

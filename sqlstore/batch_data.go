@@ -306,18 +306,22 @@ func (s *BatchDataStore) ListTasks(ctx context.Context, account, jobID string, o
 // outcome in one statement, if its stored etag is still prevETag.
 func (s *BatchDataStore) UpdateTask(ctx context.Context, account string, t *batch.TaskRecord, prevETag string) error {
 	a := taskArgs(t)
+	fence, fenceArgs := fenceClause(ctx, 24)
 	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_tasks SET state = $1, previous_state = $2, etag = $3, last_modified = $4,
 		state_since = $5, previous_state_since = $6, retry_count = $7, requeue_count = $8, start_time = $9, end_time = $10, spec = $11,
 		exit_code = $12, result = $13, failure_code = $14, failure_message = $15, pool_id = $16, node_id = $17,
 		last_retry_time = $18, last_requeue_time = $19
-		WHERE account_key = $20 AND job_key = $21 AND id_key = $22 AND etag = $23`,
-		a[2], a[3], a[4], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
-		a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21],
-		lower(account), lower(t.JobID), lower(t.ID), prevETag)
+		WHERE account_key = $20 AND job_key = $21 AND id_key = $22 AND etag = $23`+fence,
+		append([]any{a[2], a[3], a[4], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+			a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21],
+			lower(account), lower(t.JobID), lower(t.ID), prevETag}, fenceArgs...)...)
 	if err != nil {
 		return dbErr(err, "update batch task")
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
+		if err := s.DB.checkFence(ctx); err != nil {
+			return err
+		}
 		if _, err := s.Task(ctx, account, t.JobID, t.ID); err != nil {
 			return err
 		}
