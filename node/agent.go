@@ -80,12 +80,12 @@ type Agent struct {
 	sbNode *sandbox.Node
 	users  *uidRange
 
-	mu       sync.Mutex
-	nodeID   string
-	account  string
-	poolID   string
-	poll     time.Duration
-	runs     map[string]*Process
+	mu      sync.Mutex
+	nodeID  string
+	account string
+	poolID  string
+	poll    time.Duration
+	runs    map[string]*Process
 	// held are the runs the agent holds, for its syncs: those running and
 	// those that ended and whose report the server has not acknowledged.
 	held     map[string]RunState
@@ -379,8 +379,6 @@ func (a *Agent) abandonAll() {
 	a.mu.Unlock()
 	a.killAll()
 }
-
-
 
 // apply acts on a sync answer; it returns true when the agent must stop.
 func (a *Agent) apply(resp SyncResponse) bool {
