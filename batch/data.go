@@ -255,12 +255,24 @@ type DataService struct {
 	// OnAdd, if set, is called after tasks were added to a job, so the
 	// scheduler looks for work at once.
 	OnAdd func(account, jobID string)
-	// Fence, if set, is asked before each batch of a job deletion whether
-	// this replica may still write (RunDeletions).
+	// Fence, if set, is asked before each batch of a job deletion
+	// (RunDeletions) and each pass of RunJobSchedules whether this replica
+	// may still write.
 	Fence func(ctx context.Context) error
+
+	// Schedules stores job schedules (jobschedule.go); nil refuses them.
+	Schedules JobScheduleStore
+	// MinScheduleInterval is the smallest recurrenceInterval and
+	// startWindow accepted (default MinScheduleInterval, Azure's minute).
+	MinScheduleInterval time.Duration
+	// ScheduleTick is how often RunJobSchedules looks for due schedules
+	// (default DefaultScheduleTick).
+	ScheduleTick time.Duration
 
 	deletions     chan struct{}
 	deletionsOnce sync.Once
+	kickOnce      sync.Once
+	kick          chan struct{}
 }
 
 func (d *DataService) stopped(account, jobID, taskID string) {
@@ -408,6 +420,19 @@ func (d *DataService) AddJob(ctx context.Context, account, id string, spec JobSp
 	if err != nil {
 		return nil, err
 	}
+	if d.Schedules != nil {
+		if _, err := d.Schedules.JobSchedule(ctx, a.Name, id); err == nil {
+			return nil, custody.Errorf(custody.KindConflict, "JobScheduleWithSameIdExists", "A job schedule with the specified job id exists: job schedule %q. Job and job schedule cannot have the same id; use another id.", id)
+		} else if !custody.IsNotFound(err) {
+			return nil, err
+		}
+	}
+	return d.createJob(ctx, a, dek, id, spec)
+}
+
+// createJob stores a new active job with a validated spec, within the
+// account's quota of active jobs and schedules.
+func (d *DataService) createJob(ctx context.Context, a *Account, dek *DEK, id string, spec JobSpec) (*Job, error) {
 	jobQuota.Lock()
 	defer jobQuota.Unlock()
 	if err := d.checkJobQuota(ctx, a); err != nil {

@@ -36,8 +36,9 @@ func (a *Account) Quotas() Quotas { return DefaultQuotas }
 // cannot pass the active job quota together.
 var jobQuota sync.Mutex
 
-// checkJobQuota refuses a new job when the account already has its quota of
-// jobs that are not completed.
+// checkJobQuota refuses a new job or job schedule when the account already
+// has its quota of jobs that are not completed and schedules that are
+// active or disabled.
 func (d *DataService) checkJobQuota(ctx context.Context, a *Account) error {
 	q := a.Quotas().ActiveJobsAndSchedules
 	recs, err := d.Store.ListJobs(ctx, a.Name, ListOptions{
@@ -47,9 +48,17 @@ func (d *DataService) checkJobQuota(ctx context.Context, a *Account) error {
 	if err != nil {
 		return err
 	}
-	if len(recs) >= q {
+	n := len(recs)
+	if d.Schedules != nil && n < q {
+		ss, err := d.Schedules.ListJobSchedules(ctx, a.Name, ListOptions{Limit: q - n, States: []string{ScheduleActive, ScheduleDisabled}})
+		if err != nil {
+			return err
+		}
+		n += len(ss)
+	}
+	if n >= q {
 		return custody.Errorf(custody.KindConflict, "ActiveJobAndScheduleQuotaReached",
-			"The specified account has reached its quota of active jobs and job schedules (activeJobAndJobScheduleQuota %d). Terminate or delete jobs first.", q)
+			"The specified account has reached its quota of active jobs and job schedules (activeJobAndJobScheduleQuota %d). Terminate or delete jobs or job schedules first.", q)
 	}
 	return nil
 }

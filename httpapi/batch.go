@@ -171,6 +171,7 @@ var batchRoutes = func() []batchRoute {
 		{DataRoute: DataRoute{"GET", "/certificates(...)"}, serve: (*d).getCertificate},
 		{DataRoute: DataRoute{"DELETE", "/certificates(...)"}, serve: (*d).deleteCertificate},
 	}
+	rs = append(rs, jobScheduleRoutes()...)
 	for _, r := range computeRoutes() {
 		r.compute = true
 		rs = append(rs, r)
@@ -203,7 +204,7 @@ func (b *batchData) route(q *batchRequest) error {
 	if len(allowed) > 0 {
 		return custody.Errorf(custody.KindMethodNotAllowed, "UnsupportedHttpVerb", "The resource %s does not support the %s method; use %s.", clipPath(q.r.URL.Path), q.r.Method, strings.Join(allowed, " or "))
 	}
-	return custody.Errorf(custody.KindNotFound, "InvalidUri", "The requested URI does not represent any resource on this server: %s. This server serves /jobs, /jobs/{jobId}/tasks, /certificates, /pools and /nodecounts.", clipPath(q.r.URL.Path))
+	return custody.Errorf(custody.KindNotFound, "InvalidUri", "The requested URI does not represent any resource on this server: %s. This server serves /jobs, /jobs/{jobId}/tasks, /jobschedules, /certificates, /pools and /nodecounts.", clipPath(q.r.URL.Path))
 }
 
 func clipPath(p string) string {

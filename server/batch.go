@@ -79,8 +79,10 @@ func (s *Server) openBatch(ctx context.Context) error {
 	}
 	s.RM.Cleaners = append(s.RM.Cleaners, s.Batch)
 	s.HTTP.RegisterBatchAccounts(s.Batch)
-	// Data plane: jobs, tasks and certificates, deleted with their account.
-	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB}}
+	// Data plane: jobs, tasks, job schedules and certificates, deleted with
+	// their account.
+	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB},
+		Schedules: &sqlstore.BatchJobScheduleStore{DB: s.DB}, MinScheduleInterval: s.cfg.TestJobScheduleMinimum}
 	if s.lease != nil {
 		data.Fence = s.fence
 	}

@@ -122,6 +122,10 @@ type Config struct {
 	NodeCommand []string
 	// NodeLog receives the output of local node agents (default: discarded).
 	NodeLog io.Writer
+	// TestJobScheduleMinimum, for tests only (no flag sets it), lowers the
+	// smallest recurrenceInterval and startWindow a job schedule accepts
+	// from Azure's minute, so tests can watch several runs in seconds.
+	TestJobScheduleMinimum time.Duration
 	// NodePoll is how long a node's sync is held (default 10 s); nodes
 	// silent for 3 polls are lost and their tasks requeued.
 	NodePoll time.Duration
@@ -714,6 +718,7 @@ func (s *Server) startActive(ctx context.Context, jobs *activeJobs) {
 	run(func() { s.rotateSigningKeys(ctx) })
 	run(func() { s.Compute.Run(ctx) })
 	run(func() { s.BatchData.RunDeletions(ctx, 10*time.Second, s.log) })
+	run(func() { s.BatchData.RunJobSchedules(ctx, s.log) })
 	run(func() {
 		defer close(jobs.kvDone)
 		s.KeyVault.Run(ctx, s.cfg.KeyVaultSweepInterval)
