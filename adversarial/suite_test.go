@@ -248,7 +248,7 @@ func newEnv(t testing.TB) *env {
 		"resourceName": identityName, "location": location, "locationName": location,
 		"operationId": identity.NewID(), "operationKind": "add", "roleAssignmentName": identity.NewID(),
 		"roleDefinitionId": rm.RoleReader, "name": keyName, "version": version, "vault": vaultName, "key": keyName,
-		"account": accountName, "job": "advjob", "task": "advtask", "jobId": "advjob", "taskId": "advtask",
+		"account": accountName, "job": "advjob", "task": "advtask", "jobId": "advjob", "taskId": "advtask", "jobScheduleId": "advschedule",
 		"poolId": "advpool", "nodeId": "advnode", "path": "stdout.txt",
 	}
 
