@@ -22,7 +22,7 @@ func (a *app) batchCmd() *cobra.Command {
 	account := &cobra.Command{Use: "account", Short: "Manage batch accounts: identity, customer-managed keys, tags"}
 	account.AddCommand(a.batchAccountCreateCmd(), a.batchAccountShowCmd(), a.batchAccountListCmd(),
 		a.batchAccountSetCmd(), a.batchAccountDeleteCmd())
-	cmd.AddCommand(account, a.batchPoolCmd(), a.batchNodeCmd(), a.batchTaskCmd(), a.batchJobCmd(), a.batchCertificateCmd())
+	cmd.AddCommand(account, a.batchPoolCmd(), a.batchNodeCmd(), a.batchTaskCmd(), a.batchJobCmd(), a.batchJobScheduleCmd(), a.batchCertificateCmd())
 	return cmd
 }
 

@@ -394,10 +394,16 @@ func (a *app) jobShowCmd() *cobra.Command {
 func (a *app) jobListCmd() *cobra.Command {
 	var t batchTarget
 	var lq listQueryFlags
-	cmd := &cobra.Command{Use: "list", Short: "List the account's jobs", Args: cobra.NoArgs,
-		Example: `  custody batch job list --filter "state eq 'active'" -o table`,
+	var schedule string
+	cmd := &cobra.Command{Use: "list", Short: "List the account's jobs, or those a job schedule created", Args: cobra.NoArgs,
+		Example: `  custody batch job list --filter "state eq 'active'" -o table
+  custody batch job list --job-schedule-id nightly`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			l, err := a.dataListAll(cmd.Context(), &t, withQuery("/jobs", lq.values()))
+			path := "/jobs"
+			if schedule != "" {
+				path = schedulePath(schedule) + "/jobs"
+			}
+			l, err := a.dataListAll(cmd.Context(), &t, withQuery(path, lq.values()))
 			if err != nil {
 				return err
 			}
@@ -405,6 +411,7 @@ func (a *app) jobListCmd() *cobra.Command {
 		}}
 	t.flags(cmd)
 	lq.add(cmd)
+	cmd.Flags().StringVar(&schedule, "job-schedule-id", "", "list only the jobs this job schedule created")
 	return cmd
 }
 
