@@ -238,7 +238,8 @@ type DEKSource interface {
 	DEK(ctx context.Context, account string) (*Account, *DEK, error)
 }
 
-// DataService is the batch data plane for jobs, tasks and certificates.
+// DataService is the batch data plane for jobs, tasks, job schedules and
+// certificates.
 // Every customer-written field is sealed with the account's DEK before it
 // reaches Store; the associated data binds each sealed value to the account
 // UID, the record kind, the record id and the field, so a value cannot be
