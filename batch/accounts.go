@@ -75,8 +75,21 @@ type Service struct {
 	// Replicas pass their hold on the cluster's active lease.
 	Fence func(ctx context.Context) error
 
-	monOnce  sync.Once
-	monState *monitorState
+	// Resealers are the stores of records sealed with account DEKs, which
+	// a re-encryption walks (see Reencrypt).
+	Resealers []Resealer
+	// ReencryptBatch is how many records a re-encryption re-seals in one
+	// transaction (default 500).
+	ReencryptBatch int
+	// ReencryptSettle is how long after its last rewrite a re-encryption
+	// waits before it counts what is left and deletes the old DEK
+	// (default 3 s): requests that read a record before it was re-sealed
+	// and write it back within that time are caught.
+	ReencryptSettle time.Duration
+
+	monOnce   sync.Once
+	monState  *monitorState
+	reencKick chan struct{}
 
 	mu    sync.Mutex
 	deks  map[string]*DEK        // by lower-cased account name
@@ -401,29 +414,62 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 	return WrappedDEK{KeySource: KeySourceKeyVault, KeyID: kid.String(), Algorithm: "RSA-OAEP-256", Identity: principal, Ciphertext: wrapped}, nil
 }
 
-// unwrap unwraps an account's DEK through its KEK.
+// unwrap unwraps an account's DEK through its KEK, with its old generation
+// during a re-encryption.
 func (s *Service) unwrap(ctx context.Context, a *Account) (*DEK, error) {
+	d, err := s.unwrapOne(ctx, a, a.Key.Wrapped, a.Key.Generation)
+	if err != nil || a.Key.Old == nil {
+		return d, err
+	}
+	old, err := s.unwrapOne(ctx, a, a.Key.Old.Wrapped, a.Key.Old.Generation)
+	if err != nil {
+		return nil, err
+	}
+	return d.WithOld(old), nil
+}
+
+func oldGeneration(a *Account) uint32 {
+	if a.Key.Old == nil {
+		return 0
+	}
+	return a.Key.Old.Generation
+}
+
+// rewrap wraps dek and its old generation with wrap, for a key change.
+func rewrap(dek *DEK, wrap func(raw []byte) (WrappedDEK, error)) (WrappedDEK, *OldDEK, error) {
+	w, err := wrap(dek.raw)
+	if err != nil || dek.old == nil {
+		return w, nil, err
+	}
+	ow, err := wrap(dek.old.raw)
+	if err != nil {
+		return WrappedDEK{}, nil, err
+	}
+	return w, &OldDEK{Generation: dek.old.gen, Wrapped: ow}, nil
+}
+
+func (s *Service) unwrapOne(ctx context.Context, a *Account, wrapped WrappedDEK, gen uint32) (*DEK, error) {
 	var raw []byte
 	var err error
-	switch a.Key.Wrapped.KeySource {
+	switch wrapped.KeySource {
 	case KeySourceBatch:
-		raw, err = s.Platform.Unwrap(ctx, a.UID, a.Key.Wrapped)
+		raw, err = s.Platform.Unwrap(ctx, a.UID, wrapped)
 	case KeySourceKeyVault:
-		id, perr := ParseKeyID(a.Key.Wrapped.KeyID)
+		id, perr := ParseKeyID(wrapped.KeyID)
 		if perr != nil {
 			return nil, &KeyError{Definite: true, Reason: "the stored key identifier does not parse", Err: perr}
 		}
 		if herr := s.CheckVaultHost(id); herr != nil {
 			return nil, &KeyError{Definite: true, Reason: "the key's vault host is not allowed on this server (--external-vault-host)", Err: herr}
 		}
-		raw, err = s.Vault.UnwrapKey(ctx, id, a.Key.Wrapped.Identity, a.Key.Wrapped.Ciphertext)
+		raw, err = s.Vault.UnwrapKey(ctx, id, wrapped.Identity, wrapped.Ciphertext)
 	default:
-		return nil, &KeyError{Definite: true, Reason: "unknown key source " + a.Key.Wrapped.KeySource}
+		return nil, &KeyError{Definite: true, Reason: "unknown key source " + wrapped.KeySource}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return NewDEK(raw, a.Key.Generation)
+	return NewDEK(raw, gen)
 }
 
 // Account returns an account.
@@ -450,7 +496,7 @@ func (s *Service) DEK(ctx context.Context, name string) (*Account, *DEK, error) 
 		s.cacheDEK(a.Name, nil)
 		return nil, nil, lockedError(a)
 	}
-	if d := s.cachedDEK(a.Name); d != nil && d.Generation() == a.Key.Generation {
+	if d := s.cachedDEK(a.Name); d != nil && d.Generation() == a.Key.Generation && d.OldGeneration() == oldGeneration(a) {
 		return a, d, nil
 	}
 	d, err := s.unwrap(ctx, a)
@@ -503,28 +549,43 @@ func (s *Service) SetEncryption(ctx context.Context, name string, enc Encryption
 		}
 		return nil, err
 	}
-	raw := dek.raw
+	// During a re-encryption both DEK generations are rewrapped.
 	prev := a.Key.Wrapped.KeyID
 	switch enc.KeySource {
 	case KeySourceBatch:
 		if enc.KeyIdentifier != "" {
 			return nil, custody.Errorf(custody.KindInvalid, "InvalidEncryptionSettings", "keyVaultProperties.keyIdentifier is only allowed with keySource Microsoft.KeyVault.")
 		}
-		w, err := s.Platform.Wrap(ctx, a.UID, raw)
+		w, old, err := rewrap(dek, func(raw []byte) (WrappedDEK, error) {
+			w, err := s.Platform.Wrap(ctx, a.UID, raw)
+			if err != nil {
+				return WrappedDEK{}, err
+			}
+			back, err := s.Platform.Unwrap(ctx, a.UID, w)
+			if err != nil || string(back) != string(raw) {
+				return WrappedDEK{}, custody.Internal(err, "platform key round trip failed")
+			}
+			return w, nil
+		})
 		if err != nil {
 			return nil, err
 		}
-		back, err := s.Platform.Unwrap(ctx, a.UID, w)
-		if err != nil || string(back) != string(raw) {
-			return nil, custody.Internal(err, "platform key round trip failed")
-		}
-		a.Key.Wrapped = w
+		a.Key.Wrapped, a.Key.Old = w, old
 	case KeySourceKeyVault:
-		w, err := s.wrapWithCustomerKey(ctx, a, enc.KeyIdentifier, raw)
+		// A versionless identifier is resolved by the first wrap; the old
+		// generation is wrapped by the same version.
+		id := enc.KeyIdentifier
+		w, old, err := rewrap(dek, func(raw []byte) (WrappedDEK, error) {
+			w, err := s.wrapWithCustomerKey(ctx, a, id, raw)
+			if err == nil {
+				id = w.KeyID
+			}
+			return w, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		a.Key.Wrapped = w
+		a.Key.Wrapped, a.Key.Old = w, old
 	default:
 		return nil, custody.Errorf(custody.KindInvalid, "InvalidKeySource", "keySource %q is not valid: use Microsoft.Batch or Microsoft.KeyVault.", enc.KeySource)
 	}
@@ -692,6 +753,10 @@ func (s *Service) lock(ctx context.Context, a *Account, reason string) {
 func (s *Service) notifyKeyState(account string, locked bool) {
 	for _, f := range s.KeyObservers {
 		f(account, locked)
+	}
+	if !locked {
+		// A paused re-encryption resumes.
+		s.kickReencryption()
 	}
 }
 

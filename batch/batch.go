@@ -60,6 +60,10 @@ type Account struct {
 	// SharedKeys holds the primary and secondary shared keys, sealed under
 	// the root key (see sharedkey.go); empty until first generated.
 	SharedKeys []byte
+
+	// Reencryption is the account's last re-encryption (nil if it never
+	// had one); see Service.Reencrypt.
+	Reencryption *Reencryption
 }
 
 // AccountIdentity is the managed identity of an account.
@@ -107,18 +111,29 @@ type AccountKey struct {
 	Since time.Time
 	// LastProbe is the last successful unwrap through the KEK.
 	LastProbe time.Time
+	// Old is the previous DEK generation while a re-encryption moves the
+	// account's records from it to the current one; nil otherwise. It is
+	// wrapped by the same KEK as the current DEK and rewrapped with it on a
+	// key change.
+	Old *OldDEK
+}
+
+// OldDEK is an account's previous DEK generation, wrapped.
+type OldDEK struct {
+	Generation uint32     `json:"generation"`
+	Wrapped    WrappedDEK `json:"wrapped"`
 }
 
 // WrappedDEK is a DEK wrapped by a KEK.
 type WrappedDEK struct {
-	KeySource string // Microsoft.Batch or Microsoft.KeyVault
+	KeySource string `json:"keySource"` // Microsoft.Batch or Microsoft.KeyVault
 	// KeyID names the KEK that wrapped it: a platform key id, or the
 	// versioned key identifier in the vault.
-	KeyID     string
-	Algorithm string // A256GCM (platform) or RSA-OAEP-256 (vault)
+	KeyID     string `json:"keyId"`
+	Algorithm string `json:"algorithm"` // A256GCM (platform) or RSA-OAEP-256 (vault)
 	// Identity is the principal id used to reach the vault.
-	Identity   string
-	Ciphertext []byte
+	Identity   string `json:"identity"`
+	Ciphertext []byte `json:"ciphertext"`
 }
 
 // AccountStore is the persistence of accounts.
@@ -129,9 +144,22 @@ type AccountStore interface {
 	Account(ctx context.Context, name string) (*Account, error)
 	ListAccounts(ctx context.Context, subscriptionID, rg string) ([]*Account, error)
 	// UpdateAccount replaces the stored account if its wrapped DEK still has
-	// the key id prevKeyID (compare-and-swap), in one statement, so a key
-	// change is all or nothing. A mismatch is KindConflict.
+	// the key id prevKeyID and the stored DEK generations (current and old)
+	// are still a's (compare-and-swap), in one statement, so a key change is
+	// all or nothing. A mismatch is KindConflict. The re-encryption state is
+	// not written.
 	UpdateAccount(ctx context.Context, a *Account, prevKeyID string) error
+	// BeginReencryption stores a's new DEK generation, its old one and its
+	// re-encryption state if the stored account still has DEK generation
+	// prevGen wrapped by prevKeyID and no old generation. A mismatch is
+	// KindConflict.
+	BeginReencryption(ctx context.Context, a *Account, prevGen uint32, prevKeyID string) error
+	// UpdateReencryption stores the re-encryption state r of the account
+	// named name whose UID is uid, if its DEK generation is still r.To.
+	UpdateReencryption(ctx context.Context, name, uid string, r *Reencryption) error
+	// FinishReencryption stores r and deletes the old DEK generation r.From
+	// from the account row, if its generations are still r.To and r.From.
+	FinishReencryption(ctx context.Context, name, uid string, r *Reencryption) error
 	// UpdateKeyState records the key state of an account without touching
 	// anything else.
 	UpdateKeyState(ctx context.Context, name string, k AccountKey) error

@@ -335,6 +335,21 @@ func SealTaskFailureMessage(a *Account, dek *DEK, jobID, taskID, msg string) []b
 	return dek.Seal(a.UID, taskFailureRef(jobID, taskID), []byte(msg))
 }
 
+// JobRef is the Ref of a job's sealed spec; idKey is its lower-cased id.
+func JobRef(idKey string) Ref { return jobRef(idKey) }
+
+// TaskRef is the Ref of a task's sealed spec.
+func TaskRef(jobID, id string) Ref { return taskRef(jobID, id) }
+
+// TaskFailureRef is the Ref of a task's sealed failure message.
+func TaskFailureRef(jobID, id string) Ref { return taskFailureRef(jobID, id) }
+
+// CertificateRef is the Ref of a certificate's sealed data; key is
+// "{thumbprintAlgorithm}-{thumbprint}", lower-cased.
+func CertificateRef(key string) Ref {
+	return Ref{Kind: KindCertificate, ID: strings.ToLower(key), Field: fieldSpec}
+}
+
 func certRef(alg, tp string) Ref {
 	return Ref{Kind: KindCertificate, ID: strings.ToLower(alg) + "-" + strings.ToLower(tp), Field: fieldSpec}
 }

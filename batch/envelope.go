@@ -38,10 +38,15 @@ type Ref struct {
 
 // DEK is an account's unwrapped data encryption key. It lives only in
 // memory.
+//
+// While a re-encryption moves the account's records to a new DEK, the DEK
+// also holds the previous generation: Seal uses the current one, Open
+// either, by the generation a ciphertext carries.
 type DEK struct {
 	gen  uint32
 	aead cipher.AEAD
 	raw  []byte // kept to rewrap the DEK under a new KEK
+	old  *DEK   // the previous generation during a re-encryption, or nil
 }
 
 // NewDEK returns a DEK for key material of 32 bytes.
@@ -71,6 +76,51 @@ func GenerateDEKBytes() []byte {
 
 // Generation returns the DEK's generation.
 func (d *DEK) Generation() uint32 { return d.gen }
+
+// WithOld returns a DEK that seals with d and opens ciphertexts of d's
+// generation or of old's. old must be of an older generation.
+func (d *DEK) WithOld(old *DEK) *DEK {
+	c := *d
+	c.old = old
+	if old != nil {
+		c.old = old.current()
+	}
+	return &c
+}
+
+// current returns d without its previous generation.
+func (d *DEK) current() *DEK {
+	if d.old == nil {
+		return d
+	}
+	c := *d
+	c.old = nil
+	return &c
+}
+
+// OldGeneration returns the generation of the previous DEK d also opens,
+// or 0.
+func (d *DEK) OldGeneration() uint32 {
+	if d.old == nil {
+		return 0
+	}
+	return d.old.gen
+}
+
+// SealedGeneration returns the DEK generation a sealed value carries, or
+// false if it is not in a known sealed format.
+func SealedGeneration(sealed []byte) (uint32, bool) {
+	if len(sealed) < headerLen || sealed[0] != formatV1 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint32(sealed[1:5]), true
+}
+
+// GenerationBytes returns a generation as it is stored in a sealed value
+// (bytes 1 to 4, big endian), for stores that select by generation.
+func GenerationBytes(gen uint32) []byte {
+	return binary.BigEndian.AppendUint32(nil, gen)
+}
 
 func fieldAAD(accountUID string, ref Ref) []byte {
 	parts := []string{fieldAADTag, accountUID, ref.Kind, ref.ID, ref.Field}
@@ -107,7 +157,11 @@ func (d *DEK) Open(accountUID string, ref Ref, sealed []byte) ([]byte, error) {
 	if len(sealed) < headerLen+d.aead.Overhead() || sealed[0] != formatV1 {
 		return nil, fmt.Errorf("batch: %s %s field %s is not in a known sealed format", ref.Kind, ref.ID, ref.Field)
 	}
-	if gen := binary.BigEndian.Uint32(sealed[1:5]); gen != d.gen {
+	gen := binary.BigEndian.Uint32(sealed[1:5])
+	if gen != d.gen && d.old != nil && gen == d.old.gen {
+		return d.old.Open(accountUID, ref, sealed)
+	}
+	if gen != d.gen {
 		return nil, fmt.Errorf("batch: %s %s field %s was sealed under DEK generation %d, the account's DEK is generation %d", ref.Kind, ref.ID, ref.Field, gen, d.gen)
 	}
 	pt, err := d.aead.Open(nil, sealed[5:headerLen], sealed[headerLen:], fieldAAD(accountUID, ref))

@@ -605,13 +605,15 @@ func (s *Service) probe(ctx context.Context, name string, lastGood time.Time) (p
 	if info.KID.Version == "" || info.KID.Version == cur.Version {
 		return out, nil
 	}
-	w, err := s.wrapWithCustomerKey(ctx, a, info.KID.String(), dek.raw)
+	w, old, err := rewrap(dek, func(raw []byte) (WrappedDEK, error) {
+		return s.wrapWithCustomerKey(ctx, a, info.KID.String(), raw)
+	})
 	if err != nil {
 		return out, fmt.Errorf("follow new key version %s: %w", info.KID, err)
 	}
 	next := *a
 	prev := a.Key.Wrapped.KeyID
-	next.Key.Wrapped = w
+	next.Key.Wrapped, next.Key.Old = w, old
 	next.UpdatedAt = now
 	if err := s.Accounts.UpdateAccount(ctx, &next, prev); err != nil {
 		return out, err

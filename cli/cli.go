@@ -137,6 +137,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&cfg.RootKeyFile, "root-key-file", "", "file holding the root key (base64, 32 bytes); the same as --root-key FILE")
 	f.DurationVar(&cfg.KeyProbeInterval, "key-probe-interval", 5*time.Second, "how often each customer-managed key is probed; a refused key locks its account, a restored one unlocks it")
 	f.Float64Var(&cfg.KeyProbeRate, "key-probe-rate", 20, "most periodic key probes a second; with more keys and identities than fit, each is probed every (groups / rate) seconds instead (changes the vaults publish are acted on at once)")
+	f.IntVar(&cfg.ReencryptBatch, "reencrypt-batch", 500, "how many records a batch account's re-encryption re-seals in one short transaction")
 	f.DurationVar(&cfg.KeyGracePeriod, "key-grace-period", time.Minute, "how long a key vault outage (timeouts, 5xx, 429) is ridden out on the cached key before the account locks")
 	f.DurationVar(&cfg.KeyVaultSweepInterval, "key-vault-sweep-interval", time.Minute, "how often soft-deleted keys and vaults past retention are purged and due key rotations run")
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", "", "TCP address of a plain HTTP listener serving Prometheus /metrics only (e.g. 127.0.0.1:9464); empty serves no metrics")

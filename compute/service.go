@@ -215,18 +215,23 @@ func poolNotFound(id string) error {
 
 // ---- pools ----
 
+// PoolRef is the Ref a pool's spec is sealed for.
+func PoolRef(id string) batch.Ref {
+	return batch.Ref{Kind: "pool", ID: strings.ToLower(id), Field: "spec"}
+}
+
 // seal seals a pool's spec with the account's DEK.
 func seal(a *batch.Account, dek *batch.DEK, p *Pool) error {
 	b, err := json.Marshal(p.Spec)
 	if err != nil {
 		return err
 	}
-	p.Sealed = dek.Seal(a.UID, batch.Ref{Kind: "pool", ID: strings.ToLower(p.ID), Field: "spec"}, b)
+	p.Sealed = dek.Seal(a.UID, PoolRef(p.ID), b)
 	return nil
 }
 
 func open(a *batch.Account, dek *batch.DEK, p *Pool) error {
-	b, err := dek.Open(a.UID, batch.Ref{Kind: "pool", ID: strings.ToLower(p.ID), Field: "spec"}, p.Sealed)
+	b, err := dek.Open(a.UID, PoolRef(p.ID), p.Sealed)
 	if err != nil {
 		return custody.Internal(err, "open pool %s", p.ID)
 	}

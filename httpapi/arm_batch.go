@@ -20,6 +20,9 @@ const (
 	actionBatchAccountDelete = "Microsoft.Batch/batchAccounts/delete"
 	actionBatchListKeys      = "Microsoft.Batch/batchAccounts/listkeys/action"
 	actionBatchRegenerateKey = "Microsoft.Batch/batchAccounts/regeneratekeys/action"
+	// actionBatchReencrypt is a Custody extension: re-encrypt the
+	// account's data under a new data key.
+	actionBatchReencrypt = "Microsoft.Batch/batchAccounts/reencrypt/action"
 )
 
 // batchRetryAfterMs is the poll delay the accepted answers of account
@@ -53,6 +56,9 @@ func (s *Server) RegisterBatchAccounts(svc *batch.Service) {
 	// az batch account login --shared-key-auth).
 	a.Handle(ARMRoute{Method: "POST", Path: one + "/listKeys", APIVersions: v, Action: actionBatchListKeys, Handler: h.listKeys})
 	a.Handle(ARMRoute{Method: "POST", Path: one + "/regenerateKeys", APIVersions: v, Action: actionBatchRegenerateKey, Handler: h.regenerateKeys})
+	// Re-encryption of the account's data under a new data key (a Custody
+	// extension), a long-running operation.
+	a.Handle(ARMRoute{Method: "POST", Path: one + "/reencrypt", APIVersions: v, Action: actionBatchReencrypt, Handler: h.reencrypt})
 	// Lists keep the accounts the caller may read, so that a role on one
 	// account lets the caller list it.
 	a.Handle(ARMRoute{Method: "GET", Path: group, APIVersions: v, Handler: h.list})
@@ -130,6 +136,46 @@ type batchAccountProps struct {
 	PoolQuota                             int32                 `json:"poolQuota"`
 	ActiveJobAndJobScheduleQuota          int32                 `json:"activeJobAndJobScheduleQuota"`
 	PrivateEndpointConnections            []any                 `json:"privateEndpointConnections"`
+	// Reencryption is not part of Azure's API: the account's last
+	// re-encryption under a new data key.
+	Reencryption *batchReencryptionOut `json:"reencryption,omitempty"`
+}
+
+// batchReencryptionOut is the state of a re-encryption (a Custody
+// extension). Status is InProgress, Paused (the account's key is
+// inaccessible; it resumes after the unlock) or Succeeded.
+type batchReencryptionOut struct {
+	Status           string `json:"status"`
+	RecordsDone      int64  `json:"recordsDone"`
+	RecordsTotal     int64  `json:"recordsTotal"`
+	PercentComplete  int    `json:"percentComplete"`
+	StartTime        string `json:"startTime"`
+	EstimatedEndTime string `json:"estimatedEndTime,omitempty"`
+	EndTime          string `json:"endTime,omitempty"`
+	FromGeneration   uint32 `json:"fromDataKeyGeneration"`
+	ToGeneration     uint32 `json:"toDataKeyGeneration"`
+	Error            string `json:"error,omitempty"`
+}
+
+func reencryptionOut(a *batch.Account, now time.Time) *batchReencryptionOut {
+	r := a.Reencryption
+	if r == nil {
+		return nil
+	}
+	out := &batchReencryptionOut{Status: r.Status, RecordsDone: r.RecordsDone, RecordsTotal: r.RecordsTotal,
+		StartTime: armTimeOrEmpty(r.StartTime), EndTime: armTimeOrEmpty(r.EndTime),
+		FromGeneration: r.From, ToGeneration: r.To, Error: r.Error, PercentComplete: 100}
+	if r.Status == batch.ReencryptionInProgress {
+		out.PercentComplete = 0
+		if r.RecordsTotal > 0 {
+			out.PercentComplete = int(min(99, r.RecordsDone*100/r.RecordsTotal))
+		}
+		out.EstimatedEndTime = armTimeOrEmpty(r.EstimatedEnd(now))
+		if a.Key.State == batch.KeyInaccessible {
+			out.Status, out.EstimatedEndTime = "Paused", ""
+		}
+	}
+	return out
 }
 
 type batchAccountOut struct {
@@ -209,6 +255,7 @@ func (h *batchARM) body(a *batch.Account) batchAccountOut {
 	p.DedicatedCoreQuotaPerVMFamilyEnforced = false
 	p.PoolQuota, p.ActiveJobAndJobScheduleQuota = int32(q.Pools), int32(q.ActiveJobsAndSchedules)
 	p.PrivateEndpointConnections = []any{}
+	p.Reencryption = reencryptionOut(a, time.Now())
 	return out
 }
 
@@ -506,6 +553,9 @@ func (h *batchARM) operationResult(w http.ResponseWriter, r *ARMRequest) error {
 		return notFound
 	}
 	action := actionBatchAccountRead
+	if op.Kind == "reencrypt" {
+		return h.reencryptResult(w, r, op, p.Name)
+	}
 	if op.Kind == "delete" {
 		action = actionBatchAccountDelete
 	}
@@ -667,6 +717,83 @@ func (h *batchARM) list(w http.ResponseWriter, r *ARMRequest) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, listBody[batchAccountOut]{Value: out})
+	return nil
+}
+
+// reencrypt starts the re-encryption of the account's data under a new
+// data key and answers 202 with a Location (operationResults) and, in the
+// body, the re-encryption's state. A second request while one runs is
+// ReencryptionInProgress (409); a locked account AccountKeyInaccessible.
+func (h *batchARM) reencrypt(w http.ResponseWriter, r *ARMRequest) error {
+	a, err := h.account(r)
+	if err != nil {
+		return err
+	}
+	got, err := h.svc.Reencrypt(r.Context(), a.Name)
+	if err != nil {
+		return err
+	}
+	location := got.Location
+	if location == "" {
+		location = "global"
+	}
+	loc := h.a.s.PublicURL("management") + "/subscriptions/" + url.PathEscape(r.Param("subscriptionId")) +
+		"/providers/Microsoft.Batch/locations/" + url.PathEscape(location) + "/operationResults/" + got.Reencryption.OperationID + "?api-version=" + url.QueryEscape(r.APIVersion)
+	w.Header().Set("Location", loc)
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusAccepted, h.operationBody(got.Reencryption.OperationID, got))
+	return nil
+}
+
+// batchOperationOut is the body of a re-encryption's operation while it
+// runs: ARM's operation status with the progress in properties.
+type batchOperationOut struct {
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	Status          string `json:"status"`
+	StartTime       string `json:"startTime,omitempty"`
+	EndTime         string `json:"endTime,omitempty"`
+	PercentComplete int    `json:"percentComplete"`
+	Properties      struct {
+		Reencryption *batchReencryptionOut `json:"reencryption,omitempty"`
+	} `json:"properties"`
+}
+
+func (h *batchARM) operationBody(opID string, a *batch.Account) batchOperationOut {
+	out := batchOperationOut{ID: a.ID + "/operationResults/" + opID, Name: opID, Status: "InProgress"}
+	if re := reencryptionOut(a, time.Now()); re != nil {
+		out.StartTime, out.EndTime, out.PercentComplete = re.StartTime, re.EndTime, re.PercentComplete
+		out.Properties.Reencryption = re
+	}
+	return out
+}
+
+// reencryptResult answers a re-encryption's operation: 202 with its
+// progress while it runs (paused included), 200 with the account when it
+// has finished.
+func (h *batchARM) reencryptResult(w http.ResponseWriter, r *ARMRequest, op *rm.Operation, name string) error {
+	if err := h.a.s.cfg.RM.Authorize(r.Context(), r.Caller.ObjectID, op.ResourceID, actionBatchAccountRead, false); err != nil {
+		return err
+	}
+	a, err := h.svc.Account(r.Context(), name)
+	if err != nil || !strings.EqualFold(a.ID, op.ResourceID) {
+		return custody.Errorf(custody.KindConflict, "AccountNoLongerExists",
+			"The re-encryption of batch account '%s' did not finish: the account has been deleted.", name)
+	}
+	switch op.Status {
+	case rm.OpFailed:
+		return custody.Errorf(custody.KindConflict, op.ErrorCode, "%s", op.ErrorMsg)
+	case rm.OpInProgress:
+		w.Header().Set("Location", h.a.s.PublicURL("management")+r.URL.RequestURI())
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusAccepted, h.operationBody(op.ID, a))
+		return nil
+	}
+	out, err := h.bodyFor(r, a)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

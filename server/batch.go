@@ -73,6 +73,7 @@ func (s *Server) openBatch(ctx context.Context) error {
 		ProbeInterval: s.cfg.KeyProbeInterval, GracePeriod: s.cfg.KeyGracePeriod, ProbeRate: s.cfg.KeyProbeRate,
 		ExternalVaultHosts: s.cfg.ExternalVaultHosts,
 		NewID:              identity.NewID,
+		ReencryptBatch:     s.cfg.ReencryptBatch, ReencryptSettle: s.cfg.ReencryptSettle,
 	}
 	if s.lease != nil {
 		s.Batch.Fence = s.fence
@@ -81,11 +82,14 @@ func (s *Server) openBatch(ctx context.Context) error {
 	s.HTTP.RegisterBatchAccounts(s.Batch)
 	// Data plane: jobs, tasks, job schedules and certificates, deleted with
 	// their account.
-	data := &batch.DataService{Keys: s.Batch, Store: &sqlstore.BatchDataStore{DB: s.DB},
+	dataStore := &sqlstore.BatchDataStore{DB: s.DB}
+	data := &batch.DataService{Keys: s.Batch, Store: dataStore,
 		Schedules: &sqlstore.BatchJobScheduleStore{DB: s.DB}, MinScheduleInterval: s.cfg.TestJobScheduleMinimum}
 	if s.lease != nil {
 		data.Fence = s.fence
 	}
+	// A re-encryption walks the data plane's records and the pools.
+	s.Batch.Resealers = []batch.Resealer{dataStore, &sqlstore.ComputePoolStore{DB: s.DB}}
 	s.Batch.Data, s.BatchData = data, data
 	s.HTTP.RegisterBatchData(s.Batch, data)
 	s.openCompute(data)

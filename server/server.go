@@ -78,6 +78,12 @@ type Config struct {
 	// (default 20); with many keys and identities the cycle grows beyond
 	// KeyProbeInterval. Probes the vaults' change feeds trigger are not capped.
 	KeyProbeRate float64
+	// ReencryptBatch is how many records a batch account's re-encryption
+	// re-seals in one transaction (0: the batch service's default).
+	ReencryptBatch int
+	// ReencryptSettle is how long a re-encryption waits after its last
+	// rewrite before it deletes the old DEK (0: the default).
+	ReencryptSettle time.Duration
 	// KeyGracePeriod is how long a key vault outage is ridden out before a
 	// customer-key account locks (default 1 minute).
 	KeyGracePeriod time.Duration
@@ -715,6 +721,7 @@ func (s *Server) startActive(ctx context.Context, jobs *activeJobs) {
 		go func() { defer jobs.wg.Done(); f() }()
 	}
 	run(func() { s.Batch.RunMonitor(ctx, s.log) })
+	run(func() { s.Batch.RunReencryption(ctx, s.log) })
 	run(func() { s.rotateSigningKeys(ctx) })
 	run(func() { s.Compute.Run(ctx) })
 	run(func() { s.BatchData.RunDeletions(ctx, 10*time.Second, s.log) })
