@@ -91,6 +91,10 @@ var armRows = map[string]armRow{
 		action: "Microsoft.Batch/batchAccounts/listkeys/action", scope: "account"},
 	"POST /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}/regenerateKeys": {
 		action: "Microsoft.Batch/batchAccounts/regeneratekeys/action", scope: "account", body: `{"keyName":"Secondary"}`},
+	// Re-encrypting the account's data under a new data key is an action
+	// of its own (Contributor and Owner have it, Reader does not).
+	"POST /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts/{accountName}/reencrypt": {
+		action: "Microsoft.Batch/batchAccounts/reencrypt/action", scope: "account"},
 	"GET /subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Batch/batchAccounts": {
 		hides: map[string]string{"account": readAccount}},
 	"GET /subscriptions/{subscriptionId}/providers/Microsoft.Batch/batchAccounts":                                           {hides: map[string]string{"account": readAccount}},
