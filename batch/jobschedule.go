@@ -109,6 +109,9 @@ type JobScheduleStore interface {
 	ListScheduleJobs(ctx context.Context, account, scheduleID string, o ListOptions) ([]*JobRecord, error)
 }
 
+// JobScheduleRef is the Ref of a job schedule's sealed spec.
+func JobScheduleRef(id string) Ref { return scheduleRef(id) }
+
 func scheduleRef(id string) Ref {
 	return Ref{Kind: KindJobSchedule, ID: strings.ToLower(id), Field: fieldSpec}
 }

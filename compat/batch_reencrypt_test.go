@@ -98,6 +98,7 @@ func sealedGenerations(tb testing.TB, ts *servertest.TestServer, account string)
 		`SELECT spec FROM batch_tasks WHERE account_key = $1`,
 		`SELECT failure_message FROM batch_tasks WHERE account_key = $1 AND failure_message IS NOT NULL`,
 		`SELECT spec FROM batch_certificates WHERE account_key = $1`,
+		`SELECT spec FROM batch_job_schedules WHERE account_key = $1`,
 		`SELECT spec FROM compute_pools WHERE account_key = $1`,
 	} {
 		rows, err := ts.DB.SQL().Query(q, account)
@@ -149,6 +150,11 @@ func TestBatchReencryption(t *testing.T) {
 		DisplayName: to.Ptr("re pool"), Metadata: []azbatch.MetadataItem{meta("cost", "centre-9")}}, nil); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.CreateJobSchedule(ctx, azbatch.CreateJobScheduleContent{ID: to.Ptr("sched-1"),
+		Schedule:         &azbatch.JobScheduleConfiguration{DoNotRunUntil: to.Ptr(time.Now().Add(24 * time.Hour))},
+		JobSpecification: &azbatch.JobSpecification{PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}, DisplayName: to.Ptr("nightly secret run")}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	before := taskSnapshot(t, c, "job-1")
 	if len(before) != n {
 		t.Fatalf("%d tasks listed, want %d", len(before), n)
@@ -170,8 +176,8 @@ func TestBatchReencryption(t *testing.T) {
 	if err := ts.DB.SQL().QueryRow(`SELECT spec FROM batch_tasks WHERE account_key = 'reacct' AND id_key = 't7'`).Scan(&oldTaskSpec); err != nil {
 		t.Fatal(err)
 	}
-	if g := sealedGenerations(t, ts, "reacct"); g[oldGen] != n+3 || len(g) != 1 {
-		t.Fatalf("sealed values by generation before = %v, want %d of generation %d", g, n+3, oldGen)
+	if g := sealedGenerations(t, ts, "reacct"); g[oldGen] != n+4 || len(g) != 1 {
+		t.Fatalf("sealed values by generation before = %v, want %d of generation %d", g, n+4, oldGen)
 	}
 
 	path := batchAccountPath(ts, "rg-re", "reacct") + "/reencrypt?api-version=" + batchAPIVersion
@@ -190,8 +196,8 @@ func TestBatchReencryption(t *testing.T) {
 		t.Fatal(err)
 	}
 	re := accepted.Properties.Reencryption
-	if accepted.Status != "InProgress" || re.RecordsTotal != n+3 || re.From != oldGen || re.To != oldGen+1 {
-		t.Errorf("accepted body = %s, want InProgress of %d records from generation %d", r.Body, n+3, oldGen)
+	if accepted.Status != "InProgress" || re.RecordsTotal != n+4 || re.From != oldGen || re.To != oldGen+1 {
+		t.Errorf("accepted body = %s, want InProgress of %d records from generation %d", r.Body, n+4, oldGen)
 	}
 	wantARMError(t, MustARM(t, ts, tok, "POST", path, ""), http.StatusConflict, "ReencryptionInProgress")
 
@@ -277,7 +283,7 @@ func TestBatchReencryption(t *testing.T) {
 	if reads.Load() == 0 || added.Load() == 0 {
 		t.Errorf("%d reads and %d submissions completed during the re-encryption, want some of each", reads.Load(), added.Load())
 	}
-	if final.RecordsDone != final.RecordsTotal || final.RecordsTotal < n+3 || final.EndTime == "" || final.To != oldGen+1 {
+	if final.RecordsDone != final.RecordsTotal || final.RecordsTotal < n+4 || final.EndTime == "" || final.To != oldGen+1 {
 		t.Errorf("final state = %+v", final)
 	}
 
@@ -313,14 +319,17 @@ func TestBatchReencryption(t *testing.T) {
 	if got, err := c.GetCertificate(ctx, "sha1", tp, nil); err != nil || mustJSON(got.Certificate) != mustJSON(certBefore.Certificate) {
 		t.Errorf("certificate after = %v %v", mustJSON(got.Certificate), err)
 	}
+	if got, err := c.GetJobSchedule(ctx, "sched-1", nil); err != nil || *got.JobSpecification.DisplayName != "nightly secret run" {
+		t.Errorf("job schedule after = %v %v", mustJSON(got.JobSchedule), err)
+	}
 	if got, err := c.GetPool(ctx, "p1", nil); err != nil || *got.DisplayName != "re pool" || *got.Metadata[0].Value != "centre-9" {
 		t.Errorf("pool after = %v %v", mustJSON(got.Pool), err)
 	}
 
 	// No value of the old generation is left; the old DEK is gone.
 	g := sealedGenerations(t, ts, "reacct")
-	if g[oldGen] != 0 || g[oldGen+1] != n+3+int(added.Load()) {
-		t.Errorf("sealed values by generation after = %v, want all %d of generation %d", g, n+3+int(added.Load()), oldGen+1)
+	if g[oldGen] != 0 || g[oldGen+1] != n+4+int(added.Load()) {
+		t.Errorf("sealed values by generation after = %v, want all %d of generation %d", g, n+4+int(added.Load()), oldGen+1)
 	}
 	var oldCol string
 	var oldColGen int64

@@ -30,6 +30,8 @@ var (
 		refs: func(k []string) []batch.Ref {
 			return []batch.Ref{batch.TaskRef(k[0], k[1]), batch.TaskFailureRef(k[0], k[1])}
 		}}
+	resealSchedules = resealTable{name: "batch_job_schedules", keys: []string{"id_key"}, sealed: []string{"spec"}, etag: "etag",
+		refs: func(k []string) []batch.Ref { return []batch.Ref{batch.JobScheduleRef(k[0])} }}
 	resealCertificates = resealTable{name: "batch_certificates", keys: []string{"id_key"}, sealed: []string{"spec"},
 		refs: func(k []string) []batch.Ref { return []batch.Ref{batch.CertificateRef(k[0])} }}
 	resealPools = resealTable{name: "compute_pools", keys: []string{"id_key"}, sealed: []string{"spec"}, etag: "etag",
@@ -183,9 +185,9 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 	return next, n, nil
 }
 
-// The batch data store's records are walked jobs first, then tasks, then
-// certificates; its cursor is "{table}:{key}".
-var dataResealTables = []resealTable{resealJobs, resealTasks, resealCertificates}
+// The batch data store's records are walked jobs first, then tasks, job
+// schedules and certificates; its cursor is "{table}:{key}".
+var dataResealTables = []resealTable{resealJobs, resealTasks, resealSchedules, resealCertificates}
 
 var _ batch.Resealer = (*BatchDataStore)(nil)
 
