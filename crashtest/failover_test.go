@@ -47,7 +47,14 @@ func failoverDatabase(t *testing.T) string {
 
 func startReplica(t *testing.T, dir, dsn string) *replicaProc {
 	t.Helper()
-	p := &replicaProc{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: &bytes.Buffer{}}
+	return startReplicaAt(t, dir, dsn, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+}
+
+// startReplicaAt starts a replica listening on addr (a supervisor restarts
+// one where it was).
+func startReplicaAt(t *testing.T, dir, dsn, addr string) *replicaProc {
+	t.Helper()
+	p := &replicaProc{addr: addr, log: &bytes.Buffer{}}
 	p.cmd = exec.Command(os.Args[0], "server", "--data-dir", dir, "--database", dsn, "--listen", p.addr,
 		"--public-url", failoverPublicURL, "--disable-local-nodes", "--log-level", "warn")
 	p.cmd.Env = append(os.Environ(), childEnv+"=1")

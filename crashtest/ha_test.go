@@ -3,6 +3,7 @@ package crashtest_test
 import (
 	"context"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -268,7 +269,10 @@ func haURL(host, path string) string { return "https://" + host + "." + failover
 // through the others. A job of a few hundred short tasks runs on the
 // agents; the active replica is killed with SIGKILL mid-run, twice in a
 // row, and just before the second kill one account's access to its key is
-// revoked. Every task must complete exactly once, counted from the tasks'
+// revoked. Then the first replica killed comes back (as a supervisor would
+// restart it) and the active is partitioned from PostgreSQL: its lease
+// session is cut. It must stop (the process ends) before a standby becomes
+// active. Every task must complete exactly once, counted from the tasks'
 // own calls, with no two runs of a task alive at once; no API call may fail
 // for longer than the failover window; and the new active must lock the
 // revoked account within one key probe interval of taking over. The times
@@ -513,11 +517,20 @@ func TestFailoverWithAgents(t *testing.T) {
 		}
 		return -1
 	}
-	for round := 1; round <= 2; round++ {
-		waitUntil(120*time.Second, fmt.Sprintf("%d tasks to end before kill %d", round*tasks/3, round), func() (bool, string) {
+	rounds := []string{"SIGKILL", "SIGKILL", "partition"}
+	for round := 1; round <= len(rounds); round++ {
+		how := rounds[round-1]
+		waitUntil(120*time.Second, fmt.Sprintf("%d tasks to end before round %d", round*tasks/4, round), func() (bool, string) {
 			n := runs.ended()
-			return n >= round*tasks/3, fmt.Sprint(n, " ended")
+			return n >= round*tasks/4, fmt.Sprint(n, " ended")
 		})
+		if how == "partition" {
+			// The first replica killed comes back, as a standby.
+			rs[0] = startReplicaAt(t, dir, dsn, rs[0].addr)
+			if role := rs[0].role(); role != "standby" {
+				t.Fatalf("the restarted replica is %q, want standby", role)
+			}
+		}
 		victim := active()
 		if victim < 0 {
 			t.Fatalf("round %d: no replica is active", round)
@@ -528,14 +541,35 @@ func TestFailoverWithAgents(t *testing.T) {
 			arm(viaLB, "PUT", sub+"/providers/Microsoft.KeyVault/vaults/hakv/accessPolicies/remove", "2024-11-01",
 				`{"properties":{"accessPolicies":[`+policy(revokePrincipal, "get", "wrapKey", "unwrapKey")+`]}}`, 200)
 		}
-		rs[victim].kill()
+		var exited chan time.Time
+		if how == "SIGKILL" {
+			rs[victim].kill()
+		} else {
+			// Cut the active's lease session, as a partition from the
+			// database (or a database failover) does. The replica keeps
+			// running, and must stop by itself.
+			exited = make(chan time.Time, 1)
+			go func() { _ = rs[victim].cmd.Wait(); exited <- time.Now() }()
+			db, err := sql.Open("pgx", dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			err = db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+				WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND pid IN (SELECT pid FROM pg_stat_activity WHERE wait_event_type IS DISTINCT FROM 'Lock')`).Scan(&n)
+			db.Close()
+			if err != nil || n != 1 {
+				t.Fatalf("cut the active's lease session: %d sessions, %v", n, err)
+			}
+		}
 		killed := time.Now()
 		// The new active: the first survivor to say so.
 		var tookOver time.Time
 		newActive := -1
 		waitUntil(30*time.Second, "a survivor to become active", func() (bool, string) {
 			for i, r := range rs {
-				if r.cmd.ProcessState == nil && r.role() == "active" {
+				if i != victim && r.cmd.ProcessState == nil && r.role() == "active" {
 					tookOver, newActive = time.Now(), i
 					return true, ""
 				}
@@ -547,9 +581,24 @@ func TestFailoverWithAgents(t *testing.T) {
 		// delivery; any run that begins after the new active took over
 		// (3.5 s after the kill at the least) is one the new active started.
 		waitUntil(30*time.Second, "the new active to start a task", func() (bool, string) { return !runs.firstStartAfter(tookOver).IsZero(), "" })
-		t.Logf("round %d: SIGKILL of the active (replica %d) to: replica %d active %v, first successful API call %v, first task started by the new active %v",
-			round, victim, newActive, tookOver.Sub(killed).Round(time.Millisecond), firstOKAfter(killed).Sub(killed).Round(time.Millisecond),
+		t.Logf("round %d: %s of the active (replica %d) to: replica %d active %v, first successful API call %v, first task started by the new active %v",
+			round, how, victim, newActive, tookOver.Sub(killed).Round(time.Millisecond), firstOKAfter(killed).Sub(killed).Round(time.Millisecond),
 			runs.firstStartAfter(tookOver).Sub(killed).Round(time.Millisecond))
+		if exited != nil {
+			select {
+			case at := <-exited:
+				t.Logf("round %d: the partitioned active ended %v after its session was cut, %v before the new active took over",
+					round, at.Sub(killed).Round(time.Millisecond), tookOver.Sub(at).Round(time.Millisecond))
+				if !at.Before(tookOver) {
+					t.Errorf("the partitioned active ended %v after the new active took over; want it stopped before", at.Sub(tookOver))
+				}
+				if log := rs[victim].log.String(); !strings.Contains(log, "lost the active replica's lease") {
+					t.Errorf("the partitioned active's output does not say it lost its lease:\n%s", log)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the partitioned active is still running 10 s after its lease session was cut")
+			}
+		}
 
 		if round == 2 {
 			// The revoked account locks within one probe interval of the
