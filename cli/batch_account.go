@@ -21,7 +21,7 @@ func (a *app) batchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "batch", Short: "Manage batch accounts"}
 	account := &cobra.Command{Use: "account", Short: "Manage batch accounts: identity, customer-managed keys, tags"}
 	account.AddCommand(a.batchAccountCreateCmd(), a.batchAccountShowCmd(), a.batchAccountListCmd(),
-		a.batchAccountSetCmd(), a.batchAccountDeleteCmd())
+		a.batchAccountSetCmd(), a.batchAccountDeleteCmd(), a.batchAccountReencryptCmd())
 	cmd.AddCommand(account, a.batchPoolCmd(), a.batchNodeCmd(), a.batchTaskCmd(), a.batchJobCmd(), a.batchJobScheduleCmd(), a.batchCertificateCmd())
 	return cmd
 }
