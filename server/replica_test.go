@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"custody"
 	"custody/batch"
 	"custody/compute"
+	"custody/rm"
 	"custody/server"
 	"custody/server/servertest"
 	"custody/sqlstore"
@@ -394,5 +397,91 @@ func TestFencedWritesOfFormerActive(t *testing.T) {
 	}
 	if err := finish(b, "after"); err != nil || state("after") != batch.TaskCompleted {
 		t.Errorf("the new active's write: %v, task %s", err, state("after"))
+	}
+}
+
+// TestLocalNodesOnlyOnActive: with local nodes on, only the active replica
+// starts a pool's local nodes; a standby starts none. When the active loses
+// its lease, its local nodes are stopped before the standby takes over and
+// starts the pool's nodes itself. (The node command here records each start
+// and waits; the agents themselves are tested in compat.)
+func TestLocalNodesOnlyOnActive(t *testing.T) {
+	dsn := postgresDatabase(t)
+	dir := t.TempDir()
+	const public = "https://localhost:8443"
+	starts := t.TempDir() + "/starts"
+	cfg := func(c *server.Config) {
+		replicaConfig(dsn, dir, public)(c)
+		c.DisableLocalNodes = false
+		c.UnsafeSharedHostNodes = true
+		c.NodeRoot = t.TempDir()
+		c.NodeCommand = []string{"/bin/sh", "-c", `echo $$ >> "$0"; exec sleep 600`, starts}
+	}
+	a := servertest.New(t, cfg)
+	b := servertest.NewReplica(t, cfg)
+	ctx := context.Background()
+	if _, err := a.RM.PutResourceGroup(ctx, &rm.ResourceGroup{SubscriptionID: a.RM.SubscriptionID, Name: "rg1", Location: "westus2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Batch.CreateAccount(ctx, &batch.Account{ID: rm.ResourceID(a.RM.SubscriptionID, "rg1", "Microsoft.Batch", "batchAccounts", "acct"),
+		SubscriptionID: a.RM.SubscriptionID, ResourceGroup: "rg1", Name: "acct", Location: "westus2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Compute.CreatePool(ctx, "acct", &compute.Pool{ID: "p1", VMSize: "standard_d2s_v3", TargetDedicated: 2}); err != nil {
+		t.Fatal(err)
+	}
+	pids := func() []int {
+		b, _ := os.ReadFile(starts)
+		var out []int
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	alive := func(pid int) bool { return syscall.Kill(pid, 0) == nil }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (nodes started: %v)", what, pids())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("the active to start the pool's two local nodes", func() bool { return len(pids()) == 2 })
+	time.Sleep(time.Second)
+	if n := len(pids()); n != 2 || len(a.Compute.NodeStates("acct", "p1")) != 2 || len(b.Compute.NodeStates("acct", "p1")) != 0 {
+		t.Fatalf("%d local nodes started; the active knows %v, the standby %v; want 2, 2 and none",
+			n, a.Compute.NodeStates("acct", "p1"), b.Compute.NodeStates("acct", "p1"))
+	}
+	first := pids()
+
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND pid IN (SELECT pid FROM pg_stat_activity WHERE wait_event_type IS DISTINCT FROM 'Lock')`); err != nil {
+		t.Fatal(err)
+	}
+	waitRole(t, b, "active", 15*time.Second)
+	for _, pid := range first {
+		if alive(pid) {
+			t.Errorf("the former active's local node %d is still running when the standby took over", pid)
+		}
+	}
+	waitFor("the new active to start the pool's nodes", func() bool { return len(pids()) == 4 })
+	for _, pid := range pids()[2:] {
+		if !alive(pid) {
+			t.Errorf("the new active's local node %d is not running", pid)
+		}
+	}
+	if n := len(b.Compute.NodeStates("acct", "p1")); n != 2 {
+		t.Errorf("the new active knows %d nodes of the pool, want 2", n)
 	}
 }
