@@ -243,9 +243,11 @@ func TestKeyVaultKeyCommands(t *testing.T) {
 	mustRun(t, dir, "keyvault", "key", "set-attributes", "--vault-name", "plainvault", "-n", "enc", "--enabled")
 	mustFail(t, dir, "ERROR: argument --expires", "keyvault", "key", "set-attributes", "--vault-name", "plainvault", "-n", "enc", "--expires", "next year")
 
-	// EC keys and HSM protection.
-	ec := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "create", "--vault-name", "plainvault", "-n", "ec", "--kty", "EC", "--curve", "P-384", "--protection", "hsm"))
-	if jwk, _ := ec["key"].(map[string]any); jwk["kty"] != "EC-HSM" || jwk["crv"] != "P-384" {
+	// EC keys. HSM protection needs a premium vault on a server with an
+	// HSM: refused here.
+	mustFail(t, dir, "ERROR: (BadParameter) Hardware key operation not allowed on standard vault", "keyvault", "key", "create", "--vault-name", "plainvault", "-n", "ec", "--kty", "EC", "--curve", "P-384", "--protection", "hsm")
+	ec := decode[map[string]any](t, mustRun(t, dir, "keyvault", "key", "create", "--vault-name", "plainvault", "-n", "ec", "--kty", "EC", "--curve", "P-384"))
+	if jwk, _ := ec["key"].(map[string]any); jwk["kty"] != "EC" || jwk["crv"] != "P-384" {
 		t.Errorf("EC key = %v", ec["key"])
 	}
 	mustFail(t, dir, "ERROR: (", "keyvault", "key", "create", "--vault-name", "plainvault", "-n", "bad", "--kty", "RSA", "--size", "1024")

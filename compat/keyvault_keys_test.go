@@ -87,6 +87,7 @@ type vaultSpec struct {
 	retentionDays   int32
 	purgeProtection bool
 	rbac            bool
+	premium         bool
 	policies        map[string][]string // object id -> key permissions
 }
 
@@ -106,6 +107,9 @@ func mustKeyVault(t *testing.T, ts *servertest.TestServer, rg, name string, spec
 	}
 	if spec.purgeProtection {
 		props.EnablePurgeProtection = to.Ptr(true)
+	}
+	if spec.premium {
+		props.SKU.Name = to.Ptr(armkeyvault.SKUNamePremium)
 	}
 	for oid, perms := range spec.policies {
 		var kp []*armkeyvault.KeyPermissions
@@ -548,10 +552,7 @@ func TestKeyVaultKeyTypesAndCrypto(t *testing.T) {
 		sizes = append(sizes, 4096)
 	}
 	for _, size := range sizes {
-		for _, kty := range []azkeys.KeyType{azkeys.KeyTypeRSA, azkeys.KeyTypeRSAHSM} {
-			if size == 4096 && kty == azkeys.KeyTypeRSAHSM {
-				continue
-			}
+		for _, kty := range []azkeys.KeyType{azkeys.KeyTypeRSA} {
 			name := "rsa-" + strings.ToLower(string(kty)) + "-" + strconv.Itoa(int(size))
 			k, err := c.CreateKey(ctx, name, azkeys.CreateKeyParameters{Kty: to.Ptr(kty), KeySize: to.Ptr(size)}, nil)
 			if err != nil {
@@ -567,7 +568,7 @@ func TestKeyVaultKeyTypesAndCrypto(t *testing.T) {
 		}
 	}
 	for _, crv := range []azkeys.CurveName{azkeys.CurveNameP256, azkeys.CurveNameP384, azkeys.CurveNameP521} {
-		for _, kty := range []azkeys.KeyType{azkeys.KeyTypeEC, azkeys.KeyTypeECHSM} {
+		for _, kty := range []azkeys.KeyType{azkeys.KeyTypeEC} {
 			name := "ec-" + strings.ToLower(string(kty)) + "-" + strings.ToLower(string(crv))
 			k, err := c.CreateKey(ctx, name, azkeys.CreateKeyParameters{Kty: to.Ptr(kty), Curve: to.Ptr(crv)}, nil)
 			if err != nil {
@@ -588,20 +589,43 @@ func TestKeyVaultKeyTypesAndCrypto(t *testing.T) {
 	_, err = c.CreateKey(ctx, "bad_name", azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}, nil)
 	wantKVError(t, "create with bad name", err, 400, "BadParameter", "")
 
-	// Import an RSA key whose private parts we know, as HSM.
+	// HSM keys: a standard vault refuses them, as Azure does; a premium
+	// vault on a server without an HSM (no PKCS#11 root key) too.
+	for _, kty := range []azkeys.KeyType{azkeys.KeyTypeRSAHSM, azkeys.KeyTypeECHSM} {
+		_, err := c.CreateKey(ctx, "hsm", azkeys.CreateKeyParameters{Kty: to.Ptr(kty)}, nil)
+		wantKVError(t, "create "+string(kty)+" in a standard vault", err, 400, "BadParameter", "")
+		if !strings.Contains(err.Error(), "Hardware key operation not allowed on standard vault") {
+			t.Fatalf("create %s in a standard vault: %v", kty, err)
+		}
+	}
+	mustKeyVault(t, ts, "rg", "kv-premium", vaultSpec{retentionDays: 7, premium: true, policies: map[string][]string{adminObjectID(t, ts): {"all"}}})
+	pc := keysClient(t, ts, "kv-premium", adminCredential(t, ts))
+	for _, kty := range []azkeys.KeyType{azkeys.KeyTypeRSAHSM, azkeys.KeyTypeECHSM} {
+		_, err := pc.CreateKey(ctx, "hsm", azkeys.CreateKeyParameters{Kty: to.Ptr(kty)}, nil)
+		wantKVError(t, "create "+string(kty)+" without an HSM", err, 400, "BadParameter", "")
+		if !strings.Contains(err.Error(), "has no hardware security module") {
+			t.Fatalf("create %s on a server without an HSM: %v", kty, err)
+		}
+	}
+
+	// Import an RSA key whose private parts we know. As HSM it is refused
+	// here (no HSM); as a software key it is kept.
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
 	priv.Precompute()
-	imp, err := c.ImportKey(ctx, "imported", azkeys.ImportKeyParameters{HSM: to.Ptr(true), Key: &azkeys.JSONWebKey{
+	_, err = pc.ImportKey(ctx, "imported", azkeys.ImportKeyParameters{HSM: to.Ptr(true), Key: &azkeys.JSONWebKey{
+		Kty: to.Ptr(azkeys.KeyTypeRSA), N: priv.N.Bytes(), E: []byte{1, 0, 1}, D: priv.D.Bytes(), P: priv.Primes[0].Bytes(), Q: priv.Primes[1].Bytes()}}, nil)
+	wantKVError(t, "import as HSM without an HSM", err, 400, "BadParameter", "")
+	imp, err := c.ImportKey(ctx, "imported", azkeys.ImportKeyParameters{Key: &azkeys.JSONWebKey{
 		Kty: to.Ptr(azkeys.KeyTypeRSA), N: priv.N.Bytes(), E: []byte{1, 0, 1}, D: priv.D.Bytes(),
 		P: priv.Primes[0].Bytes(), Q: priv.Primes[1].Bytes(), DP: priv.Precomputed.Dp.Bytes(), DQ: priv.Precomputed.Dq.Bytes(), QI: priv.Precomputed.Qinv.Bytes(),
 	}}, nil)
 	if err != nil {
 		t.Fatalf("import: %v", err)
 	}
-	if *imp.Key.Kty != azkeys.KeyTypeRSAHSM || !bytes.Equal(imp.Key.N, priv.N.Bytes()) || imp.Key.D != nil {
+	if *imp.Key.Kty != azkeys.KeyTypeRSA || !bytes.Equal(imp.Key.N, priv.N.Bytes()) || imp.Key.D != nil {
 		t.Fatalf("imported key: kty %s, same modulus %v, d returned %v", *imp.Key.Kty, bytes.Equal(imp.Key.N, priv.N.Bytes()), imp.Key.D != nil)
 	}
 	roundTrips(t, c, "imported", &priv.PublicKey)

@@ -4,6 +4,8 @@ package hsm
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"errors"
 	"io"
 )
@@ -37,11 +39,18 @@ func (*Token) RootProtection() (Protection, error)     { return Protection{}, er
 func (*Token) GenerateRSA(string, int) (*Key, error)   { return nil, errNoCgo }
 func (*Token) GenerateEC(string, string) (*Key, error) { return nil, errNoCgo }
 func (*Token) OpenKey([]byte) (*Key, error)            { return nil, errNoCgo }
-func (*Token) DestroyKey([]byte) error                 { return errNoCgo }
+func (*Token) ImportRSA(string, *rsa.PrivateKey) (*Key, error) {
+	return nil, errNoCgo
+}
+func (*Token) ImportEC(string, *ecdsa.PrivateKey) (*Key, error) {
+	return nil, errNoCgo
+}
+func (*Token) DestroyKey([]byte) error { return errNoCgo }
 func (*Token) KeyProtection([]byte) (Protection, error) {
 	return Protection{}, errNoCgo
 }
 func (*Token) ReadPrivateExponent([]byte) ([]byte, error) { return nil, errNoCgo }
+func (*Token) KeyIDs(string) ([][]byte, error)            { return nil, errNoCgo }
 func (*Key) ID() []byte                                   { return nil }
 func (*Key) Public() crypto.PublicKey                     { return nil }
 func (*Key) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {

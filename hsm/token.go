@@ -372,20 +372,7 @@ func (t *Token) GenerateEC(label, crv string) (*Key, error) {
 }
 
 func (t *Token) generatePair(mech, keyType uint, id []byte, label string, pubTmpl []*pkcs11.Attribute, decrypt bool) (*Key, error) {
-	privTmpl := []*pkcs11.Attribute{
-		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-	}
-	if decrypt {
-		privTmpl = append(privTmpl, pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true))
-	}
+	privTmpl := privateTemplate(keyType, id, label, decrypt)
 	sh := t.session()
 	defer t.release(sh)
 	_, priv, err := t.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, pubTmpl, privTmpl)
@@ -393,6 +380,23 @@ func (t *Token) generatePair(mech, keyType uint, id []byte, label string, pubTmp
 		return nil, fmt.Errorf("PKCS#11 token %s: generate a key pair: %w", &t.uri, err)
 	}
 	return t.load(sh, id, priv)
+}
+
+// privateTemplate is the template of a private key that never leaves the
+// token: a private token object, sensitive, not extractable.
+func privateTemplate(keyType uint, id []byte, label string, decrypt bool) []*pkcs11.Attribute {
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, decrypt),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
 }
 
 // OpenKey finds the private key with CKA_ID id and reads its public half.
@@ -666,4 +670,112 @@ func mgf1XOR(out []byte, h hash.Hash, seed []byte) {
 		}
 		binary.BigEndian.PutUint32(counter[:], binary.BigEndian.Uint32(counter[:])+1)
 	}
+}
+
+// ImportRSA puts an RSA private key into the token (sensitive, not
+// extractable) with its public half.
+func (t *Token) ImportRSA(label string, k *rsa.PrivateKey) (*Key, error) {
+	if len(k.Primes) != 2 {
+		return nil, errors.New("only two-prime RSA keys can be imported")
+	}
+	k.Precompute()
+	id := make([]byte, 16)
+	rand.Read(id)
+	e := big.NewInt(int64(k.E)).Bytes()
+	pub := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, k.N.Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, e),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
+	priv := append(privateTemplate(pkcs11.CKK_RSA, id, label, true),
+		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, k.N.Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, e),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE_EXPONENT, k.D.Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIME_1, k.Primes[0].Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIME_2, k.Primes[1].Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_EXPONENT_1, k.Precomputed.Dp.Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_EXPONENT_2, k.Precomputed.Dq.Bytes()),
+		pkcs11.NewAttribute(pkcs11.CKA_COEFFICIENT, k.Precomputed.Qinv.Bytes()),
+	)
+	return t.importPair(id, pub, priv)
+}
+
+// ImportEC puts an EC private key into the token (sensitive, not
+// extractable) with its public half.
+func (t *Token) ImportEC(label string, k *ecdsa.PrivateKey) (*Key, error) {
+	oid, ok := curveOIDs[k.Curve.Params().Name]
+	if !ok {
+		return nil, fmt.Errorf("curve %s is not supported", k.Curve.Params().Name)
+	}
+	params, _ := asn1.Marshal(oid)
+	point, err := k.PublicKey.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	pointDER, _ := asn1.Marshal(point)
+	scalar, err := k.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	id := make([]byte, 16)
+	rand.Read(id)
+	pub := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, pointDER),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}
+	priv := append(privateTemplate(pkcs11.CKK_EC, id, label, false),
+		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, scalar),
+	)
+	return t.importPair(id, pub, priv)
+}
+
+func (t *Token) importPair(id []byte, pub, priv []*pkcs11.Attribute) (*Key, error) {
+	sh := t.session()
+	defer t.release(sh)
+	ph, err := t.ctx.CreateObject(sh, pub)
+	if err != nil {
+		return nil, fmt.Errorf("PKCS#11 token %s: import the public key: %w", &t.uri, err)
+	}
+	h, err := t.ctx.CreateObject(sh, priv)
+	if err != nil {
+		t.ctx.DestroyObject(sh, ph)
+		return nil, fmt.Errorf("PKCS#11 token %s: import the private key: %w", &t.uri, err)
+	}
+	return t.load(sh, id, h)
+}
+
+// KeyIDs lists the CKA_ID of the private keys labelled label.
+func (t *Token) KeyIDs(label string) ([][]byte, error) {
+	sh := t.session()
+	defer t.release(sh)
+	if err := t.ctx.FindObjectsInit(sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
+		return nil, err
+	}
+	objs, _, err := t.ctx.FindObjects(sh, 1000)
+	t.ctx.FindObjectsFinal(sh)
+	if err != nil {
+		return nil, err
+	}
+	var ids [][]byte
+	for _, o := range objs {
+		a, err := t.ctx.GetAttributeValue(sh, o, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, nil)})
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, a[0].Value)
+	}
+	return ids, nil
 }

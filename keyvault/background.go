@@ -226,11 +226,13 @@ func (s *Service) Sweep(ctx context.Context) error {
 	keys, err := s.Keys.KeysDueForPurge(ctx, now)
 	errs = append(errs, err)
 	for _, k := range keys {
+		hv := s.versionsOf(ctx, k.VaultName, k.Name)
 		if err := s.Keys.PurgeKey(ctx, k.VaultName, k.Name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		s.cache().dropKey(k.VaultName, k.Name)
+		s.destroyHSMKeys(hv)
 		s.publish(k.VaultName, ChangeKeyPurged, k.Name, "")
 		s.audit(&AuditRecord{Time: now.UTC(), CallerOID: "system", VaultName: strings.ToLower(k.VaultName), KeyName: k.Name,
 			Operation: "KeyPurgeScheduled", Outcome: "success"})

@@ -68,16 +68,32 @@ func rsaEncrypt(pub *rsa.PublicKey, alg string, plaintext []byte) ([]byte, error
 // rsaDecrypt decrypts (or unwraps) ciphertext with priv under alg. Every
 // failure gives the same message, so that it tells nothing about the
 // plaintext.
-func rsaDecrypt(priv *rsa.PrivateKey, alg string, ciphertext []byte) ([]byte, error) {
+func rsaDecrypt(key crypto.Signer, alg string, ciphertext []byte) ([]byte, error) {
 	var out []byte
 	var err error
-	switch alg {
-	case AlgRSAOAEP:
-		out, err = rsa.DecryptOAEP(sha1.New(), nil, priv, ciphertext, nil)
-	case AlgRSAOAEP256:
-		out, err = rsa.DecryptOAEP(sha256.New(), nil, priv, ciphertext, nil)
-	case AlgRSA15:
-		out, err = rsa.DecryptPKCS1v15(nil, priv, ciphertext)
+	if priv, ok := key.(*rsa.PrivateKey); ok {
+		switch alg {
+		case AlgRSAOAEP:
+			out, err = rsa.DecryptOAEP(sha1.New(), nil, priv, ciphertext, nil)
+		case AlgRSAOAEP256:
+			out, err = rsa.DecryptOAEP(sha256.New(), nil, priv, ciphertext, nil)
+		case AlgRSA15:
+			out, err = rsa.DecryptPKCS1v15(nil, priv, ciphertext)
+		}
+	} else if d, ok := key.(crypto.Decrypter); ok {
+		// A key in the HSM: the token decrypts.
+		var opts crypto.DecrypterOpts
+		switch alg {
+		case AlgRSAOAEP:
+			opts = &rsa.OAEPOptions{Hash: crypto.SHA1}
+		case AlgRSAOAEP256:
+			opts = &rsa.OAEPOptions{Hash: crypto.SHA256}
+		case AlgRSA15:
+			opts = &rsa.PKCS1v15DecryptOptions{}
+		}
+		out, err = d.Decrypt(nil, ciphertext, opts)
+	} else {
+		return nil, custody.Internal(nil, "the key cannot decrypt")
 	}
 	if err != nil {
 		return nil, custody.Errorf(custody.KindInvalid, "BadParameter",
@@ -132,7 +148,11 @@ func signDigest(priv crypto.Signer, kty, alg string, digest []byte) ([]byte, err
 		s.FillBytes(sig[size:])
 		return sig, nil
 	}
-	return nil, custody.Internal(nil, "unknown private key type")
+	sig, err := signWith(priv, alg, digest)
+	if err != nil {
+		return nil, custody.Internal(err, "sign in the HSM")
+	}
+	return sig, nil
 }
 
 // verifyDigest reports whether sig is a valid signature of digest under alg.

@@ -86,9 +86,8 @@ type JSONWebKey struct {
 	Y   Bytes  `json:"y,omitempty"`
 }
 
-// Key types. An "-HSM" type names the same software key as its plain
-// counterpart: Custody has no hardware security module, and labels such keys
-// HSM only so that clients asking for them work.
+// Key types. An "-HSM" key lives in the server's hardware security module
+// (see HSM); the others are software keys sealed under the root key.
 const (
 	KtyRSA    = "RSA"
 	KtyRSAHSM = "RSA-HSM"

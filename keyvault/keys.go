@@ -35,9 +35,14 @@ import (
 // crypto operation whose record cannot be stored answers 500 without its
 // result.
 //
-// Key types: "RSA-HSM" and "EC-HSM" keys are software keys, like "RSA" and
-// "EC" ones, labelled HSM so that clients asking for them work; Custody has
-// no hardware security module.
+// Key types: "RSA-HSM" and "EC-HSM" keys live in the server's hardware
+// security module (Service.HSM, the PKCS#11 token of its root key): they
+// are generated or imported there, every private-key operation runs there,
+// and the key version seals only a reference to the token object. They
+// need a premium vault, as in Azure, and a server with an HSM; otherwise
+// creating one is refused. They cannot be backed up (their private parts
+// never leave the token). "RSA" and "EC" keys are software keys, sealed
+// under the root key.
 
 // Decoder fills v from a request body. The data plane passes
 // httpapi.DecodeJSON bound to the request; Go callers can pass JSONBody.
@@ -675,10 +680,16 @@ func generate(kty string, size int, crv string) (crypto.Signer, error) {
 
 // newKeyVersion builds a version around priv, sealing the private key.
 func (s *Service) newKeyVersion(vault, name, kty string, priv crypto.Signer, ops []string) (*KeyVersion, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, custody.Internal(err, "encode private key")
+	var der []byte
+	if hk, ok := priv.(HSMKey); ok {
+		der = hsmRef(hk.ID())
+	} else {
+		var err error
+		if der, err = x509.MarshalPKCS8PrivateKey(priv); err != nil {
+			return nil, custody.Internal(err, "encode private key")
+		}
 	}
+	var err error
 	now := s.now().UTC().Truncate(time.Second)
 	kv := &KeyVersion{
 		VaultName: vault, KeyName: name, Version: newVersion(), Kty: kty, KeyOps: ops, Enabled: true,
@@ -787,7 +798,7 @@ func (s *Service) CreateKey(ctx context.Context, vault, name string, body Decode
 	if err := applyAttributes(probe, p.Attributes); err != nil {
 		return nil, err
 	}
-	priv, err := generate(kty, size, crv)
+	priv, err := s.generateKey(v, name, kty, size, crv)
 	if err != nil {
 		return nil, err
 	}
@@ -858,6 +869,9 @@ func (s *Service) ImportKey(ctx context.Context, vault, name string, body Decode
 	}
 	probe := &KeyVersion{Enabled: true}
 	if err := applyAttributes(probe, p.Attributes); err != nil {
+		return nil, err
+	}
+	if priv, err = s.importToHSM(v, name, kty, priv); err != nil {
 		return nil, err
 	}
 	return s.storeNewVersion(ctx, v, k, kty, priv, ops, probe, p.Tags, c)
@@ -980,10 +994,12 @@ func (s *Service) DeleteKey(ctx context.Context, vault, name string) (_ *Deleted
 	now := s.now().UTC()
 	k.DeletedAt = &now
 	if v.SoftDeleteRetentionDays <= 0 {
+		hv := s.versionsOf(ctx, v.Name, k.Name)
 		if err := s.Keys.PurgeKey(ctx, v.Name, k.Name); err != nil {
 			return nil, err
 		}
 		s.cache().dropKey(v.Name, k.Name)
+		s.destroyHSMKeys(hv)
 		s.publish(v.Name, ChangeKeyDeleted, k.Name, "")
 		return s.deletedBundle(v, k, kv)
 	}
@@ -1082,10 +1098,12 @@ func (s *Service) PurgeDeletedKey(ctx context.Context, vault, name string) (err 
 		e.Inner = "PurgeProtected"
 		return e
 	}
+	hv := s.versionsOf(ctx, v.Name, k.Name)
 	if err := s.Keys.PurgeKey(ctx, v.Name, k.Name); err != nil {
 		return err
 	}
 	s.cache().dropKey(v.Name, k.Name)
+	s.destroyHSMKeys(hv)
 	s.publish(v.Name, ChangeKeyPurged, k.Name, "")
 	return nil
 }
@@ -1211,7 +1229,7 @@ func (s *Service) RotateKey(ctx context.Context, vault, name string) (_ *KeyBund
 }
 
 func (s *Service) rotate(ctx context.Context, v *Vault, k *Key, latest *KeyVersion, c *call) (*KeyBundle, error) {
-	priv, err := generate(latest.Kty, latest.KeySize, latest.Crv)
+	priv, err := s.generateKey(v, k.Name, latest.Kty, latest.KeySize, latest.Crv)
 	if err != nil {
 		return nil, err
 	}
@@ -1319,7 +1337,7 @@ func (s *Service) KeyOperation(ctx context.Context, vault, name, version, op str
 		if err != nil {
 			return nil, err
 		}
-		out, err = rsaDecrypt(priv.(*rsa.PrivateKey), alg, p.Value)
+		out, err = rsaDecrypt(priv, alg, p.Value)
 		if err != nil {
 			return nil, err
 		}
@@ -1338,6 +1356,18 @@ func (s *Service) open(kv *KeyVersion) (crypto.Signer, error) {
 		return nil, custody.Internal(err, "open key material of %s/%s", kv.KeyName, kv.Version)
 	}
 	defer clear(der)
+	if id, ok := hsmID(der); ok {
+		if s.HSM == nil {
+			return nil, custody.Errorf(custody.KindUnavailable, "ServiceUnavailable",
+				"Key %s/%s lives in a hardware security module, and this server was started without one; the operator must start it with its PKCS#11 root key (--root-key pkcs11:...).", kv.KeyName, kv.Version)
+		}
+		hk, err := s.HSM.Open(id)
+		if err != nil {
+			return nil, custody.Internal(err, "open key %s/%s in the HSM", kv.KeyName, kv.Version)
+		}
+		s.cache().put(kv.VaultName, kv.KeyName, kv.Version, kv.PrivateSealed, hk)
+		return hk, nil
+	}
 	key, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
 		return nil, custody.Internal(err, "parse key material of %s/%s", kv.KeyName, kv.Version)

@@ -60,6 +60,12 @@ func (s *Service) BackupKey(ctx context.Context, vault, name string) (_ *BackupR
 	if err != nil {
 		return nil, err
 	}
+	for _, kv := range vs {
+		if isHSMKty(kv.Kty) {
+			return nil, custody.Errorf(custody.KindInvalid, "BadParameter",
+				"Key %s is an %s key held in this server's hardware security module: its private part never leaves the token, so it cannot be backed up. Back up the token itself with its vendor's tools, or use a software key (RSA or EC) where a backup blob is needed.", k.Name, kv.Kty)
+		}
+	}
 	b := backupBlob{Format: backupFormat, Name: k.Name, Tags: k.Tags, Managed: k.Managed, CreatedAt: k.CreatedAt, RotationPolicy: k.RotationPolicy}
 	defer func() {
 		for _, bv := range b.Versions {
@@ -126,6 +132,11 @@ func (s *Service) RestoreKey(ctx context.Context, vault string, body Decoder) (_
 	now := s.now().UTC()
 	k := &Key{VaultName: v.Name, Name: b.Name, Tags: b.Tags, Managed: b.Managed, CreatedAt: b.CreatedAt, UpdatedAt: now, RotationPolicy: b.RotationPolicy}
 	versions := make([]*KeyVersion, 0, len(b.Versions))
+	for _, bv := range b.Versions {
+		if isHSMKty(bv.Kty) {
+			return nil, bad("The backup blob holds an %s key version; HSM keys cannot be restored from a backup blob.", bv.Kty)
+		}
+	}
 	for _, bv := range b.Versions {
 		der := bv.PrivateKey
 		if _, err := x509.ParsePKCS8PrivateKey(der); err != nil {

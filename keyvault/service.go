@@ -22,6 +22,9 @@ type Service struct {
 	Vaults VaultStore
 	Keys   KeyStore
 	Sealer Sealer
+	// HSM, if set, holds the keys of type RSA-HSM and EC-HSM; without one
+	// they are refused.
+	HSM HSM
 	// RM answers role-based access checks (vaults with
 	// enableRbacAuthorization) and resource group existence.
 	RM *rm.Service

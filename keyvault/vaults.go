@@ -145,9 +145,11 @@ func (s *Service) lookup(ctx context.Context, name string) (*Vault, error) {
 		return nil, err
 	}
 	if v.DeletedAt != nil && v.ScheduledPurgeAt != nil && !s.now().Before(*v.ScheduledPurgeAt) {
+		hv := s.vaultVersions(ctx, v.Name)
 		if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil && !custody.IsNotFound(err) {
 			return nil, err
 		}
+		s.destroyHSMKeys(hv)
 		s.publish(v.Name, ChangeVaultPurged, "", "")
 		return nil, custody.Errorf(custody.KindNotFound, "VaultNotFound", "Vault '%s' was purged at the end of its retention period.", name)
 	}
@@ -919,10 +921,12 @@ func (s *Service) PurgeDeletedVault(ctx context.Context, sub, location, name str
 			"Deleted vault '%s' has purge protection enabled, so it cannot be purged before its retention period ends on %s; it will be purged automatically then. It can still be recovered (PUT with properties.createMode \"recover\").",
 			name, v.ScheduledPurgeAt.UTC().Format(time.RFC3339))
 	}
+	hv := s.vaultVersions(ctx, v.Name)
 	if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil {
 		return err
 	}
 	s.ForgetVault(v.Name)
+	s.destroyHSMKeys(hv)
 	s.publish(v.Name, ChangeVaultPurged, "", "")
 	return nil
 }
@@ -938,10 +942,12 @@ func (s *Service) PurgeExpiredVaults(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, v := range vs {
+		hv := s.vaultVersions(ctx, v.Name)
 		if err := s.Vaults.PurgeVault(ctx, v.Name); err != nil && !custody.IsNotFound(err) {
 			return n, err
 		}
 		s.ForgetVault(v.Name)
+		s.destroyHSMKeys(hv)
 		s.publish(v.Name, ChangeVaultPurged, "", "")
 		n++
 	}

@@ -405,6 +405,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.KeyVault = &keyvault.Service{Vaults: &sqlstore.VaultStore{DB: s.DB}, Keys: &sqlstore.KeyStore{DB: s.DB}, Sealer: sealer,
 		RM: s.RM, TenantID: tenant, Domain: cfg.Domain, Port: port, Logger: s.log, Now: cfg.KeyVaultClock,
 		AuditRetention: cfg.AuditRetention}
+	if s.root.Token != nil {
+		s.KeyVault.HSM = tokenHSM{s.root.Token}
+	}
 	if s.lease != nil {
 		s.KeyVault.Fence = s.fence
 	}
