@@ -212,6 +212,10 @@ type DataStore interface {
 	Task(ctx context.Context, account, jobID, id string) (*TaskRecord, error)
 	ListTasks(ctx context.Context, account, jobID string, o ListOptions) ([]*TaskRecord, error)
 	UpdateTask(ctx context.Context, account string, t *TaskRecord, prevETag string) error
+	// UpdateTasks writes many tasks in one transaction, each only if its
+	// stored etag is still prevETags[i]; updated[i] says whether ts[i] was
+	// written (false: it changed or was deleted meanwhile).
+	UpdateTasks(ctx context.Context, account string, ts []*TaskRecord, prevETags []string) (updated []bool, err error)
 	DeleteTask(ctx context.Context, account, jobID, id string) error
 	// TaskStates returns the number of a job's tasks in each state.
 	TaskStates(ctx context.Context, account, jobID string) (map[string]int, error)

@@ -50,6 +50,7 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 		return node.JoinResponse{}, err
 	}
 	n.AgentVersion = req.AgentVersion
+	n.queues = req.QueueRuns
 	n.joined = true
 	n.resumable = false
 	n.reboot, n.drop, n.leave = false, false, false
@@ -70,9 +71,12 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	s.requeueHeld(context.WithoutCancel(ctx), held)
 
 	s.prepareNode(ctx, account, poolID, n)
+	s.mu.Lock()
+	slots := n.slots
+	s.mu.Unlock()
 	s.Kick()
 	return node.JoinResponse{NodeID: n.ID, PoolID: poolID, Account: account, PollSeconds: int(s.cfg.Poll / time.Second),
-		LostAfterMillis: s.cfg.LostAfter.Milliseconds(), Limits: s.nodeLimits(n.VMSize)}, nil
+		LostAfterMillis: s.cfg.LostAfter.Milliseconds(), Limits: s.nodeLimits(n.VMSize), TaskSlots: slots}, nil
 }
 
 // resume takes a node this server loaded from the store back from its
@@ -377,6 +381,9 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 			s.startTaskDone(n, r, rep, failed)
 			continue
 		}
+		if d := rep.EndTime.Sub(rep.StartTime); d >= 0 && d < DispatchAheadWindow {
+			n.shortEnd = s.now()
+		}
 		n.TotalTasksRun++
 		if !failed {
 			n.TotalTasksSucceeded++
@@ -390,7 +397,11 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 	s.refreshState(n)
 	account, nodeID := n.Account, n.ID
 	s.mu.Unlock()
+	// The node may take more work at once: the next pass fills the slots
+	// (and the node's queue) while these runs' ends are written.
+	s.Kick()
 
+	ends := make([]TaskEnd, 0, len(tasks))
 	for _, d := range tasks {
 		failed := d.rep.Failed()
 		res := RunResult{NodeID: nodeID, ExitCode: d.rep.ExitCode, StartTime: d.rep.StartTime, EndTime: d.rep.EndTime,
@@ -409,8 +420,11 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		case failed:
 			res.FailureCode, res.FailureMessage = "FailureExitCode", fmt.Sprintf("The task exited with exit code %d.", d.rep.ExitCode)
 		}
-		if err := s.cfg.Tasks.FinishTask(context.WithoutCancel(ctx), account, d.r.jobID, d.r.taskID, res); err != nil {
-			s.log.Warn("compute: finish task", "job", d.r.jobID, "task", d.r.taskID, "err", err)
+		ends = append(ends, TaskEnd{JobID: d.r.jobID, TaskID: d.r.taskID, Result: res})
+	}
+	if len(ends) > 0 {
+		if err := s.cfg.Tasks.FinishTasks(context.WithoutCancel(ctx), account, ends); err != nil {
+			s.log.Warn("compute: finish tasks", "account", account, "tasks", len(ends), "err", err)
 			if custody.ErrorKind(err) == custody.KindUnavailable {
 				// Fenced: another replica is active now; the agent sends
 				// the report again and it reaches that one.

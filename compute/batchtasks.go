@@ -172,41 +172,87 @@ func (b *BatchTasks) depState(ctx context.Context, account, job, id string) (Dep
 
 // StartTask moves an active task to running.
 func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (TaskRun, bool, error) {
+	out, err := b.StartTasks(ctx, account, []TaskStart{{JobID: jobID, TaskID: taskID, NodeID: nodeID}}, at)
+	if err != nil {
+		return TaskRun{}, false, err
+	}
+	return out[0].Run, out[0].OK, nil
+}
+
+// StartTasks moves active tasks to running, all in one transaction; a task
+// that is no longer active, or changed while it was read, is not started.
+// Each job is read and opened once.
+func (b *BatchTasks) StartTasks(ctx context.Context, account string, starts []TaskStart, at time.Time) ([]StartedTask, error) {
+	out := make([]StartedTask, len(starts))
 	a, dek, err := b.Keys.DEK(ctx, account)
 	if err != nil {
-		return TaskRun{}, false, err
+		return nil, err
 	}
-	r, err := b.Store.Task(ctx, a.Name, jobID, taskID)
-	if err != nil {
+	type pending struct {
+		i    int
+		spec *batch.TaskSpec
+		job  *batch.Job
+	}
+	jobs := map[string]*batch.Job{}
+	var recs []*batch.TaskRecord
+	var prevs []string
+	var ps []pending
+	for i, st := range starts {
+		r, err := b.Store.Task(ctx, a.Name, st.JobID, st.TaskID)
 		if custody.IsNotFound(err) {
-			return TaskRun{}, false, nil
+			continue
 		}
-		return TaskRun{}, false, err
-	}
-	if r.State != batch.TaskActive {
-		return TaskRun{}, false, nil
-	}
-	spec, err := openTask(a, dek, r)
-	if err != nil {
-		return TaskRun{}, false, err
-	}
-	job, err := b.Data.GetJob(ctx, a.Name, jobID)
-	if err != nil {
-		return TaskRun{}, false, err
-	}
-	prev := r.ETag
-	r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
-	r.State, r.StateTransitionTime, r.StartTime, r.LastModified = batch.TaskRunning, at, at, at
-	r.EndTime = time.Time{}
-	r.ETag = newTaskETag()
-	r.Outcome.NodeID, r.Outcome.PoolID = nodeID, job.PoolID
-	r.Outcome.ExitCode, r.Outcome.Result, r.Outcome.FailureCode, r.SealedFailureMessage = nil, "", "", nil
-	if err := b.Store.UpdateTask(ctx, a.Name, r, prev); err != nil {
-		if custody.ErrorKind(err) == custody.KindPreconditionFailed || custody.IsNotFound(err) {
-			return TaskRun{}, false, nil
+		if err != nil {
+			return nil, err
 		}
-		return TaskRun{}, false, err
+		if r.State != batch.TaskActive {
+			continue
+		}
+		spec, err := openTask(a, dek, r)
+		if err != nil {
+			return nil, err
+		}
+		key := strings.ToLower(st.JobID)
+		job, ok := jobs[key]
+		if !ok {
+			job, err = b.Data.GetJob(ctx, a.Name, st.JobID)
+			if custody.IsNotFound(err) {
+				jobs[key] = nil
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			jobs[key] = job
+		}
+		if job == nil {
+			continue
+		}
+		prevs = append(prevs, r.ETag)
+		r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
+		r.State, r.StateTransitionTime, r.StartTime, r.LastModified = batch.TaskRunning, at, at, at
+		r.EndTime = time.Time{}
+		r.ETag = newTaskETag()
+		r.Outcome.NodeID, r.Outcome.PoolID = st.NodeID, job.PoolID
+		r.Outcome.ExitCode, r.Outcome.Result, r.Outcome.FailureCode, r.SealedFailureMessage = nil, "", "", nil
+		recs = append(recs, r)
+		ps = append(ps, pending{i, spec, job})
 	}
+	updated, err := b.Store.UpdateTasks(ctx, a.Name, recs, prevs)
+	if err != nil {
+		return nil, err
+	}
+	for k, ok := range updated {
+		if ok {
+			p := ps[k]
+			out[p.i] = StartedTask{Run: taskRun(recs[k], p.spec, p.job), OK: true}
+		}
+	}
+	return out, nil
+}
+
+// taskRun is what a node needs to run a task.
+func taskRun(r *batch.TaskRecord, spec *batch.TaskSpec, job *batch.Job) TaskRun {
 	run := TaskRun{Env: map[string]string{}, RetryCount: int(r.RetryCount)}
 	for _, e := range job.Spec.CommonEnvironmentSettings {
 		run.Env[e.Name] = deref(e.Value)
@@ -238,7 +284,7 @@ func (b *BatchTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 			}
 		}
 	}
-	return run, true, nil
+	return run
 }
 
 // maxRetries is a task's maxTaskRetryCount, its job's when it has none.
@@ -265,12 +311,7 @@ func deref(s *string) string {
 // DEK (it can quote the command); if the DEK cannot be had, the failure code
 // is kept without a message.
 func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID string, res RunResult) error {
-	var sealedFailure []byte
-	if res.FailureMessage != "" && (res.Outcome == OutcomeSucceeded || res.Outcome == OutcomeFailed) {
-		if a, dek, err := b.Keys.DEK(ctx, account); err == nil {
-			sealedFailure = batch.SealTaskFailureMessage(a, dek, jobID, taskID, res.FailureMessage)
-		}
-	}
+	sealedFailure := b.sealFailure(ctx, account, jobID, taskID, res)
 	for attempt := 0; attempt < 5; attempt++ {
 		r, err := b.Store.Task(ctx, account, jobID, taskID)
 		if custody.IsNotFound(err) {
@@ -279,38 +320,9 @@ func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID stri
 		if err != nil {
 			return err
 		}
-		if r.State != batch.TaskRunning {
-			return nil // terminated meanwhile
-		}
-		if r.Outcome.NodeID != "" && r.Outcome.NodeID != res.NodeID {
-			return nil // running elsewhere now
-		}
-		now := time.Now().UTC()
 		prev := r.ETag
-		r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
-		r.StateTransitionTime, r.LastModified, r.ETag = now, now, newTaskETag()
-		o := &r.Outcome
-		switch res.Outcome {
-		case OutcomeSucceeded, OutcomeFailed:
-			r.State, r.EndTime = batch.TaskCompleted, res.EndTime
-			if !res.StartTime.IsZero() {
-				r.StartTime = res.StartTime
-			}
-			code := res.ExitCode
-			o.ExitCode, o.Result = &code, batch.TaskSuccess
-			if res.Outcome == OutcomeFailed {
-				o.Result = batch.TaskFailure
-			}
-			o.FailureCode, r.SealedFailureMessage = res.FailureCode, sealedFailure
-		case OutcomeRetry:
-			r.State = batch.TaskActive
-			r.RetryCount++
-			code := res.ExitCode
-			o.ExitCode, o.LastRetryTime, o.NodeID = &code, now, ""
-		case OutcomeRequeue:
-			r.State = batch.TaskActive
-			r.RequeueCount++
-			o.LastRequeueTime, o.NodeID = now, ""
+		if !applyEnd(r, res, sealedFailure) {
+			return nil
 		}
 		err = b.Store.UpdateTask(ctx, account, r, prev)
 		if custody.ErrorKind(err) == custody.KindPreconditionFailed {
@@ -325,6 +337,104 @@ func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID stri
 		return nil
 	}
 	return custody.Errorf(custody.KindConflict, "TaskChanged", "Task %q kept changing while its run was recorded.", taskID)
+}
+
+// FinishTasks records the ends of many runs of one account in one
+// transaction; a task that changed between its read and the write is
+// recorded again on its own (FinishTask). Each job whose tasks completed is
+// checked once for onAllTasksComplete.
+func (b *BatchTasks) FinishTasks(ctx context.Context, account string, ends []TaskEnd) error {
+	var recs []*batch.TaskRecord
+	var prevs []string
+	var which []TaskEnd
+	for _, e := range ends {
+		r, err := b.Store.Task(ctx, account, e.JobID, e.TaskID)
+		if custody.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		prev := r.ETag
+		if !applyEnd(r, e.Result, b.sealFailure(ctx, account, e.JobID, e.TaskID, e.Result)) {
+			continue
+		}
+		recs, prevs, which = append(recs, r), append(prevs, prev), append(which, e)
+	}
+	updated, err := b.Store.UpdateTasks(ctx, account, recs, prevs)
+	if err != nil {
+		return err
+	}
+	var firstErr error
+	completed := map[string]string{}
+	for k, ok := range updated {
+		e := which[k]
+		if !ok {
+			if err := b.FinishTask(ctx, account, e.JobID, e.TaskID, e.Result); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if recs[k].State == batch.TaskCompleted {
+			completed[strings.ToLower(e.JobID)] = e.JobID
+		}
+	}
+	for _, job := range completed {
+		b.maybeTerminateJob(ctx, account, job)
+	}
+	return firstErr
+}
+
+// sealFailure seals a finished run's failure message with the account's
+// DEK (nil when there is none to keep, or the DEK cannot be had).
+func (b *BatchTasks) sealFailure(ctx context.Context, account, jobID, taskID string, res RunResult) []byte {
+	if res.FailureMessage == "" || (res.Outcome != OutcomeSucceeded && res.Outcome != OutcomeFailed) {
+		return nil
+	}
+	a, dek, err := b.Keys.DEK(ctx, account)
+	if err != nil {
+		return nil
+	}
+	return batch.SealTaskFailureMessage(a, dek, jobID, taskID, res.FailureMessage)
+}
+
+// applyEnd changes r as the end of its run says; false when the task is no
+// longer running on the reporting node (terminated, or running elsewhere
+// now) and is to be left alone.
+func applyEnd(r *batch.TaskRecord, res RunResult, sealedFailure []byte) bool {
+	if r.State != batch.TaskRunning {
+		return false // terminated meanwhile
+	}
+	if r.Outcome.NodeID != "" && r.Outcome.NodeID != res.NodeID {
+		return false // running elsewhere now
+	}
+	now := time.Now().UTC()
+	r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
+	r.StateTransitionTime, r.LastModified, r.ETag = now, now, newTaskETag()
+	o := &r.Outcome
+	switch res.Outcome {
+	case OutcomeSucceeded, OutcomeFailed:
+		r.State, r.EndTime = batch.TaskCompleted, res.EndTime
+		if !res.StartTime.IsZero() {
+			r.StartTime = res.StartTime
+		}
+		code := res.ExitCode
+		o.ExitCode, o.Result = &code, batch.TaskSuccess
+		if res.Outcome == OutcomeFailed {
+			o.Result = batch.TaskFailure
+		}
+		o.FailureCode, r.SealedFailureMessage = res.FailureCode, sealedFailure
+	case OutcomeRetry:
+		r.State = batch.TaskActive
+		r.RetryCount++
+		code := res.ExitCode
+		o.ExitCode, o.LastRetryTime, o.NodeID = &code, now, ""
+	case OutcomeRequeue:
+		r.State = batch.TaskActive
+		r.RequeueCount++
+		o.LastRequeueTime, o.NodeID = now, ""
+	}
+	return true
 }
 
 // maybeTerminateJob ends a job with onAllTasksComplete terminatejob once

@@ -377,6 +377,7 @@ func (s *Service) schedule(ctx context.Context) {
 	type poolKey struct{ account, pool string }
 	free := map[poolKey][]SlotNode{}
 	fill := map[poolKey]string{}
+	now := s.now()
 	s.mu.Lock()
 	for _, n := range s.nodes {
 		if !n.usable() || s.locked[strings.ToLower(n.Account)] {
@@ -386,11 +387,17 @@ func (s *Service) schedule(ctx context.Context) {
 		for _, r := range n.runs {
 			used += r.slots
 		}
-		if used >= n.slots {
+		capacity := n.slots
+		if n.queues && !n.shortEnd.IsZero() && now.Sub(n.shortEnd) < DispatchAheadWindow {
+			// Dispatch ahead: the agent starts a queued run the moment a
+			// slot frees, without waiting for this pass.
+			capacity = DispatchAhead * n.slots
+		}
+		if used >= capacity {
 			continue
 		}
 		k := poolKey{strings.ToLower(n.Account), strings.ToLower(n.PoolID)}
-		free[k] = append(free[k], SlotNode{ID: n.ID, Free: n.slots - used, Running: used})
+		free[k] = append(free[k], SlotNode{ID: n.ID, Free: capacity - used, Running: used})
 		fill[k] = n.fill
 	}
 	s.mu.Unlock()
@@ -415,43 +422,72 @@ func (s *Service) schedule(ctx context.Context) {
 		if fill[k] == "" {
 			fill[k] = "spread"
 		}
-		for _, pl := range Place(ns, cs, fill[k]) {
-			s.start(ctx, k.account, pl)
-		}
+		s.start(ctx, k.account, Place(ns, cs, fill[k]))
 	}
 }
 
-// start moves a placed task to running and queues it for its node.
-func (s *Service) start(ctx context.Context, account string, pl Placement) {
+// DispatchAhead is how many runs per slot the scheduler keeps on a node
+// whose agent queues runs, while its runs are short: one running and one
+// waiting to start the moment the first ends, so a slot does not sit idle
+// for a report, a scheduling pass and a sync between two short tasks. A
+// node dispatches ahead only while a run that lasted less than
+// DispatchAheadWindow ended on it within the last DispatchAheadWindow: a
+// run queued there waits about one short task, and a task of a job with a
+// higher priority that arrives meanwhile is delayed by no more; behind long
+// tasks nothing is queued, so priorities decide at the moment a slot frees.
+const (
+	DispatchAhead       = 2
+	DispatchAheadWindow = 100 * time.Millisecond
+)
+
+// start moves placed tasks to running (one transaction) and queues them for
+// their nodes.
+func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 	s.mu.Lock()
-	n := s.nodes[pl.NodeID]
-	ok := n != nil && n.usable()
-	s.mu.Unlock()
-	if !ok {
-		return
-	}
-	tr, ok, err := s.cfg.Tasks.StartTask(ctx, account, pl.JobID, pl.TaskID, pl.NodeID, s.now())
-	if err != nil || !ok {
-		if err != nil {
-			s.log.Warn("compute: start task", "job", pl.JobID, "task", pl.TaskID, "err", err)
+	starts := make([]TaskStart, 0, len(pls))
+	placed := make([]Placement, 0, len(pls))
+	for _, pl := range pls {
+		if n := s.nodes[pl.NodeID]; n != nil && n.usable() {
+			starts = append(starts, TaskStart{JobID: pl.JobID, TaskID: pl.TaskID, NodeID: pl.NodeID})
+			placed = append(placed, pl)
 		}
+	}
+	s.mu.Unlock()
+	if len(starts) == 0 {
 		return
 	}
+	started, err := s.cfg.Tasks.StartTasks(ctx, account, starts, s.now())
+	if err != nil {
+		s.log.Warn("compute: start tasks", "account", account, "tasks", len(starts), "err", err)
+		return
+	}
+	gone := map[string][]*run{}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !n.usable() || s.nodes[n.ID] == nil {
-		// The node went away between placement and start: requeue.
-		go s.requeue(context.Background(), account, []*run{{kind: "task", jobID: pl.JobID, taskID: pl.TaskID}}, n.ID)
-		return
+	for i, st := range started {
+		if !st.OK {
+			continue
+		}
+		pl, tr := placed[i], st.Run
+		n := s.nodes[pl.NodeID]
+		if n == nil || !n.usable() {
+			// The node went away between placement and start: requeue.
+			gone[pl.NodeID] = append(gone[pl.NodeID], &run{kind: "task", jobID: pl.JobID, taskID: pl.TaskID})
+			continue
+		}
+		n.seq++
+		slots := max(pl.RequiredSlots, 1)
+		r := &node.Run{RunID: pl.JobID + "/" + pl.TaskID + "/" + itoa(n.seq), Kind: "task", JobID: pl.JobID, TaskID: pl.TaskID, Slots: slots,
+			CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds(), UserIdentity: tr.UserIdentity}
+		n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: slots, spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries}
+		n.outbox = append(n.outbox, *r)
+		s.setState(n, NodeRunning)
+		s.lastNode(account, pl.JobID, pl.TaskID, n)
+		s.wakeNode(n)
 	}
-	n.seq++
-	r := &node.Run{RunID: pl.JobID + "/" + pl.TaskID + "/" + itoa(n.seq), Kind: "task", JobID: pl.JobID, TaskID: pl.TaskID,
-		CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds(), UserIdentity: tr.UserIdentity}
-	n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: max(pl.RequiredSlots, 1), spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries}
-	n.outbox = append(n.outbox, *r)
-	s.setState(n, NodeRunning)
-	s.lastNode(account, pl.JobID, pl.TaskID, n)
-	s.wakeNode(n)
+	s.mu.Unlock()
+	for nodeID, runs := range gone {
+		go s.requeue(context.Background(), account, runs, nodeID)
+	}
 }
 
 func itoa(i int) string {

@@ -28,6 +28,19 @@ func (f *fakeTasks) StartTask(context.Context, string, string, string, string, t
 	return TaskRun{}, false, nil
 }
 
+func (f *fakeTasks) StartTasks(_ context.Context, _ string, starts []TaskStart, _ time.Time) ([]StartedTask, error) {
+	return make([]StartedTask, len(starts)), nil
+}
+
+func (f *fakeTasks) FinishTasks(ctx context.Context, account string, ends []TaskEnd) error {
+	for _, e := range ends {
+		if err := f.FinishTask(ctx, account, e.JobID, e.TaskID, e.Result); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (f *fakeTasks) FinishTask(_ context.Context, _, jobID, taskID string, res RunResult) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

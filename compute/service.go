@@ -142,6 +142,13 @@ type liveNode struct {
 	slots    int
 	fill     string
 	joined   bool
+	// queues: the agent holds runs beyond its free slots and starts each
+	// the moment a slot frees (it said so at join), so the scheduler may
+	// dispatch ahead (see DispatchAhead).
+	queues bool
+	// shortEnd is when a run of the node last ended that had run for less
+	// than DispatchAheadWindow (zero: none).
+	shortEnd time.Time
 	outbox   []node.Run
 	kill     []string
 	runs     map[string]*run
@@ -485,6 +492,9 @@ func (n *liveNode) snapshot() *Node {
 			c.RunningSlots += r.slots
 		}
 	}
+	// Runs queued on the node behind busy slots are not running yet.
+	c.RunningSlots = min(c.RunningSlots, n.slots)
+	c.RunningTasks = min(c.RunningTasks, max(n.slots, 1))
 	return &c
 }
 
@@ -634,13 +644,16 @@ func (s *Service) takeRuns(n *liveNode) []*run {
 
 func (s *Service) requeue(ctx context.Context, account string, runs []*run, nodeID string) {
 	now := s.now()
+	var ends []TaskEnd
 	for _, r := range runs {
 		if r.killed {
 			continue
 		}
-		err := s.cfg.Tasks.FinishTask(ctx, account, r.jobID, r.taskID, RunResult{NodeID: nodeID, ExitCode: -1, StartTime: now, EndTime: now, Outcome: OutcomeRequeue})
-		if err != nil {
-			s.log.Warn("compute: requeue task", "account", account, "job", r.jobID, "task", r.taskID, "err", err)
+		ends = append(ends, TaskEnd{JobID: r.jobID, TaskID: r.taskID, Result: RunResult{NodeID: nodeID, ExitCode: -1, StartTime: now, EndTime: now, Outcome: OutcomeRequeue}})
+	}
+	if len(ends) > 0 {
+		if err := s.cfg.Tasks.FinishTasks(ctx, account, ends); err != nil {
+			s.log.Warn("compute: requeue tasks", "account", account, "tasks", len(ends), "err", err)
 		}
 	}
 	s.Kick()
@@ -686,6 +699,13 @@ func (s *Service) KillTask(account, jobID, taskID string) {
 		}
 		for id, r := range n.runs {
 			if r.kind == "task" && r.jobID == jobID && (taskID == "" || r.taskID == taskID) {
+				if i := slices.IndexFunc(n.outbox, func(o node.Run) bool { return o.RunID == id }); i >= 0 {
+					// Not sent yet: it never reaches the node.
+					n.outbox = slices.Delete(n.outbox, i, i+1)
+					delete(n.runs, id)
+					s.refreshState(n)
+					continue
+				}
 				r.killed = true
 				n.kill = append(n.kill, id)
 				s.wakeNode(n)

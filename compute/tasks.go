@@ -68,8 +68,32 @@ type Tasks interface {
 	// still active) and returns what the node must run. ok is false if the
 	// task is no longer active.
 	StartTask(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (run TaskRun, ok bool, err error)
+	// StartTasks is StartTask for many tasks of one account, written in one
+	// transaction: started[i] answers starts[i].
+	StartTasks(ctx context.Context, account string, starts []TaskStart, at time.Time) (started []StartedTask, err error)
 	// FinishTask records the end of a running task's run on nodeID: it
 	// completes, goes back to active for a retry, or is requeued, as
 	// res.Outcome says. A task no longer running on nodeID is left alone.
 	FinishTask(ctx context.Context, account, jobID, taskID string, res RunResult) error
+	// FinishTasks is FinishTask for many runs of one account, written in
+	// one transaction (a task that changed meanwhile is retried alone).
+	FinishTasks(ctx context.Context, account string, ends []TaskEnd) error
+}
+
+// TaskStart asks for a task to be started on a node.
+type TaskStart struct {
+	JobID, TaskID, NodeID string
+}
+
+// StartedTask answers a TaskStart: OK is false when the task is no longer
+// active (nothing to run).
+type StartedTask struct {
+	Run TaskRun
+	OK  bool
+}
+
+// TaskEnd is the end of one task's run.
+type TaskEnd struct {
+	JobID, TaskID string
+	Result        RunResult
 }

@@ -86,9 +86,21 @@ type Agent struct {
 	poolID  string
 	poll    time.Duration
 	runs    map[string]*Process
-	// held are the runs the agent holds, for its syncs: those running and
-	// those that ended and whose report the server has not acknowledged.
-	held     map[string]RunState
+	// held are the runs the agent holds, for its syncs: those queued,
+	// running, and those that ended and whose report the server has not
+	// acknowledged.
+	held map[string]RunState
+	// queue holds task runs the server dispatched ahead, in order, until
+	// a slot frees; used is the slots taken by runs started or starting,
+	// slots the node's taskSlotsPerNode (0: no bound). starting are runs
+	// being started (true: killed meanwhile); inflight counts them, and
+	// idle is signalled when it drops to zero.
+	queue    []Run
+	used     int
+	slots    int
+	starting map[string]bool
+	inflight int
+	idle     *sync.Cond
 	finished []RunReport
 	config   *Config
 	dropped  bool
@@ -134,8 +146,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, http: &http.Client{Transport: tr},
 		runs: map[string]*Process{}, held: map[string]RunState{}, kick: make(chan struct{}, 1), abandoned: map[string]bool{},
-		identityKey: randomHex(24), fileSlots: make(chan struct{}, maxFileAnswers),
+		identityKey: randomHex(24), fileSlots: make(chan struct{}, maxFileAnswers), starting: map[string]bool{},
 	}
+	a.idle = sync.NewCond(&a.mu)
 	return a, nil
 }
 
@@ -188,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 join:
 	var jr JoinResponse
 	for {
-		err = a.call(ctx, "/node/v1/join", JoinRequest{AgentVersion: Version, Root: a.cfg.Root, Hostname: host}, &jr)
+		err = a.call(ctx, "/node/v1/join", JoinRequest{AgentVersion: Version, Root: a.cfg.Root, Hostname: host, QueueRuns: true}, &jr)
 		if err == nil {
 			a.touch()
 			break
@@ -207,6 +220,7 @@ join:
 	a.mu.Lock()
 	a.nodeID, a.account, a.poolID = jr.NodeID, jr.Account, jr.PoolID
 	a.poll = time.Duration(jr.PollSeconds) * time.Second
+	a.slots = jr.TaskSlots
 	a.lostAfter = time.Duration(jr.LostAfterMillis) * time.Millisecond
 	if a.lostAfter <= 0 {
 		a.lostAfter = 3*a.poll + 5*time.Second
@@ -376,6 +390,9 @@ func (a *Agent) abandonAll() {
 	for id := range a.runs {
 		a.abandoned[id] = true
 	}
+	for id := range a.starting {
+		a.abandoned[id] = true
+	}
 	a.mu.Unlock()
 	a.killAll()
 }
@@ -401,31 +418,127 @@ func (a *Agent) apply(resp SyncResponse) bool {
 			a.log.Warn("node: install configuration", "err", err)
 		}
 	}
-	for _, id := range resp.Kill {
-		a.mu.Lock()
-		p := a.runs[id]
-		a.mu.Unlock()
-		if p != nil {
-			p.Kill()
+	// New task runs join the queue before the kills are applied, so a
+	// kill sent with its run drops it. Start tasks start at once.
+	a.mu.Lock()
+	var now []Run
+	for _, r := range resp.Runs {
+		if r.Kind == "task" {
+			a.queue = append(a.queue, r)
+			a.held[r.RunID] = RunState{RunID: r.RunID, Kind: r.Kind, JobID: r.JobID, TaskID: r.TaskID}
+		} else {
+			a.inflight++
+			a.starting[r.RunID] = false
+			now = append(now, r)
 		}
 	}
-	// Sandboxes are built in parallel: each start waits on the kernel more
-	// than it works.
-	var wg sync.WaitGroup
-	for _, r := range resp.Runs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.start(r)
-		}()
+	a.mu.Unlock()
+	for _, r := range now {
+		go a.start(r)
 	}
-	wg.Wait()
+	for _, id := range resp.Kill {
+		a.kill(id)
+	}
+	a.pump()
 	return false
 }
 
-// killAll kills every run and waits for them to be gone.
+// kill kills a run, or drops it from the queue (reported killed, never
+// started), or marks it to be killed once its start completes.
+func (a *Agent) kill(id string) {
+	a.mu.Lock()
+	if p := a.runs[id]; p != nil {
+		a.mu.Unlock()
+		p.Kill()
+		return
+	}
+	if _, ok := a.starting[id]; ok {
+		a.starting[id] = true
+		a.mu.Unlock()
+		return
+	}
+	for i, r := range a.queue {
+		if r.RunID == id {
+			a.queue = append(a.queue[:i:i], a.queue[i+1:]...)
+			a.mu.Unlock()
+			now := time.Now().UTC()
+			a.finish(RunReport{RunID: id, ExitCode: -1, StartTime: now, EndTime: now, Killed: true})
+			return
+		}
+	}
+	a.mu.Unlock()
+}
+
+// pump starts queued runs, in order, while they fit the free slots (a run
+// that needs more slots than the node has starts alone).
+func (a *Agent) pump() {
+	a.mu.Lock()
+	var next []Run
+	for len(a.queue) > 0 {
+		r := a.queue[0]
+		need := max(r.Slots, 1)
+		if a.slots > 0 && a.used > 0 && a.used+need > a.slots {
+			break
+		}
+		a.queue = a.queue[1:]
+		a.used += need
+		a.inflight++
+		a.starting[r.RunID] = false
+		next = append(next, r)
+	}
+	a.mu.Unlock()
+	// Sandboxes are built in parallel: each start waits on the kernel more
+	// than it works.
+	for _, r := range next {
+		go a.start(r)
+	}
+}
+
+// release gives back the slots of a task run that ended or never started,
+// and starts what fits.
+func (a *Agent) release(r Run) {
+	if r.Kind != "task" {
+		return
+	}
+	a.mu.Lock()
+	a.used = max(a.used-max(r.Slots, 1), 0)
+	a.mu.Unlock()
+	a.pump()
+}
+
+// started ends a run's start: it is no longer starting, and is killed now
+// if a kill came meanwhile.
+func (a *Agent) started(id string, p *Process) {
+	a.mu.Lock()
+	killed := a.starting[id]
+	delete(a.starting, id)
+	if p != nil {
+		a.runs[id] = p
+	}
+	a.inflight--
+	if a.inflight == 0 {
+		a.idle.Broadcast()
+	}
+	a.mu.Unlock()
+	if killed && p != nil {
+		p.Kill()
+	}
+}
+
+// killAll kills every run, drops the queue, and waits for them to be gone
+// (runs being started are killed as their start completes).
 func (a *Agent) killAll() {
 	a.mu.Lock()
+	for _, r := range a.queue {
+		delete(a.held, r.RunID) // never started, not reported
+	}
+	a.queue = nil
+	for id := range a.starting {
+		a.starting[id] = true
+	}
+	for a.inflight > 0 {
+		a.idle.Wait()
+	}
 	ps := make([]*Process, 0, len(a.runs))
 	for _, p := range a.runs {
 		ps = append(ps, p)
@@ -491,6 +604,7 @@ func (a *Agent) start(r Run) {
 	a.mu.Lock()
 	if _, dup := a.runs[r.RunID]; dup {
 		a.mu.Unlock()
+		a.started(r.RunID, nil)
 		return
 	}
 	vars := map[string]string{
@@ -536,17 +650,27 @@ func (a *Agent) start(r Run) {
 	}
 	if err != nil {
 		a.releaseSlot(slot)
-		now := time.Now().UTC()
 		a.mu.Lock()
-		a.held[r.RunID] = state
+		abandoned := a.abandoned[r.RunID]
+		delete(a.abandoned, r.RunID)
+		if abandoned {
+			delete(a.held, r.RunID)
+		} else {
+			a.held[r.RunID] = state
+		}
 		a.mu.Unlock()
-		a.finish(RunReport{RunID: r.RunID, ExitCode: -1, StartTime: now, EndTime: now, StartError: err.Error()})
+		a.started(r.RunID, nil)
+		a.release(r)
+		if !abandoned {
+			now := time.Now().UTC()
+			a.finish(RunReport{RunID: r.RunID, ExitCode: -1, StartTime: now, EndTime: now, StartError: err.Error()})
+		}
 		return
 	}
 	a.mu.Lock()
-	a.runs[r.RunID] = p
 	a.held[r.RunID] = state
 	a.mu.Unlock()
+	a.started(r.RunID, p)
 	go func() {
 		res := p.Wait()
 		if slot >= 0 {
@@ -555,6 +679,7 @@ func (a *Agent) start(r Run) {
 			disown(dir)
 		}
 		a.releaseSlot(slot)
+		a.release(r)
 		a.mu.Lock()
 		delete(a.runs, r.RunID)
 		abandoned := a.abandoned[r.RunID]

@@ -273,3 +273,112 @@ func TestFilesStayInServedDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentQueuesRunsBehindSlots: runs sent beyond the node's task slots
+// wait in order and start the moment a slot frees; a kill of a run still
+// waiting drops it (reported killed, never started).
+func TestAgentQueuesRunsBehindSlots(t *testing.T) {
+	dir := t.TempDir()
+	var (
+		mu      sync.Mutex
+		syncs   int
+		joined  JoinRequest
+		reports = map[string]RunReport{}
+	)
+	mark := func(name string) string { return "touch " + filepath.Join(dir, name) }
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		var out any
+		switch r.URL.Path {
+		case "/node/v1/join":
+			_ = json.NewDecoder(r.Body).Decode(&joined)
+			out = JoinResponse{NodeID: "n1", PoolID: "p1", Account: "a", TaskSlots: 1, PollSeconds: 1}
+		case "/node/v1/sync":
+			syncs++
+			resp := SyncResponse{State: "running"}
+			switch syncs {
+			case 1:
+				resp.Runs = []Run{
+					{RunID: "j/a/1", Kind: "task", JobID: "j", TaskID: "a", CommandLine: "sleep 0.4; " + mark("a")},
+					{RunID: "j/b/2", Kind: "task", JobID: "j", TaskID: "b", CommandLine: mark("b")},
+					{RunID: "j/c/3", Kind: "task", JobID: "j", TaskID: "c", CommandLine: mark("c")},
+				}
+			case 2:
+				resp.Kill = []string{"j/c/3"}
+			default:
+				mu.Unlock()
+				time.Sleep(50 * time.Millisecond)
+				mu.Lock()
+			}
+			out = resp
+		case "/node/v1/report":
+			var rr ReportRequest
+			_ = json.NewDecoder(r.Body).Decode(&rr)
+			for _, rep := range rr.Finished {
+				reports[rep.RunID] = rep
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	a, err := NewAgent(AgentConfig{Server: srv.URL, CAPool: pool, Credential: "c", Root: t.TempDir(), Runner: testRunner,
+		// This test is about the agent's queue, not the sandbox (see
+		// compat/sandbox_test.go).
+		UnsafeSharedHost: true,
+		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = a.Run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(reports)
+		mu.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 3 runs reported: %+v", n, reports)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !joined.QueueRuns {
+		t.Error("the agent did not say at join that it queues runs")
+	}
+	ra, rb, rc := reports["j/a/1"], reports["j/b/2"], reports["j/c/3"]
+	if ra.Failed() || rb.Failed() {
+		t.Fatalf("runs failed: %+v %+v", ra, rb)
+	}
+	if rb.StartTime.Before(ra.EndTime) {
+		t.Errorf("with one slot, b started at %s, before a ended at %s", rb.StartTime.Format(time.StampMicro), ra.EndTime.Format(time.StampMicro))
+	}
+	if !rc.Killed {
+		t.Errorf("the killed queued run was reported %+v, want killed", rc)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "c")); err == nil {
+		t.Error("the run killed while it waited in the queue ran")
+	}
+	for _, f := range []string{"a", "b"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("run %s did not run: %v", f, err)
+		}
+	}
+}

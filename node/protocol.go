@@ -18,7 +18,12 @@ import "time"
 // over (another replica, or a restart) resumes the node and its runs where
 // the former left them. Finished runs are reported on their own request as soon as they
 // end, so a long poll in flight is never cancelled (its answer may carry new
-// runs). A node that has not synced for a few intervals is lost: its runs
+// runs); runs that end while a report is in flight go together in the next
+// one. The server dispatches ahead: besides a run for each free slot it
+// sends up to as many more, which the agent holds in order and starts the
+// moment a slot frees, so a slot never waits for a report, a scheduling
+// pass and a sync before its next run. A kill of a held run drops it (it is
+// reported killed, never started). A node that has not synced for a few intervals is lost: its runs
 // are requeued elsewhere. So that they never run twice at once, an agent
 // that has not reached the server for most of that time kills its runs
 // itself, and joins again once it can.
@@ -48,6 +53,10 @@ type JoinRequest struct {
 	AgentVersion string `json:"agentVersion"`
 	Root         string `json:"root"`
 	Hostname     string `json:"hostname"`
+	// QueueRuns says the agent holds runs beyond its free task slots and
+	// starts each, in order, the moment a slot frees: the server then
+	// dispatches ahead (up to twice the node's slots).
+	QueueRuns bool `json:"queueRuns,omitempty"`
 }
 
 // JoinResponse tells the agent who it is.
@@ -65,6 +74,9 @@ type JoinResponse struct {
 	// Limits is the node's budget, from the pool's vmSize: the agent puts
 	// it on the node's control group and on each task's.
 	Limits NodeLimits `json:"limits"`
+	// TaskSlots is the node's taskSlotsPerNode: an agent that queues runs
+	// runs at most this many slots' worth of tasks at once (0: no bound).
+	TaskSlots int `json:"taskSlots,omitempty"`
 }
 
 // NodeLimits is what a node, and each task on it, may use of the machine.
@@ -135,9 +147,11 @@ type ReportRequest struct {
 type Run struct {
 	RunID string `json:"runId"`
 	// Kind is "task" or "starttask".
-	Kind        string            `json:"kind"`
-	JobID       string            `json:"jobId,omitempty"`
-	TaskID      string            `json:"taskId,omitempty"`
+	Kind   string `json:"kind"`
+	JobID  string `json:"jobId,omitempty"`
+	TaskID string `json:"taskId,omitempty"`
+	// Slots is the task's requiredSlots (0: 1).
+	Slots       int               `json:"slots,omitempty"`
 	CommandLine string            `json:"commandLine"`
 	Env         map[string]string `json:"env,omitempty"`
 	// MaxWallClockMillis is 0 for unlimited.

@@ -307,11 +307,7 @@ func (s *BatchDataStore) ListTasks(ctx context.Context, account, jobID string, o
 func (s *BatchDataStore) UpdateTask(ctx context.Context, account string, t *batch.TaskRecord, prevETag string) error {
 	a := taskArgs(t)
 	fence, fenceArgs := fenceClause(ctx, 24)
-	res, err := s.DB.db.ExecContext(ctx, `UPDATE batch_tasks SET state = $1, previous_state = $2, etag = $3, last_modified = $4,
-		state_since = $5, previous_state_since = $6, retry_count = $7, requeue_count = $8, start_time = $9, end_time = $10, spec = $11,
-		exit_code = $12, result = $13, failure_code = $14, failure_message = $15, pool_id = $16, node_id = $17,
-		last_retry_time = $18, last_requeue_time = $19
-		WHERE account_key = $20 AND job_key = $21 AND id_key = $22 AND etag = $23`+fence,
+	res, err := s.DB.db.ExecContext(ctx, updateTaskSQL+fence,
 		append([]any{a[2], a[3], a[4], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
 			a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21],
 			lower(account), lower(t.JobID), lower(t.ID), prevETag}, fenceArgs...)...)
@@ -328,6 +324,60 @@ func (s *BatchDataStore) UpdateTask(ctx context.Context, account string, t *batc
 		return conditionNotMet("task", t.ID)
 	}
 	return nil
+}
+
+const updateTaskSQL = `UPDATE batch_tasks SET state = $1, previous_state = $2, etag = $3, last_modified = $4,
+		state_since = $5, previous_state_since = $6, retry_count = $7, requeue_count = $8, start_time = $9, end_time = $10, spec = $11,
+		exit_code = $12, result = $13, failure_code = $14, failure_message = $15, pool_id = $16, node_id = $17,
+		last_retry_time = $18, last_requeue_time = $19
+		WHERE account_key = $20 AND job_key = $21 AND id_key = $22 AND etag = $23`
+
+// UpdateTasks writes many tasks' changes in one transaction, each only if
+// its stored etag is still the one in prevETags; updated[i] says whether
+// ts[i] was written (false: changed or deleted meanwhile).
+func (s *BatchDataStore) UpdateTasks(ctx context.Context, account string, ts []*batch.TaskRecord, prevETags []string) ([]bool, error) {
+	if len(ts) != len(prevETags) {
+		return nil, custody.Errorf(custody.KindInvalid, "InvalidRequest", "UpdateTasks needs one previous etag per task (%d tasks, %d etags).", len(ts), len(prevETags))
+	}
+	updated := make([]bool, len(ts))
+	if len(ts) == 0 {
+		return updated, nil
+	}
+	fence, fenceArgs := fenceClause(ctx, 24)
+	query := updateTaskSQL + fence
+	prepared := s.DB.db.stmt(ctx, query)
+	missed := false
+	err := s.DB.Tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := txStmt(ctx, tx, prepared, query)
+		if err != nil {
+			return dbErr(err, "prepare task update")
+		}
+		defer stmt.Close()
+		for i, t := range ts {
+			a := taskArgs(t)
+			res, err := stmt.ExecContext(ctx, append([]any{a[2], a[3], a[4], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+				a[14], a[15], a[16], a[17], a[18], a[19], a[20], a[21],
+				lower(account), lower(t.JobID), lower(t.ID), prevETags[i]}, fenceArgs...)...)
+			if err != nil {
+				return dbErr(err, "update batch task")
+			}
+			n, _ := res.RowsAffected()
+			updated[i] = n == 1
+			missed = missed || n != 1
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if missed {
+		// A fenced write that moved nothing may have found the fence
+		// moved: then none of them counts.
+		if err := s.DB.checkFence(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return updated, nil
 }
 
 func (s *BatchDataStore) DeleteTask(ctx context.Context, account, jobID, id string) error {
