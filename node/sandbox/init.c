@@ -26,6 +26,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -120,7 +121,7 @@ static unsigned long long number(const char *s, const char *what) {
 	return v;
 }
 
-static void bind(const char *root, const char *src, int readonly) { bindAt(root, src, src, readonly, 0); }
+static void bindDir(const char *root, const char *src, int readonly) { bindAt(root, src, src, readonly, 0); }
 
 #ifndef MOVE_MOUNT_F_EMPTY_PATH
 #define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
@@ -253,8 +254,8 @@ static void run(int argc, char **argv, char **envp) {
 	// stand for them) and read-write directories of the node.
 	for (int i = 1; i < cmd - 1; i++) {
 		char *a = argv[i];
-		if (strncmp(a, "ro=", 3) == 0) bind(root, a + 3, 1);
-		else if (strncmp(a, "rw=", 3) == 0) bind(root, a + 3, 0);
+		if (strncmp(a, "ro=", 3) == 0) bindDir(root, a + 3, 1);
+		else if (strncmp(a, "rw=", 3) == 0) bindDir(root, a + 3, 0);
 		else if (strncmp(a, "rofd=", 5) == 0) close(bindFD(root, a + 5, 1));
 		else if (strncmp(a, "rwfd=", 5) == 0) close(bindFD(root, a + 5, 0));
 		else if (strncmp(a, "link=", 5) == 0) {
@@ -303,6 +304,139 @@ static void run(int argc, char **argv, char **envp) {
 	fail("exec", argv[cmd]);
 }
 
+// The zygote: started once per node as /proc/self/exe with argv[0]
+// "custody-sandbox-zygote" and the agent's end of a stream socket as fd 3,
+// it never starts the Go runtime. For each request it clones a child that
+// runs the init above, so a task costs a fork of this small process rather
+// than an execve of the custody binary (its loading, relocation and
+// unmapping). The child is the agent's own child (CLONE_PARENT): the agent
+// reaps it and sees how it ended, exactly as if it had started it itself.
+//
+// A request is a header (struct zreq) carrying the request's descriptors
+// (SCM_RIGHTS: the init's descriptors 0..nfiles-1 in order, then, if
+// cgroup is set, the task's control group directory), then a body of
+// argc + envc NUL-terminated strings. The answer is the child's pid (int32),
+// or minus an errno.
+
+#define ZYGOTE_FD 3
+#define ZMAGIC 0x637a7931u /* "czy1" */
+#define ZMAXFDS 64
+#define ZMAXBODY (4u << 20)
+
+struct zreq {
+	unsigned int magic, nfiles, argc, envc, body;
+	int cgroup; /* 1: the last descriptor is the task's control group */
+};
+
+struct clone_args_v2 {
+	unsigned long long flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+static int readFull(int fd, char *p, size_t n) {
+	while (n > 0) {
+		ssize_t r = read(fd, p, n);
+		if (r < 0 && errno == EINTR) continue;
+		if (r <= 0) return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static void zchild(int zsock, int *fds, int nfiles, char *body, struct zreq *rq, pid_t agent) {
+	// The init's descriptors go to 0..nfiles-1, by way of high numbers so
+	// that none is overwritten before it is moved.
+	int hi[ZMAXFDS];
+	for (int i = 0; i < nfiles; i++) {
+		hi[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 512);
+		if (hi[i] < 0) _exit(126);
+	}
+	for (int i = 0; i < nfiles; i++) {
+		if (dup2(hi[i], i) < 0) _exit(126);
+		close(hi[i]);
+	}
+	close(zsock);
+	if (setpgid(0, 0) < 0) _exit(126);
+	// Die with the agent, and make sure it did not die already.
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) _exit(126);
+	if (getppid() != agent) _exit(126);
+	char **argv = calloc(rq->argc + 1, sizeof *argv), **envp = calloc(rq->envc + 1, sizeof *envp);
+	if (!argv || !envp) _exit(126);
+	char *s = body;
+	for (unsigned i = 0; i < rq->argc; i++, s += strlen(s) + 1) argv[i] = s;
+	for (unsigned i = 0; i < rq->envc; i++, s += strlen(s) + 1) envp[i] = s;
+	run((int)rq->argc, argv, envp);
+	_exit(126);
+}
+
+static void zygote(void) {
+	pid_t agent = getppid();
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != agent) _exit(1);
+	int zsock = fcntl(ZYGOTE_FD, F_DUPFD_CLOEXEC, 256);
+	if (zsock < 0) _exit(1);
+	close(ZYGOTE_FD);
+	for (;;) {
+		struct zreq rq;
+		char cbuf[CMSG_SPACE(ZMAXFDS * sizeof(int))];
+		struct iovec iov = {&rq, sizeof rq};
+		struct msghdr mh = {0};
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf;
+		mh.msg_controllen = sizeof cbuf;
+		ssize_t n;
+		do n = recvmsg(zsock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL); while (n < 0 && errno == EINTR);
+		if (n <= 0) _exit(0); /* the agent closed its end */
+		int fds[ZMAXFDS], nfds = 0;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < k && nfds < ZMAXFDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+		}
+		int answer = -EINVAL;
+		char *body = NULL;
+		if ((size_t)n != sizeof rq || rq.magic != ZMAGIC || (mh.msg_flags & MSG_CTRUNC) || rq.body > ZMAXBODY ||
+		    (int)rq.nfiles + (rq.cgroup ? 1 : 0) != nfds || rq.nfiles < 6 || rq.argc < 2) {
+			/* a malformed request: the agent and this zygote disagree; stop */
+			_exit(1);
+		}
+		body = malloc(rq.body + 1);
+		if (!body || readFull(zsock, body, rq.body) < 0) _exit(1);
+		body[rq.body] = 0;
+		// The body must hold argc + envc strings.
+		unsigned strings = 0;
+		for (unsigned i = 0; i < rq.body; i++) strings += body[i] == 0;
+		if (strings < rq.argc + rq.envc) _exit(1);
+		struct clone_args_v2 ca;
+		memset(&ca, 0, sizeof ca);
+		ca.flags = CLONE_PARENT;
+		ca.exit_signal = 0; /* CLONE_PARENT: the signal is the one this zygote was started with */
+		if (rq.cgroup) {
+			ca.flags |= CLONE_INTO_CGROUP;
+			ca.cgroup = (unsigned long long)fds[nfds - 1];
+		}
+		long pid = syscall(SYS_clone3, &ca, sizeof ca);
+		if (pid == 0) zchild(zsock, fds, (int)rq.nfiles, body, &rq, agent);
+		answer = pid < 0 ? -errno : (int)pid;
+		for (int i = 0; i < nfds; i++) close(fds[i]);
+		free(body);
+		const char *p = (const char *)&answer;
+		size_t left = sizeof answer;
+		while (left > 0) {
+			ssize_t w = write(zsock, p, left);
+			if (w < 0 && errno == EINTR) continue;
+			if (w <= 0) _exit(0);
+			p += w;
+			left -= (size_t)w;
+		}
+	}
+}
+
 __attribute__((constructor)) static void custody_sandbox_init(int argc, char **argv, char **envp) {
 	if (argc > 0 && argv[0] && strcmp(argv[0], "custody-sandbox-init") == 0) run(argc, argv, envp);
+	if (argc > 0 && argv[0] && strcmp(argv[0], "custody-sandbox-zygote") == 0) zygote();
 }

@@ -136,6 +136,31 @@ type Node struct {
 	cg      *cgroup
 	lim     Limits
 	perTask bool
+
+	// zy is the node's zygote, started with its first task and again if it
+	// stopped.
+	zmu sync.Mutex
+	zy  *zygote
+}
+
+// zygote returns the node's running zygote, starting one if needed.
+func (n *Node) zygote() (*zygote, error) {
+	n.zmu.Lock()
+	defer n.zmu.Unlock()
+	if n.zy != nil {
+		n.zy.mu.Lock()
+		alive := n.zy.fd >= 0
+		n.zy.mu.Unlock()
+		if alive {
+			return n.zy, nil
+		}
+	}
+	z, err := startZygote()
+	if err != nil {
+		return nil, err
+	}
+	n.zy = z
+	return z, nil
 }
 
 // NewNode creates the node's control group with limits l (removing any left
@@ -185,6 +210,12 @@ func (n *Node) OOMKills() int64 { return n.cg.oomKills() }
 // Close kills everything left in the node's groups and removes them (the
 // agent leaves them first).
 func (n *Node) Close() error {
+	n.zmu.Lock()
+	if n.zy != nil {
+		n.zy.close()
+		n.zy = nil
+	}
+	n.zmu.Unlock()
 	if !n.perTask {
 		n.cg.leaveV1(os.Getpid())
 	}
@@ -352,15 +383,14 @@ func (n *Node) Start(t Task, register func(pid int, p *Process)) (*Process, erro
 			files = append(files, uintptr(fd))
 		}
 	}
-	attr := &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   t.Env,
-		Files: files,
-		// No namespaces here: the init makes them, so this clone is a vfork
-		// and costs nothing in page tables.
-		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, UseCgroupFD: cgfd >= 0, CgroupFD: cgfd},
+	// The node's zygote clones the init as a child of this process (in its
+	// own process group, dying with this process, in the task's control
+	// group on a cgroup v2 host).
+	z, err := n.zygote()
+	if err != nil {
+		return fail(err)
 	}
-	pid, err := syscall.ForkExec("/proc/self/exe", n.host.initArgs(t, n.lim, bindArgs), attr)
+	pid, err := z.spawn(n.host.initArgs(t, n.lim, bindArgs), t.Env, files, cgfd)
 	if err != nil {
 		return fail(fmt.Errorf("start the sandbox: %w", err))
 	}
