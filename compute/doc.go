@@ -32,13 +32,22 @@
 // such a node waits offline until its agent syncs and is told to join again;
 // removing the node, its pool or its account deletes them.
 //
-// Restarts and lost agents. A task's record names the node it runs on
-// (node_id, migration 00006). At start-up (compute.Service.recover, before
-// any scheduling) tasks left running on local nodes are requeued at once
-// (those agents died with the server, Pdeathsig); tasks left running on a
-// stored remote node stay running, and off the scheduler, until that node's
-// agent joins again (an agent kills all its runs before it joins) or until
-// it has not synced for the lost timeout; then they are requeued, once. An
+// Restarts, failovers and lost agents. A task's record names the node it
+// runs on (node_id, migration 00006). At start-up (compute.Service.recover,
+// before any scheduling), on a restarted server or a replica that became the
+// active one, tasks left running on local nodes are requeued at once (those
+// agents died with the server, Pdeathsig); tasks left running on a stored
+// remote node stay running, and off the scheduler, until that node's agent
+// syncs. Every sync names the node the agent joined and the runs it holds
+// (running, or ended with the report not yet acknowledged), so the agent
+// resumes its node (Service.resume): the runs of those tasks it still holds
+// are taken back as they are (they run on; their reports, refused with 503
+// until the node resumed, then count), the tasks it does not hold are
+// requeued, once, and runs it holds that the record does not give the node
+// are killed. A node that cannot resume (its account locked, its start task
+// running, an agent that names no node) is told to join again: the agent
+// kills all its runs first, and the held tasks are requeued, once; so are
+// they when the agent has not synced for the lost timeout. An
 // agent that has not reached the server for three quarters of the lost
 // timeout (sent at join as lostAfterMillis) kills its runs without reporting
 // them and joins again once it can, so by the time the server declares a
