@@ -16,7 +16,7 @@ import (
 	"custody/hsm/hsmtest"
 )
 
-func open(t *testing.T, uri string) *hsm.Token {
+func open(t testing.TB, uri string) *hsm.Token {
 	t.Helper()
 	u, err := hsm.ParseURI(uri)
 	if err != nil {

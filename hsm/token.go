@@ -73,7 +73,9 @@ type Token struct {
 	sessions chan pkcs11.SessionHandle
 	all      []pkcs11.SessionHandle
 	open     bool
-	mu       sync.Mutex
+	// root is the root key's handle once RootHMAC found it.
+	root pkcs11.ObjectHandle
+	mu   sync.Mutex
 	// noOAEP256 is set once the token refused CKM_RSA_PKCS_OAEP with
 	// SHA-256: such decryptions then run CKM_RSA_X_509 in the token.
 	noOAEP256 bool
@@ -273,9 +275,17 @@ func (t *Token) hmac(sh pkcs11.SessionHandle, key pkcs11.ObjectHandle, msg []byt
 func (t *Token) RootHMAC(msg []byte) ([]byte, error) {
 	sh := t.session()
 	defer t.release(sh)
-	h, err := t.find(sh, rootTemplate(t.uri.Object))
-	if err != nil || h == 0 {
-		return nil, fmt.Errorf("PKCS#11 token %s: no root key (%v)", &t.uri, err)
+	t.mu.Lock()
+	h := t.root
+	t.mu.Unlock()
+	if h == 0 {
+		var err error
+		if h, err = t.find(sh, rootTemplate(t.uri.Object)); err != nil || h == 0 {
+			return nil, fmt.Errorf("PKCS#11 token %s: no root key (%v)", &t.uri, err)
+		}
+		t.mu.Lock()
+		t.root = h
+		t.mu.Unlock()
 	}
 	return t.hmac(sh, h, msg)
 }
