@@ -505,13 +505,23 @@ func (q ListQuery) limit() int {
 	return q.MaxResults
 }
 
+// listScanPages bounds the records one list request reads to fill a page
+// whose $filter the store cannot select by index (anything but state): a
+// request that reads this many pages' worth without filling its page
+// answers with the matches found so far and a skip token after the last
+// record read, as Azure answers short pages with an odata.nextLink. So no
+// request reads a million tasks to find a few.
+const listScanPages = 10
+
 // listPage pages through fetch, keeping records that match f, until it has
-// a page; it returns the page and the next skip token ("" at the end).
+// a page or has read listScanPages pages' worth; it returns the page and the
+// next skip token ("" at the end).
 func listPage[R any](ctx context.Context, q ListQuery, f *Filter, key func(R) string, props func(R) map[string]string,
 	fetch func(o ListOptions) ([]R, error)) ([]R, string, error) {
 	limit := q.limit()
 	o := ListOptions{After: strings.ToLower(q.SkipToken), Limit: limit + 1, States: f.States()}
 	var out []R
+	read := 0
 	for {
 		rs, err := fetch(o)
 		if err != nil {
@@ -530,6 +540,9 @@ func listPage[R any](ctx context.Context, q ListQuery, f *Filter, key func(R) st
 			return out, "", nil
 		}
 		o.After = key(rs[len(rs)-1])
+		if read += len(rs); read >= listScanPages*o.Limit {
+			return out, o.After, nil
+		}
 	}
 }
 

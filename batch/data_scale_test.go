@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,6 +95,14 @@ func TestManyTasksPageCountAndDelete(t *testing.T) {
 			t.Fatalf("active tasks: %d in %d pages", len(ids), pages)
 		}
 
+		// A filter the store cannot select by index reads at most ten
+		// pages' worth a request: short pages with skip tokens, each match
+		// once.
+		ids, pages = pageAll(t, d, "acct1", "big", "id eq 't03249' or startswith(id, 't0001')", 10)
+		if want := "t00010 t00011 t00012 t00013 t00014 t00015 t00016 t00017 t00018 t00019 t03249"; strings.Join(ids, " ") != want || pages < n/110 {
+			t.Fatalf("filter on ids: %v in %d pages, want %s in at least %d", ids, pages, want, n/110)
+		}
+
 		// Counts follow state changes: terminate every 100th task.
 		for i := 0; i < n; i += 100 {
 			if _, err := d.TerminateTask(ctx, "acct1", "big", fmt.Sprintf("t%05d", i), ""); err != nil {
@@ -114,6 +123,19 @@ func TestManyTasksPageCountAndDelete(t *testing.T) {
 		active, _ := pageAll(t, d, "acct1", "big", "state eq 'active'", 0)
 		if len(active) != n-34 {
 			t.Fatalf("%d active tasks listed, want %d", len(active), n-34)
+		}
+		// Several states: each read by index, merged in id order.
+		either, _ := pageAll(t, d, "acct1", "big", "state eq 'completed' or state eq 'active'", 500)
+		if len(either) != n-1 || either[0] != "t00000" || either[1] != "t00002" || either[n-2] != fmt.Sprintf("t%05d", n-1) {
+			t.Fatalf("active or completed: %d tasks, want %d in id order", len(either), n-1)
+		}
+		for i := 1; i < len(either); i++ {
+			if either[i] <= either[i-1] {
+				t.Fatalf("active or completed: %s after %s", either[i], either[i-1])
+			}
+		}
+		if rare, _ := pageAll(t, d, "acct1", "big", "state eq 'running' or state eq 'completed'", 7); len(rare) != 33 || rare[32] != "t03200" {
+			t.Fatalf("running or completed: %v", rare)
 		}
 
 		// The deletion: the store pauses after each batch until the test

@@ -64,33 +64,41 @@ func (n *filterNode) match(p map[string]string) bool {
 	return false
 }
 
-// States returns the states a matching record must be in when the filter
-// is only a disjunction of "state eq '...'" terms, so the store can select
-// them by index; nil otherwise (every state may match).
+// States returns the states a matching record must be in, so the store
+// can select them by index: those of a disjunction of "state eq '...'"
+// terms, alone or as one operand of an "and"; nil otherwise (every state
+// may match).
 func (f *Filter) States() []string {
 	if f == nil {
 		return nil
 	}
-	var out []string
-	var walk func(n *filterNode) bool
-	walk = func(n *filterNode) bool {
+	var walk func(n *filterNode) ([]string, bool)
+	walk = func(n *filterNode) ([]string, bool) {
 		switch {
 		case n.op == "eq" && n.prop == "state":
-			out = append(out, strings.ToLower(n.value))
-			return true
+			return []string{strings.ToLower(n.value)}, true
 		case n.op == "or":
+			var out []string
 			for i := range n.kids {
-				if !walk(&n.kids[i]) {
-					return false
+				s, ok := walk(&n.kids[i])
+				if !ok {
+					return nil, false
+				}
+				out = append(out, s...)
+			}
+			return out, true
+		case n.op == "and":
+			// Every operand must hold: the states of one of them bound
+			// the records.
+			for i := range n.kids {
+				if s, ok := walk(&n.kids[i]); ok {
+					return s, true
 				}
 			}
-			return true
 		}
-		return false
+		return nil, false
 	}
-	if !walk(&f.node) {
-		return nil
-	}
+	out, _ := walk(&f.node)
 	return out
 }
 

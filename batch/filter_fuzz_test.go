@@ -1,6 +1,7 @@
 package batch_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,8 +33,12 @@ func FuzzParseFilter(f *testing.F) {
 		if flt == nil {
 			return
 		}
-		flt.Match(map[string]string{"state": "active", "id": "job1", "executionInfo/exitCode": "0"})
+		props := map[string]string{"state": "active", "id": "job1", "executionInfo/exitCode": "0"}
+		// The store selects by States alone: a matching record's state
+		// must be among them.
+		if states := flt.States(); flt.Match(props) && states != nil && !slices.Contains(states, "active") {
+			t.Fatalf("ParseFilter(%q) matches a record in state active, but States() = %v", expr, states)
+		}
 		flt.Match(map[string]string{})
-		flt.States()
 	})
 }

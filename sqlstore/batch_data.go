@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -282,7 +283,42 @@ func (s *BatchDataStore) Task(ctx context.Context, account, jobID, id string) (*
 	return t, dbErr(err, "read batch task")
 }
 
+// ListTasks reads a page of a job's tasks in id order, after o.After
+// (keyset paging: each page is an index range scan, however deep). With
+// several states, each state is read by the state index on its own and the
+// pages merged, so that a rare state is never found by scanning the job's
+// other tasks.
 func (s *BatchDataStore) ListTasks(ctx context.Context, account, jobID string, o batch.ListOptions) ([]*batch.TaskRecord, error) {
+	if len(o.States) <= 1 {
+		return s.listTasks(ctx, account, jobID, o)
+	}
+	var out []*batch.TaskRecord
+	seen := map[string]bool{}
+	for _, st := range o.States {
+		if seen[st] {
+			continue
+		}
+		seen[st] = true
+		one := o
+		one.States = []string{st}
+		ts, err := s.listTasks(ctx, account, jobID, one)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ts...)
+	}
+	sort.Slice(out, func(i, j int) bool { return lower(out[i].ID) < lower(out[j].ID) })
+	limit := o.Limit
+	if limit <= 0 {
+		limit = batch.MaxPageSize + 1
+	}
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (s *BatchDataStore) listTasks(ctx context.Context, account, jobID string, o batch.ListOptions) ([]*batch.TaskRecord, error) {
 	q, args := `SELECT `+taskCols+` FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key > $3`, []any{lower(account), lower(jobID), o.After}
 	q, args = statesClause(q, args, o.States)
 	q, args = limitClause(q+` ORDER BY id_key`, args, o.Limit)
