@@ -247,6 +247,8 @@ func scanTask(row interface{ Scan(...any) error }) (*batch.TaskRecord, error) {
 	return &t, nil
 }
 
+// CreateTasks inserts tasks and adds them to their job's counts in the
+// same transaction: it is the one place tasks are inserted.
 func (s *BatchDataStore) CreateTasks(ctx context.Context, account string, ts []*batch.TaskRecord) ([]bool, error) {
 	created := make([]bool, len(ts))
 	err := s.DB.Tx(ctx, func(tx *sql.Tx) error {
@@ -258,6 +260,8 @@ func (s *BatchDataStore) CreateTasks(ctx context.Context, account string, ts []*
 			return dbErr(err, "prepare task insert")
 		}
 		defer stmt.Close()
+		type countKey struct{ job, state, result string }
+		counts := map[countKey]int{}
 		for i, t := range ts {
 			res, err := stmt.ExecContext(ctx, append([]any{lower(account), lower(t.JobID), lower(t.ID)}, taskArgs(t)...)...)
 			if err != nil {
@@ -265,6 +269,26 @@ func (s *BatchDataStore) CreateTasks(ctx context.Context, account string, ts []*
 			}
 			n, _ := res.RowsAffected()
 			created[i] = n == 1
+			if created[i] {
+				counts[countKey{lower(t.JobID), t.State, t.Outcome.Result}]++
+			}
+		}
+		// The created tasks join their job's counts (batch_task_counts;
+		// triggers count updates and deletes, migrate_task_counts.go).
+		keys := make([]countKey, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			a, b := keys[i], keys[j]
+			return a.job < b.job || a.job == b.job && (a.state < b.state || a.state == b.state && a.result < b.result)
+		})
+		for _, k := range keys {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO batch_task_counts (account_key, job_key, state, result, n) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (account_key, job_key, state, result) DO UPDATE SET n = batch_task_counts.n + $5`,
+				lower(account), k.job, k.state, k.result, counts[k]); err != nil {
+				return dbErr(err, "count inserted batch tasks")
+			}
 		}
 		return nil
 	})

@@ -8,8 +8,12 @@ import (
 	"github.com/pressly/goose/v3"
 )
 
-// taskCountsVersion is the migration that keeps each job's task counts.
-const taskCountsVersion = 11
+// taskCountsVersion is the migration that keeps each job's task counts;
+// insertCountsVersion hands the counting of inserted tasks to CreateTasks.
+const (
+	taskCountsVersion   = 11
+	insertCountsVersion = 12
+)
 
 // taskCountsMigration keeps the number of each job's tasks by state and
 // result in batch_task_counts, maintained by triggers on batch_tasks in the
@@ -82,15 +86,34 @@ func taskCountsMigration(engine Engine) *goose.Migration {
 		down = append([]string{`DROP TRIGGER batch_tasks_count_insert ON batch_tasks`, `DROP TRIGGER batch_tasks_count_update ON batch_tasks`,
 			`DROP TRIGGER batch_tasks_count_delete ON batch_tasks`, `DROP FUNCTION batch_task_counts_apply()`}, down...)
 	}
-	run := func(stmts []string) *goose.GoFunc {
-		return &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
-			for _, q := range stmts {
-				if _, err := tx.ExecContext(ctx, q); err != nil {
-					return fmt.Errorf("task counts migration: %w", err)
-				}
-			}
-			return nil
-		}}
+	return goose.NewGoMigration(taskCountsVersion, runStatements(up), runStatements(down))
+}
+
+// insertCountsMigration drops the insert trigger of taskCountsMigration:
+// a trigger run for each inserted task cost a third more CPU an insert on
+// SQLite (22 to 28 µs a task); CreateTasks, the one place tasks are
+// inserted, adds the created tasks to the counts with one upsert a call, in
+// the same transaction. Updates and deletes are still counted by triggers.
+func insertCountsMigration(engine Engine) *goose.Migration {
+	up := []string{`DROP TRIGGER batch_tasks_count_insert`}
+	down := []string{`CREATE TRIGGER batch_tasks_count_insert AFTER INSERT ON batch_tasks BEGIN
+		INSERT INTO batch_task_counts (account_key, job_key, state, result, n) VALUES (NEW.account_key, NEW.job_key, NEW.state, NEW.result, 1)
+		ON CONFLICT (account_key, job_key, state, result) DO UPDATE SET n = n + 1; END`}
+	if engine == Postgres {
+		up = []string{`DROP TRIGGER batch_tasks_count_insert ON batch_tasks`}
+		down = []string{`CREATE TRIGGER batch_tasks_count_insert AFTER INSERT ON batch_tasks
+			REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION batch_task_counts_apply()`}
 	}
-	return goose.NewGoMigration(taskCountsVersion, run(up), run(down))
+	return goose.NewGoMigration(insertCountsVersion, runStatements(up), runStatements(down))
+}
+
+func runStatements(stmts []string) *goose.GoFunc {
+	return &goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
+		for _, q := range stmts {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("task counts migration: %w", err)
+			}
+		}
+		return nil
+	}}
 }
