@@ -119,7 +119,7 @@ func (d *DB) Migrations() (*goose.Provider, error) {
 	if d.Engine == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	return goose.NewProvider(dialect, d.db.DB, sub, goose.WithGoMigrations(taskCountsMigration(d.Engine), insertCountsMigration(d.Engine)))
+	return goose.NewProvider(dialect, d.db.DB, sub, goose.WithGoMigrations(taskCountsMigration(d.Engine)))
 }
 
 // Close closes the database.

@@ -8,19 +8,18 @@ import (
 	"github.com/pressly/goose/v3"
 )
 
-// taskCountsVersion is the migration that keeps each job's task counts;
-// insertCountsVersion hands the counting of inserted tasks to CreateTasks.
-const (
-	taskCountsVersion   = 11
-	insertCountsVersion = 12
-)
+// taskCountsVersion is the migration that keeps each job's task counts.
+const taskCountsVersion = 11
 
 // taskCountsMigration keeps the number of each job's tasks by state and
-// result in batch_task_counts, maintained by triggers on batch_tasks in the
-// same transaction as every insert, update and delete of a task, whichever
-// code makes it. Counting a job's tasks then reads a handful of rows,
-// however many tasks the job has. It also indexes jobs by state alone, for
-// the background deletion of jobs in state deleting across accounts.
+// result in batch_task_counts: CreateTasks, the one place tasks are
+// inserted, adds the tasks it created with one upsert a call (a trigger run
+// for each inserted task cost SQLite a third more CPU an insert, 22 to 28
+// µs a task); triggers on batch_tasks count every update and delete, in the
+// same transaction, whichever code makes it. Counting a job's tasks then
+// reads a handful of rows, however many tasks the job has. It also indexes
+// jobs by state alone, for the background deletion of jobs in state
+// deleting across accounts.
 //
 // It is a Go migration because the triggers are written differently on
 // each engine: row triggers on SQLite (one writer at a time, so no lock
@@ -50,11 +49,10 @@ func taskCountsMigration(engine Engine) *goose.Migration {
 		sub := `UPDATE batch_task_counts SET n = n - 1
 			WHERE account_key = OLD.account_key AND job_key = OLD.job_key AND state = OLD.state AND result = OLD.result;`
 		up = append(up,
-			`CREATE TRIGGER batch_tasks_count_insert AFTER INSERT ON batch_tasks BEGIN `+add+` END`,
 			`CREATE TRIGGER batch_tasks_count_update AFTER UPDATE OF state, result ON batch_tasks
 				WHEN OLD.state <> NEW.state OR OLD.result <> NEW.result BEGIN `+sub+" "+add+` END`,
 			`CREATE TRIGGER batch_tasks_count_delete AFTER DELETE ON batch_tasks BEGIN `+sub+` END`)
-		down = append([]string{`DROP TRIGGER batch_tasks_count_insert`, `DROP TRIGGER batch_tasks_count_update`, `DROP TRIGGER batch_tasks_count_delete`}, down...)
+		down = append([]string{`DROP TRIGGER batch_tasks_count_update`, `DROP TRIGGER batch_tasks_count_delete`}, down...)
 	case Postgres:
 		upsert := func(rows string) string {
 			return `INSERT INTO batch_task_counts AS c (account_key, job_key, state, result, n)
@@ -68,43 +66,21 @@ func taskCountsMigration(engine Engine) *goose.Migration {
 		up = append(up,
 			`CREATE FUNCTION batch_task_counts_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 			BEGIN
-				IF TG_OP = 'INSERT' THEN
-					`+upsert(added)+`
-				ELSIF TG_OP = 'DELETE' THEN
+				IF TG_OP = 'DELETE' THEN
 					`+upsert(removed)+`
 				ELSE
 					`+upsert(added+` UNION ALL `+removed)+`
 				END IF;
 				RETURN NULL;
 			END $$`,
-			`CREATE TRIGGER batch_tasks_count_insert AFTER INSERT ON batch_tasks
-				REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION batch_task_counts_apply()`,
 			`CREATE TRIGGER batch_tasks_count_update AFTER UPDATE ON batch_tasks
 				REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION batch_task_counts_apply()`,
 			`CREATE TRIGGER batch_tasks_count_delete AFTER DELETE ON batch_tasks
 				REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION batch_task_counts_apply()`)
-		down = append([]string{`DROP TRIGGER batch_tasks_count_insert ON batch_tasks`, `DROP TRIGGER batch_tasks_count_update ON batch_tasks`,
+		down = append([]string{`DROP TRIGGER batch_tasks_count_update ON batch_tasks`,
 			`DROP TRIGGER batch_tasks_count_delete ON batch_tasks`, `DROP FUNCTION batch_task_counts_apply()`}, down...)
 	}
 	return goose.NewGoMigration(taskCountsVersion, runStatements(up), runStatements(down))
-}
-
-// insertCountsMigration drops the insert trigger of taskCountsMigration:
-// a trigger run for each inserted task cost a third more CPU an insert on
-// SQLite (22 to 28 µs a task); CreateTasks, the one place tasks are
-// inserted, adds the created tasks to the counts with one upsert a call, in
-// the same transaction. Updates and deletes are still counted by triggers.
-func insertCountsMigration(engine Engine) *goose.Migration {
-	up := []string{`DROP TRIGGER batch_tasks_count_insert`}
-	down := []string{`CREATE TRIGGER batch_tasks_count_insert AFTER INSERT ON batch_tasks BEGIN
-		INSERT INTO batch_task_counts (account_key, job_key, state, result, n) VALUES (NEW.account_key, NEW.job_key, NEW.state, NEW.result, 1)
-		ON CONFLICT (account_key, job_key, state, result) DO UPDATE SET n = n + 1; END`}
-	if engine == Postgres {
-		up = []string{`DROP TRIGGER batch_tasks_count_insert ON batch_tasks`}
-		down = []string{`CREATE TRIGGER batch_tasks_count_insert AFTER INSERT ON batch_tasks
-			REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION batch_task_counts_apply()`}
-	}
-	return goose.NewGoMigration(insertCountsVersion, runStatements(up), runStatements(down))
 }
 
 func runStatements(stmts []string) *goose.GoFunc {
