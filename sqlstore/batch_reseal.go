@@ -68,16 +68,13 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 		after = make([]string, len(t.keys))
 	}
 	args := []any{lower(account), batch.GenerationBytes(gen)}
-	// (k1 > $a) OR (k1 = $a AND k2 > $b) ...
-	var or []string
+	// (k1, k2) > ($3, $4): a row value, which both engines answer from
+	// the primary key's index.
+	ph := make([]string, len(t.keys))
 	for i := range t.keys {
-		var and []string
-		for j := 0; j < i; j++ {
-			and = append(and, fmt.Sprintf("%s = $%d", t.keys[j], 3+j))
-		}
-		and = append(and, fmt.Sprintf("%s > $%d", t.keys[i], 3+i))
-		or = append(or, "("+strings.Join(and, " AND ")+")")
+		ph[i] = fmt.Sprintf("$%d", 3+i)
 	}
+	after1 := "(" + strings.Join(t.keys, ", ") + ") > (" + strings.Join(ph, ", ") + ")"
 	for _, a := range after {
 		args = append(args, a)
 	}
@@ -85,7 +82,7 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 	if t.etag != "" {
 		cols = append(cols, t.etag)
 	}
-	q := `SELECT ` + strings.Join(cols, ", ") + ` FROM ` + t.name + ` WHERE account_key = $1 AND (` + strings.Join(or, " OR ") + `) AND ` + t.underGen(2) +
+	q := `SELECT ` + strings.Join(cols, ", ") + ` FROM ` + t.name + ` WHERE account_key = $1 AND ` + after1 + ` AND ` + t.underGen(2) +
 		` ORDER BY ` + strings.Join(t.keys, ", ") + fmt.Sprintf(` LIMIT %d`, limit)
 	set := make([]string, len(t.sealed))
 	for i, c := range t.sealed {
@@ -140,6 +137,14 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 		if err := rows.Err(); err != nil {
 			return dbErr(err, "read sealed records")
 		}
+		if len(rs) == 0 {
+			return nil
+		}
+		stmt, err := tx.PrepareContext(ctx, upd)
+		if err != nil {
+			return dbErr(err, "prepare re-seal")
+		}
+		defer stmt.Close()
 		for _, r := range rs {
 			rec := &batch.SealedRecord{Refs: t.refs(r.keys), Values: make([][]byte, len(r.values))}
 			for i, v := range r.values {
@@ -166,7 +171,7 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 			if t.etag != "" {
 				uargs = append(uargs, r.etag)
 			}
-			res, err := tx.ExecContext(ctx, upd, uargs...)
+			res, err := stmt.ExecContext(ctx, uargs...)
 			if err != nil {
 				return dbErr(err, "re-seal record")
 			}
