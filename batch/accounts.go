@@ -55,11 +55,9 @@ type Service struct {
 	GracePeriod time.Duration
 	Now         func() time.Time
 	NewID       func() string
-	// ExternalVaultHosts are the vault hosts outside this server ("host" or
-	// "host:port") that customer-managed key identifiers may name. Any other
-	// identifier must name one of this server's vaults,
-	// {vault}.vault.{Domain} on Port; the service connects to nothing else.
-	ExternalVaultHosts []string
+	// External reaches keys in vaults outside this server; nil allows
+	// only this server's vaults, {vault}.vault.{Domain} on Port.
+	External *ExternalVaults
 	// KeyObservers are told when an account's key becomes inaccessible
 	// (locked) or accessible again; compute uses this to stop and resume
 	// the account's nodes.
@@ -353,13 +351,14 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 	if err != nil {
 		return WrappedDEK{}, err
 	}
-	if err := s.CheckVaultHost(id); err != nil {
+	vc, err := s.vault(id)
+	if err != nil {
 		return WrappedDEK{}, err
 	}
 	refuse := func(code, format string, args ...any) (WrappedDEK, error) {
 		return WrappedDEK{}, custody.Errorf(custody.KindInvalid, code, format, args...)
 	}
-	info, err := s.Vault.GetKey(ctx, id, principal)
+	info, err := vc.GetKey(ctx, id, principal)
 	if err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) {
@@ -389,7 +388,7 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 	if info.RecoveryLevel != "" && strings.Contains(info.RecoveryLevel, "Purgeable") {
 		return refuse("KeyVaultPurgeProtectionRequired", "The vault of key %s must have soft delete and purge protection enabled (its recovery level is %s). Enable purge protection on the vault.", id, info.RecoveryLevel)
 	}
-	kid, wrapped, err := s.Vault.WrapKey(ctx, id, principal, dek)
+	kid, wrapped, err := vc.WrapKey(ctx, id, principal, dek)
 	if err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) {
@@ -397,10 +396,10 @@ func (s *Service) wrapWithCustomerKey(ctx context.Context, a *Account, identifie
 		}
 		return WrappedDEK{}, err
 	}
-	if err := s.CheckVaultHost(kid); err != nil {
+	if vc, err = s.vault(kid); err != nil {
 		return refuse("KeyRoundTripFailed", "The vault of key %s answered with the key id %s, whose vault host this server does not use; it cannot protect account %q.", id, kid, a.Name)
 	}
-	back, err := s.Vault.UnwrapKey(ctx, kid, principal, wrapped)
+	back, err := vc.UnwrapKey(ctx, kid, principal, wrapped)
 	if err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) {
@@ -459,10 +458,11 @@ func (s *Service) unwrapOne(ctx context.Context, a *Account, wrapped WrappedDEK,
 		if perr != nil {
 			return nil, &KeyError{Definite: true, Reason: "the stored key identifier does not parse", Err: perr}
 		}
-		if herr := s.CheckVaultHost(id); herr != nil {
-			return nil, &KeyError{Definite: true, Reason: "the key's vault host is not allowed on this server (--external-vault-host)", Err: herr}
+		vc, herr := s.vault(id)
+		if herr != nil {
+			return nil, &KeyError{Definite: true, Reason: "the key's vault cannot be used: " + errText(herr), Err: herr}
 		}
-		raw, err = s.Vault.UnwrapKey(ctx, id, wrapped.Identity, wrapped.Ciphertext)
+		raw, err = vc.UnwrapKey(ctx, id, wrapped.Identity, wrapped.Ciphertext)
 	default:
 		return nil, &KeyError{Definite: true, Reason: "unknown key source " + wrapped.KeySource}
 	}

@@ -32,7 +32,7 @@ import (
 //     the vault, a refused or lost subscription, or a feed that says changes
 //     were missed re-probes every group of that vault and identity;
 //   - the safety net, for missed changes, outages and vaults that publish
-//     nothing: every group is probed at least once per cycle, where a cycle
+//     nothing (external vaults have no change feed): every group is probed at least once per cycle, where a cycle
 //     is ProbeInterval, or longer when the groups do not fit ProbeRate
 //     probes a second (groups/ProbeRate seconds). Groups with a locked
 //     account are probed every ProbeInterval.
@@ -421,7 +421,8 @@ func (s *Service) syncFeeds(ctx context.Context, log *slog.Logger) {
 		}
 	}
 	for f := range m.feeds {
-		if m.subs[f] == nil {
+		// External vaults have no change feed: probes alone watch them.
+		if m.subs[f] == nil && s.ownVault(f.vaultURL) {
 			sctx, cancel := context.WithCancel(ctx)
 			m.subs[f] = cancel
 			go s.follow(sctx, log, feed, f)
@@ -594,10 +595,14 @@ func (s *Service) probe(ctx context.Context, name string, lastGood time.Time) (p
 
 	// A versionless identifier follows the key's latest version.
 	id, err := ParseKeyID(a.Encryption.KeyIdentifier)
-	if err != nil || id.Version != "" || s.CheckVaultHost(id) != nil {
+	if err != nil || id.Version != "" {
 		return out, nil
 	}
-	info, err := s.Vault.GetKey(ctx, id, a.Key.Wrapped.Identity)
+	vc, err := s.vault(id)
+	if err != nil {
+		return out, nil
+	}
+	info, err := vc.GetKey(ctx, id, a.Key.Wrapped.Identity)
 	if err != nil {
 		return out, nil // the next unwrap decides about locking
 	}

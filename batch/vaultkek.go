@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"custody"
@@ -86,33 +86,51 @@ var vaultLabel = regexp.MustCompile(`^[a-z][a-z0-9-]{1,22}[a-z0-9]$`)
 
 // CheckVaultHost refuses a key identifier whose vault is neither one of this
 // server's vaults ({vault}.vault.{Domain}, on the server's port, as the key
-// vault writes its key ids) nor one of ExternalVaultHosts. It is called
-// before any connection to the vault, so that a key identifier cannot make
-// the server connect to a host of the caller's choosing.
+// vault writes its key ids) nor on an allowed external vault host with a
+// credential (External). It is called before any connection to the vault,
+// so that a key identifier cannot make the server connect to a host of the
+// caller's choosing.
 func (s *Service) CheckVaultHost(id KeyID) error {
-	u, err := url.Parse(id.VaultURL)
-	if err != nil || u.Host == "" {
-		return custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier", "The key identifier %s has no vault host.", id)
+	_, err := s.vault(id)
+	return err
+}
+
+// ownVault reports whether vaultURL is one of this server's vaults.
+func (s *Service) ownVault(vaultURL string) bool {
+	u, err := url.Parse(vaultURL)
+	if err != nil || u.Host == "" || s.Domain == "" {
+		return false
 	}
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	defaultPort := func(p string) bool { return p == "" || p == "443" }
 	serverPort := s.Port == 0 || s.Port == 443
-	if label, ok := strings.CutSuffix(host, ".vault."+strings.ToLower(s.Domain)); ok && s.Domain != "" && vaultLabel.MatchString(label) && !strings.Contains(label, "--") {
-		if port == strconv.Itoa(s.Port) || serverPort && defaultPort(port) {
-			return nil
-		}
+	label, ok := strings.CutSuffix(host, ".vault."+strings.ToLower(s.Domain))
+	if !ok || !vaultLabel.MatchString(label) || strings.Contains(label, "--") {
+		return false
 	}
-	for _, e := range s.ExternalVaultHosts {
-		e = strings.ToLower(strings.TrimSpace(e))
-		if eh, ep, err := net.SplitHostPort(e); err == nil {
-			if host == eh && (port == ep || ep == "443" && port == "") {
-				return nil
-			}
-		} else if host == e && defaultPort(port) {
-			return nil
-		}
+	return port == strconv.Itoa(s.Port) || serverPort && (port == "" || port == "443")
+}
+
+// vault returns the client that reaches the vault of id: Vault for this
+// server's vaults, External's for an allowed external host with a
+// credential. Any other host is refused.
+func (s *Service) vault(id KeyID) (VaultClient, error) {
+	u, err := url.Parse(id.VaultURL)
+	if err != nil || u.Host == "" {
+		return nil, custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier", "The key identifier %s has no vault host.", id)
 	}
-	return custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier",
+	if s.ownVault(id.VaultURL) {
+		return s.Vault, nil
+	}
+	if s.External.allowed(u.Hostname(), u.Port()) {
+		if s.External.credential(u.Hostname(), u.Port()) < 0 || s.External.Vault == nil {
+			return nil, custody.Errorf(custody.KindInvalid, "ExternalVaultCredentialMissing",
+				"The key identifier %s names the external vault host %s, which is allowed (custody server --external-vault-host) but has no credential to sign in to its tenant. Add a credential for this host (a client secret or federation) to the file given with custody server --external-vault-credentials.",
+				id, u.Host)
+		}
+		return s.External.Vault, nil
+	}
+	serverPort := s.Port == 0 || s.Port == 443
+	return nil, custody.Errorf(custody.KindInvalid, "InvalidKeyIdentifier",
 		"The key identifier %s names the vault host %s, which is neither a vault of this server (https://{vault}.vault.%s%s/keys/{name}) nor an external vault host the server is configured to use (custody server --external-vault-host). The server does not connect to other hosts.",
 		id, u.Host, s.Domain, map[bool]string{true: "", false: ":" + strconv.Itoa(s.Port)}[serverPort])
 }
@@ -152,6 +170,10 @@ type VaultREST struct {
 	// certificate).
 	Transport policy.Transporter
 	Token     TokenFunc
+	// Credential, if set, replaces Token: it returns the credential that
+	// reaches the vault at vaultURL for principalID (keys in external
+	// vaults, see ExternalVaults.TokenCredential).
+	Credential func(vaultURL, principalID string) (azcore.TokenCredential, error)
 	// Timeout bounds each vault call.
 	Timeout time.Duration
 
@@ -189,7 +211,14 @@ func (v *VaultREST) client(vaultURL, principalID string) (*azkeys.Client, error)
 	if c := v.clients[key]; c != nil {
 		return c, nil
 	}
-	c, err := azkeys.NewClient(vaultURL, miCredential{token: v.Token, principalID: principalID}, &azkeys.ClientOptions{
+	var cred azcore.TokenCredential = miCredential{token: v.Token, principalID: principalID}
+	if v.Credential != nil {
+		var err error
+		if cred, err = v.Credential(vaultURL, principalID); err != nil {
+			return nil, err
+		}
+	}
+	c, err := azkeys.NewClient(vaultURL, cred, &azkeys.ClientOptions{
 		ClientOptions: policy.ClientOptions{
 			Transport: v.Transport,
 			Retry:     policy.RetryOptions{MaxRetries: 1, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: time.Second},
@@ -217,7 +246,7 @@ func (v *VaultREST) withTimeout(ctx context.Context) (context.Context, context.C
 func (v *VaultREST) GetKey(ctx context.Context, id KeyID, principalID string) (KeyInfo, error) {
 	c, err := v.client(id.VaultURL, principalID)
 	if err != nil {
-		return KeyInfo{}, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL, Err: err}
+		return KeyInfo{}, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL + ": " + errText(err), Err: err}
 	}
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
@@ -263,7 +292,7 @@ func (v *VaultREST) GetKey(ctx context.Context, id KeyID, principalID string) (K
 func (v *VaultREST) WrapKey(ctx context.Context, id KeyID, principalID string, dek []byte) (KeyID, []byte, error) {
 	c, err := v.client(id.VaultURL, principalID)
 	if err != nil {
-		return KeyID{}, nil, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL, Err: err}
+		return KeyID{}, nil, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL + ": " + errText(err), Err: err}
 	}
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
@@ -288,7 +317,7 @@ func (v *VaultREST) WrapKey(ctx context.Context, id KeyID, principalID string, d
 func (v *VaultREST) UnwrapKey(ctx context.Context, id KeyID, principalID string, wrapped []byte) ([]byte, error) {
 	c, err := v.client(id.VaultURL, principalID)
 	if err != nil {
-		return nil, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL, Err: err}
+		return nil, &KeyError{Definite: true, Reason: "cannot build a client for " + id.VaultURL + ": " + errText(err), Err: err}
 	}
 	ctx, cancel := v.withTimeout(ctx)
 	defer cancel()
@@ -310,12 +339,47 @@ func classify(op string, id KeyID, principalID string, err error) *KeyError {
 			Reason: fmt.Sprintf("Key Vault refused %s on %s for identity %s: (%s) %s", op, id, principalID, re.ErrorCode, vaultMessage(re)),
 			Err:    err}
 	}
+	var afe *azidentity.AuthenticationFailedError
+	if errors.As(err, &afe) {
+		// The external tenant's token service answered: a refusal (a 4xx:
+		// the application, its secret or its federated credential is gone
+		// or wrong) is definite; anything else is an outage.
+		definite := afe.RawResponse != nil && afe.RawResponse.StatusCode >= 400 && afe.RawResponse.StatusCode < 500 &&
+			afe.RawResponse.StatusCode != 408 && afe.RawResponse.StatusCode != 429
+		return &KeyError{Definite: definite,
+			Reason: fmt.Sprintf("the tenant of %s gave no token for identity %s: %s", id.VaultURL, principalID, tokenRefusal(afe)), Err: err}
+	}
 	var ce *custody.Error
 	if errors.As(err, &ce) {
 		// The token service refused: the identity is gone.
 		return &KeyError{Definite: true, Reason: fmt.Sprintf("no token for identity %s to reach %s: %s", principalID, id, ce.Message), Err: err}
 	}
 	return &KeyError{Definite: false, Reason: fmt.Sprintf("the key vault %s could not be reached for %s", id.VaultURL, op), Err: err}
+}
+
+// errText is err's message, or that of its *custody.Error.
+func errText(err error) string {
+	var ce *custody.Error
+	if errors.As(err, &ce) {
+		return ce.Message
+	}
+	return err.Error()
+}
+
+// tokenRefusal is the error description of a token service's refusal, or
+// its HTTP status.
+func tokenRefusal(afe *azidentity.AuthenticationFailedError) string {
+	if afe.RawResponse == nil {
+		return "no answer"
+	}
+	msg := afe.Error()
+	if i := strings.Index(msg, `"error_description":`); i >= 0 {
+		rest := strings.TrimLeft(msg[i+len(`"error_description":`):], ` "`)
+		if j := strings.Index(rest, `"`); j >= 0 {
+			return rest[:j]
+		}
+	}
+	return fmt.Sprintf("HTTP %d", afe.RawResponse.StatusCode)
 }
 
 // vaultMessage extracts error.message from a vault's error body.

@@ -63,6 +63,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 func newServerCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
 	var logLevel, logFormat, diskLimit string
+	var resolve []string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Custody server (token service, resource manager, key vault, batch) on one TLS listener",
@@ -85,6 +86,16 @@ func newServerCmd() *cobra.Command {
 					return fmt.Errorf("--task-disk-limit %q: %v", diskLimit, err)
 				}
 				cfg.TaskDiskLimit = n
+			}
+			for _, r := range resolve {
+				from, to, err := server.ParseResolve(r)
+				if err != nil {
+					return err
+				}
+				if cfg.Resolve == nil {
+					cfg.Resolve = map[string]string{}
+				}
+				cfg.Resolve[from] = to
 			}
 			if cfg.PublicURL != "" {
 				domain, _, err := server.ParsePublicURL(cfg.PublicURL)
@@ -145,7 +156,10 @@ func newServerCmd() *cobra.Command {
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", server.DefaultAuditRetention, "how long key vault audit records are kept (deleted by the key vault sweep); 0 keeps them for ever")
 	f.DurationVar(&cfg.ReadTimeout, "read-timeout", server.DefaultReadTimeout, "time a client has to send a whole request, headers and body; slower ones are cut off")
 	f.DurationVar(&cfg.SigningKeyMaxAge, "signing-key-max-age", 30*24*time.Hour, "age at which the token signing key is rotated (older keys stay published until their tokens expire)")
-	f.StringArrayVar(&cfg.ExternalVaultHosts, "external-vault-host", nil, "a vault host (host or host:port) outside this server that customer-managed key identifiers may name; repeat for more (by default only this server's vaults)")
+	f.StringArrayVar(&cfg.ExternalVaultHosts, "external-vault-host", nil, "a vault host outside this server that customer-managed key identifiers may name: host, host:port, or *.suffix for one label (e.g. *.vault.azure.net); repeat for more (by default only this server's vaults). Each needs a credential in --external-vault-credentials")
+	f.StringVar(&cfg.ExternalVaultCredentialsFile, "external-vault-credentials", "", "JSON file of the credentials that sign in to external vaults' tenants: {\"credentials\": [{\"hosts\", \"authority\", \"tenantId\", \"clientId\", and \"clientSecret\" or \"clientSecretFile\" or \"federation\": {\"subject\", \"audience\"}}]}")
+	f.StringVar(&cfg.ExternalCAFile, "external-ca-file", "", "PEM bundle of the only CAs trusted for external vaults, their token services and federated issuers (default: the system roots)")
+	f.StringArrayVar(&resolve, "resolve", nil, "host:port:address: connect to address for host:port on connections to external vaults, token services and federated issuers, as curl --resolve does (TLS still verifies host); repeatable")
 	f.BoolVar(&cfg.DisableLocalNodes, "disable-local-nodes", false, "do not start pool nodes as local `custody node` processes; agents on other machines join with node credentials instead")
 	f.StringVar(&cfg.NodeRoot, "node-root", "", "directory of local nodes' files, one per node (default: {data-dir}-nodes, beside the data directory; never inside it)")
 	f.BoolVar(&cfg.UnsafeSharedHostNodes, "unsafe-shared-host-nodes", false, "run local nodes' tasks WITHOUT a sandbox, as the server's user, where the host cannot build one: tasks can then read the server's secrets")

@@ -579,7 +579,11 @@ func (r *connRecorder) count(t *testing.T) int {
 func TestKeyIdentifierHostAllowList(t *testing.T) {
 	refused := newConnRecorder(t, "127.0.0.2:0")
 	allowed := newConnRecorder(t, "127.0.0.2:0")
-	ts := servertest.New(t, func(c *server.Config) { c.ExternalVaultHosts = []string{allowed.ln.Addr().String()} })
+	ts := servertest.New(t, func(c *server.Config) {
+		c.ExternalVaultHosts = []string{allowed.ln.Addr().String()}
+		c.ExternalVaultCredentials = []batch.ExternalCredential{{Hosts: []string{allowed.ln.Addr().String()},
+			Authority: "https://" + allowed.ln.Addr().String() + "/", TenantID: "t", ClientID: "c", ClientSecret: "s"}}
+	})
 	ctx := context.Background()
 	tok := adminToken(t, ts)
 	MustGroup(t, ts, tok, "rg1")

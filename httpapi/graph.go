@@ -21,6 +21,13 @@ import (
 //	GET    /v1.0/servicePrincipals/{id}                 by object id or appId
 //	DELETE /v1.0/servicePrincipals/{id}
 //	POST   /v1.0/servicePrincipals/{id}/addPassword     {"passwordCredential": {"displayName": ...}}
+//	POST   /v1.0/applications/{id}/federatedIdentityCredentials       {"name", "issuer", "subject", "audiences"}
+//	GET    /v1.0/applications/{id}/federatedIdentityCredentials
+//	GET    /v1.0/applications/{id}/federatedIdentityCredentials/{fid} by id or name
+//	DELETE /v1.0/applications/{id}/federatedIdentityCredentials/{fid}
+//
+// An application and its service principal are one principal here, so
+// {id} under applications is the service principal's object id or appId.
 //
 // Managed identities are listed too (servicePrincipalType "ManagedIdentity"),
 // as Entra lists them. Creating, deleting and adding secrets needs the right to
@@ -32,6 +39,10 @@ func (s *Server) graphHandler() http.Handler {
 	mux.HandleFunc("GET /v1.0/servicePrincipals/{id}", s.graphGetSP)
 	mux.HandleFunc("DELETE /v1.0/servicePrincipals/{id}", s.graphDeleteSP)
 	mux.HandleFunc("POST /v1.0/servicePrincipals/{id}/addPassword", s.graphAddPassword)
+	mux.HandleFunc("POST /v1.0/applications/{id}/federatedIdentityCredentials", s.graphAddFederated)
+	mux.HandleFunc("GET /v1.0/applications/{id}/federatedIdentityCredentials", s.graphListFederated)
+	mux.HandleFunc("GET /v1.0/applications/{id}/federatedIdentityCredentials/{fid}", s.graphGetFederated)
+	mux.HandleFunc("DELETE /v1.0/applications/{id}/federatedIdentityCredentials/{fid}", s.graphDeleteFederated)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, custody.Errorf(custody.KindNotFound, "Request_ResourceNotFound", "The directory has no endpoint %s %s.", r.Method, r.URL.Path))
 	})
@@ -221,4 +232,77 @@ func (s *Server) graphAddPassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"secretText": secret, "hint": secret[:3], "endDateTime": time.Now().UTC().AddDate(1, 0, 0).Format(time.RFC3339)})
+}
+
+type graphFederated struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Issuer      string   `json:"issuer"`
+	Subject     string   `json:"subject"`
+	Audiences   []string `json:"audiences"`
+	Description string   `json:"description"`
+}
+
+func toGraphFederated(c *identity.FederatedCredential) graphFederated {
+	return graphFederated{ID: c.ID, Name: c.Name, Issuer: c.Issuer, Subject: c.Subject, Audiences: c.Audiences, Description: c.Description}
+}
+
+func (s *Server) graphAddFederated(w http.ResponseWriter, r *http.Request) {
+	if err := s.graphAdmin(r); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	var body graphFederated
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	c, err := s.cfg.Identity.AddFederatedCredential(r.Context(), r.PathValue("id"), identity.FederatedCredential{
+		Name: body.Name, Issuer: body.Issuer, Subject: body.Subject, Audiences: body.Audiences, Description: body.Description})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toGraphFederated(c))
+}
+
+func (s *Server) graphListFederated(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.cfg.Identity.FederatedCredentials(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	out := make([]graphFederated, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, toGraphFederated(c))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"value": out})
+}
+
+func (s *Server) graphGetFederated(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.cfg.Identity.FederatedCredentials(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	fid := r.PathValue("fid")
+	for _, c := range cs {
+		if c.ID == fid || strings.EqualFold(c.Name, fid) {
+			writeJSON(w, http.StatusOK, toGraphFederated(c))
+			return
+		}
+	}
+	writeError(w, r, custody.Errorf(custody.KindNotFound, "Request_ResourceNotFound", "The application %s has no federated identity credential with id or name %q.", r.PathValue("id"), fid))
+}
+
+func (s *Server) graphDeleteFederated(w http.ResponseWriter, r *http.Request) {
+	if err := s.graphAdmin(r); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := s.cfg.Identity.DeleteFederatedCredential(r.Context(), r.PathValue("id"), r.PathValue("fid")); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -16,7 +16,8 @@ import (
 //
 //	GET  /{tenant}/v2.0/.well-known/openid-configuration
 //	GET  /{tenant}/discovery/v2.0/keys          (and /{tenant}/discovery/keys)
-//	POST /{tenant}/oauth2/v2.0/token            client_credentials grant, scope=<resource>/.default
+//	POST /{tenant}/oauth2/v2.0/token            client_credentials grant, scope=<resource>/.default,
+//	                                            with a client secret or a federated client assertion
 //	POST /{tenant}/oauth2/token                 v1 form: resource=<resource>
 //
 // and, for clients given the ADFS-style authority https://login.{domain}/adfs
@@ -80,7 +81,7 @@ func (s *Server) openIDConfiguration(w http.ResponseWriter, r *http.Request) {
 		"response_types_supported":              []string{"token"},
 		"subject_types_supported":               []string{"pairwise"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic", "private_key_jwt"},
 		"grant_types_supported":                 []string{"client_credentials"},
 		"scopes_supported":                      []string{"openid", "profile", "offline_access"},
 		"tenant_region_scope":                   "NA",
@@ -145,12 +146,28 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_request", AADSTS: 900144, Description: "The request body must contain the parameter 'client_id'."})
 		return
 	}
-	if secret == "" {
+	assertion := form.Get("client_assertion")
+	var p *identity.Principal
+	var err error
+	switch {
+	case assertion != "" && secret != "":
+		writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_request", AADSTS: 900144,
+			Description: "The request carries both a client secret and a client assertion; send one."})
+		return
+	case assertion != "":
+		if at := form.Get("client_assertion_type"); at != identity.AssertionType {
+			writeOAuthError(w, &identity.OAuthError{Status: 400, Code: "invalid_request", AADSTS: 50027,
+				Description: "The client_assertion_type '" + at + "' is not supported; use " + identity.AssertionType + "."})
+			return
+		}
+		p, err = s.cfg.Identity.AuthenticateAssertion(r.Context(), clientID, assertion)
+	case secret != "":
+		p, err = s.cfg.Identity.Authenticate(r.Context(), clientID, secret)
+	default:
 		writeOAuthError(w, &identity.OAuthError{Status: 401, Code: "invalid_client", AADSTS: 7000218,
 			Description: "The request body must contain the parameter 'client_assertion' or 'client_secret'."})
 		return
 	}
-	p, err := s.cfg.Identity.Authenticate(r.Context(), clientID, secret)
 	if err != nil {
 		writeOAuthErr(w, r, err)
 		return

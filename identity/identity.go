@@ -64,6 +64,22 @@ type Credential struct {
 	CreatedAt time.Time
 }
 
+// FederatedCredential lets a service principal sign in with a token another
+// issuer signed (workload identity federation, as Entra ID's federated
+// identity credentials): a client assertion whose issuer, subject and
+// audience match one of the principal's federated credentials, and whose
+// signature verifies with a key the issuer publishes.
+type FederatedCredential struct {
+	ID          string
+	AppID       string
+	Name        string
+	Issuer      string // compared exactly, as Entra compares it
+	Subject     string // compared exactly
+	Audiences   []string
+	Description string
+	CreatedAt   time.Time
+}
+
 // SigningKey is a token signing key as stored: the private key sealed under
 // the server's root key.
 type SigningKey struct {
@@ -92,6 +108,14 @@ type Store interface {
 
 	AddCredential(ctx context.Context, c *Credential) error
 	Credentials(ctx context.Context, appID string) ([]*Credential, error)
+
+	// AddFederatedCredential stores c; a second credential of the same
+	// name on one application is KindConflict.
+	AddFederatedCredential(ctx context.Context, c *FederatedCredential) error
+	// FederatedCredentials lists appID's federated credentials.
+	FederatedCredentials(ctx context.Context, appID string) ([]*FederatedCredential, error)
+	// DeleteFederatedCredential removes one (KindNotFound).
+	DeleteFederatedCredential(ctx context.Context, appID, id string) error
 
 	// CreateUserAssignedIdentity inserts the principal and the resource in one
 	// transaction; if the resource exists, its location and tags are updated

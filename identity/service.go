@@ -68,7 +68,10 @@ type Service struct {
 	// own services (managed identity tokens).
 	Issuer    string
 	Resources Resources
-	Now       func() time.Time
+	// Issuers reads the keys of the issuers federated credentials trust;
+	// nil refuses every client assertion.
+	Issuers *IssuerKeys
+	Now     func() time.Time
 }
 
 func (s *Service) now() time.Time {

@@ -71,10 +71,23 @@ func (s *Server) openBatch(ctx context.Context) error {
 		Identities: identityAdapter{s.Identity}, RM: s.RM, TenantID: s.Identity.TenantID,
 		Domain: s.cfg.Domain, Port: s.Endpoint.Port,
 		ProbeInterval: s.cfg.KeyProbeInterval, GracePeriod: s.cfg.KeyGracePeriod, ProbeRate: s.cfg.KeyProbeRate,
-		ExternalVaultHosts: s.cfg.ExternalVaultHosts,
-		NewID:              identity.NewID,
-		ReencryptBatch:     s.cfg.ReencryptBatch, ReencryptSettle: s.cfg.ReencryptSettle,
+		External:       s.external,
+		NewID:          identity.NewID,
+		ReencryptBatch: s.cfg.ReencryptBatch, ReencryptSettle: s.cfg.ReencryptSettle,
 	}
+	// Keys in external vaults: reached over the outbound client, with a
+	// token from the external tenant, got with a client secret or with an
+	// assertion this server signs for the account's identity.
+	s.external.Transport = s.outbound
+	s.external.Assertion = func(ctx context.Context, principalID, subject, audience string) (string, error) {
+		tok, _, err := s.Identity.FederationAssertion(ctx, principalID, subject, audience)
+		return tok, err
+	}
+	s.external.IdentityExists = func(ctx context.Context, principalID string) error {
+		_, err := s.Identity.ManagedIdentity(ctx, principalID)
+		return err
+	}
+	s.external.Vault = &batch.VaultREST{Transport: s.outbound, Credential: s.external.TokenCredential}
 	if s.lease != nil {
 		s.Batch.Fence = s.fence
 	}

@@ -119,6 +119,20 @@ type Config struct {
 	// this server that batch accounts' customer-managed key identifiers may
 	// name; by default only this server's own vaults may be named.
 	ExternalVaultHosts []string
+	// ExternalVaultCredentials sign in to the tenants of external vaults
+	// (see batch.ExternalCredential); ExternalVaultCredentialsFile names a
+	// JSON file of more ({"credentials": [...]}). Every allowed host a key
+	// identifier names needs one.
+	ExternalVaultCredentials     []batch.ExternalCredential
+	ExternalVaultCredentialsFile string
+	// ExternalCAFile, if set, is a PEM bundle of the only CAs trusted for
+	// connections to external vaults, their token services and federated
+	// issuers; by default the system roots are.
+	ExternalCAFile string
+	// Resolve sends outbound connections to external parties for a
+	// "host:port" to another address ("ip" or "ip:port"), as curl's
+	// --resolve does; TLS still verifies the host name.
+	Resolve map[string]string
 	// DisableLocalNodes stops the server from starting the nodes pools ask
 	// for as local `custody node` processes; agents on other machines join
 	// instead.
@@ -250,6 +264,10 @@ type Server struct {
 	advertise string
 	// caPool verifies the replicas' certificates (the data directory's CA).
 	caPool *x509.CertPool
+	// outbound carries connections to external vaults, their token
+	// services and federated issuers (see outboundClient).
+	outbound *http.Client
+	external *batch.ExternalVaults
 	// role is "active" or "standby" (httpapi.Config.Role).
 	role atomic.Value
 	// dataLock is the data directory's lock file, held for the process's
@@ -289,6 +307,12 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
+	if s.outbound, err = outboundClient(cfg); err != nil {
+		return nil, err
+	}
+	if s.external, err = externalVaults(cfg); err != nil {
+		return nil, err
+	}
 	if !cfg.DisableLocalNodes && cfg.UnsafeSharedHostNodes {
 		s.warnings = append(s.warnings, UnsafeNodesWarning)
 		s.log.Warn(UnsafeNodesWarning)
@@ -376,6 +400,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		Store: idStore, Authority: authority, TenantID: tenant,
 		Issuer:    loginURL + "/" + tenant + "/v2.0",
 		Resources: identity.DefaultResources(cfg.Domain, port),
+		Issuers:   &identity.IssuerKeys{Client: s.outbound},
 	}
 	s.RM = &rm.Service{Store: rmStore, SubscriptionID: sub, TenantID: tenant, NewID: identity.NewID}
 	s.RM.Cleaners = append(s.RM.Cleaners, rm.GroupCleanerFunc(s.deleteIdentitiesInGroup))

@@ -86,6 +86,9 @@ func deletePrincipal(ctx context.Context, tx *sql.Tx, oid string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM credentials WHERE app_id IN (SELECT app_id FROM principals WHERE object_id = $1)`, oid); err != nil {
 		return dbErr(err, "delete credentials")
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM federated_credentials WHERE app_id IN (SELECT app_id FROM principals WHERE object_id = $1)`, oid); err != nil {
+		return dbErr(err, "delete federated credentials")
+	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM principals WHERE object_id = $1`, oid)
 	if err != nil {
 		return dbErr(err, "delete principal")

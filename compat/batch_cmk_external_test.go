@@ -1,0 +1,231 @@
+package compat_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/batch/armbatch/v3"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/keyvault/armkeyvault"
+
+	"custody/batch"
+	"custody/identity"
+	"custody/server"
+	"custody/server/servertest"
+	"custody/tlsca"
+)
+
+// extApp is an application (service principal) in the external tenant.
+type extApp struct{ objectID, appID, secret string }
+
+// newExtApp creates a service principal in ts's directory through Graph.
+func newExtApp(t *testing.T, ts *servertest.TestServer, name string) extApp {
+	t.Helper()
+	graph := MustToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret, "https://graph.microsoft.com/.default")
+	r := MustDo(t, ts, graph, "POST", "graph", "/v1.0/servicePrincipals", `{"displayName":"`+name+`"}`)
+	wantStatus(t, r, http.StatusCreated)
+	var v struct {
+		ID    string `json:"id"`
+		AppID string `json:"appId"`
+		Creds []struct {
+			SecretText string `json:"secretText"`
+		} `json:"passwordCredentials"`
+	}
+	if err := json.Unmarshal(r.Body, &v); err != nil || len(v.Creds) != 1 {
+		t.Fatalf("create service principal %s: %v %s", name, err, r.Body)
+	}
+	return extApp{objectID: v.ID, appID: v.AppID, secret: v.Creds[0].SecretText}
+}
+
+// trust adds a federated identity credential to app in ts's directory.
+func trust(t *testing.T, ts *servertest.TestServer, app extApp, name, issuer, subject string) {
+	t.Helper()
+	graph := MustToken(t, ts, ts.Admin.ClientID, ts.Admin.ClientSecret, "https://graph.microsoft.com/.default")
+	body := mustJSON(map[string]any{"name": name, "issuer": issuer, "subject": subject, "audiences": []string{identity.AssertionAudience}})
+	r := MustDo(t, ts, graph, "POST", "graph", "/v1.0/applications/"+app.appID+"/federatedIdentityCredentials", body)
+	wantStatus(t, r, http.StatusCreated)
+	r = MustDo(t, ts, graph, "GET", "graph", "/v1.0/applications/"+app.appID+"/federatedIdentityCredentials/"+name, "")
+	wantStatus(t, r, http.StatusOK)
+	if !strings.Contains(string(r.Body), subject) {
+		t.Fatalf("federated credential %s reads back as %s", name, r.Body)
+	}
+}
+
+// freeAddr returns a loopback address no one listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestBatchCustomerManagedKeyExternalVault runs the customer-managed-key
+// seed flow on a key in another Custody server's vault (domain
+// ext.localhost, its own tenant), reached with each kind of credential:
+// a client secret of an application there, and workload identity
+// federation, where that application trusts this server's issuer for the
+// account's identity. Each account enables the key (versionless), runs
+// tasks, follows a new key version, locks when the external vault's access
+// policy is removed, and unlocks and runs tasks again when it is restored.
+// Key identifiers on hosts not allowed, or allowed without a credential,
+// are refused before any connection.
+func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
+	t.Setenv(agentEnv, "1")
+	// This server's CA and address exist before the external server
+	// starts, which must trust the issuer on it.
+	mainDir := t.TempDir()
+	if _, _, err := tlsca.Ensure(mainDir, "localhost", nil); err != nil {
+		t.Fatal(err)
+	}
+	mainAddr := freeAddr(t)
+	_, mainPort, _ := net.SplitHostPort(mainAddr)
+
+	ext := servertest.New(t, func(c *server.Config) {
+		c.Domain = "ext.localhost"
+		c.DisableLocalNodes = true
+		c.ExternalCAFile = filepath.Join(mainDir, tlsca.CAFile)
+		c.Resolve = map[string]string{"login.localhost:" + mainPort: mainAddr}
+	})
+	x := &cmkEnv{t: t, ts: ext, ctx: context.Background(), tok: adminToken(t, ext), rg: "rg-keys"}
+	MustGroup(t, ext, x.tok, x.rg)
+	var err error
+	if x.vaults, err = armkeyvault.NewVaultsClient(ext.Admin.SubscriptionID, adminCredential(t, ext), armOptions(ext)); err != nil {
+		t.Fatal(err)
+	}
+	secretApp := newExtApp(t, ext, "custody-batch-secret")
+	fedApp := newExtApp(t, ext, "custody-batch-federated")
+
+	extPort := strconv.Itoa(ext.Endpoint.Port)
+	extHost := func(name string) string { return name + ".ext.localhost:" + extPort }
+	nocred := newConnRecorder(t, "127.0.0.2:0")
+	authority := "https://" + extHost("login") + "/"
+	ts := servertest.New(t, func(c *server.Config) {
+		c.Listen, c.DataDir = mainAddr, mainDir
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = time.Second
+		c.KeyProbeInterval = probeInterval
+		c.ExternalVaultHosts = []string{"*.vault.ext.localhost:" + extPort, nocred.ln.Addr().String()}
+		c.ExternalVaultCredentials = []batch.ExternalCredential{
+			{Hosts: []string{extHost("kvsecret.vault")}, Authority: authority, TenantID: ext.Admin.TenantID, ClientID: secretApp.appID, ClientSecret: secretApp.secret},
+			{Hosts: []string{"*.vault.ext.localhost:" + extPort}, Authority: authority, TenantID: ext.Admin.TenantID, ClientID: fedApp.appID, Federation: &batch.Federation{}},
+		}
+		c.ExternalCAFile = ext.Endpoint.CAFile
+		c.Resolve = map[string]string{}
+		for _, h := range []string{"login", "kvsecret.vault", "kvfed.vault"} {
+			c.Resolve[extHost(h)] = ext.Endpoint.Address
+		}
+	})
+	m := &cmkEnv{t: t, ts: ts, ctx: context.Background(), tok: adminToken(t, ts), accts: batchClient(t, ts), rg: "rg-cmk"}
+	MustGroup(t, ts, m.tok, m.rg)
+
+	t.Run("refusals", func(t *testing.T) {
+		x.t, m.t = t, t
+		mustCreateAccount(t, m.accts, m.rg, "acctrefused", armbatch.AccountCreateParameters{
+			Identity: &armbatch.AccountIdentity{Type: to.Ptr(armbatch.ResourceIdentityTypeSystemAssigned)}})
+		other := "https://kv.vault.other.localhost:" + extPort + "/keys/k1"
+		_, err := m.setKey("acctrefused", "Microsoft.KeyVault", other)
+		if msg := wantCode(t, "a host not on the allow-list", err, 400, "InvalidKeyIdentifier"); !strings.Contains(msg, "kv.vault.other.localhost:"+extPort) || !strings.Contains(msg, "--external-vault-host") {
+			t.Errorf("the refusal does not name the host and the flag: %s", msg)
+		}
+		_, err = m.setKey("acctrefused", "Microsoft.KeyVault", "https://"+nocred.ln.Addr().String()+"/keys/k1")
+		if msg := wantCode(t, "an allowed host without a credential", err, 400, "ExternalVaultCredentialMissing"); !strings.Contains(msg, nocred.ln.Addr().String()) || !strings.Contains(msg, "--external-vault-credentials") {
+			t.Errorf("the refusal does not name the host and the flag: %s", msg)
+		}
+		if n := nocred.count(t); n != 0 {
+			t.Errorf("the server connected %d time(s) to a vault host it has no credential for", n)
+		}
+		if st := m.status("acctrefused"); !strings.HasPrefix(st.KeyVersionInUse, "platform-") {
+			t.Errorf("a refused key changed the account: %+v", st)
+		}
+	})
+
+	for _, k := range []struct {
+		name, vault string
+		app         extApp
+		federated   bool
+	}{
+		{"secret", "kvsecret", secretApp, false},
+		{"federation", "kvfed", fedApp, true},
+	} {
+		t.Run(k.name, func(t *testing.T) {
+			x.t, m.t = t, t
+			ctx := context.Background()
+			kc := x.vault(k.vault)
+			kid := x.rsaKey(kc, "cmk")
+			x.grant(k.vault, k.app.objectID)
+			account := "acct" + k.name
+			a := mustCreateAccount(t, m.accts, m.rg, account, armbatch.AccountCreateParameters{
+				Identity: &armbatch.AccountIdentity{Type: to.Ptr(armbatch.ResourceIdentityTypeSystemAssigned)}})
+			principal := *a.Identity.PrincipalID
+			versionless := strings.TrimSuffix(string(kid), "/"+kid.Version())
+			if k.federated {
+				// Until the external application trusts this identity, the
+				// external tenant gives no token and the key is refused.
+				_, err := m.setKey(account, "Microsoft.KeyVault", versionless)
+				if msg := wantCode(t, "federation before the trust exists", err, 400, "KeyVaultAccessFailed"); !strings.Contains(msg, "AADSTS70021") {
+					t.Errorf("the refusal does not carry the external tenant's reason: %s", msg)
+				}
+				trust(t, ext, k.app, "custody-"+account, ts.Identity.Issuer, principal)
+			}
+			m.mustSetKey(account, "Microsoft.KeyVault", versionless)
+			if st := m.status(account); st.State != batch.KeyAvailable || st.KeyVersionInUse != string(kid) {
+				t.Fatalf("after enabling the external key: %+v, want %s in use", st, kid)
+			}
+
+			// Tasks run on the account's data, sealed under the external key.
+			c := dataClient(t, ts, account)
+			mustPool(t, c, "p1", 1, 1)
+			if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j1"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
+				t.Fatal(err)
+			}
+			runTask := func(id string) {
+				t.Helper()
+				if _, err := c.CreateTask(ctx, "j1", azbatch.CreateTaskContent{ID: to.Ptr(id), CommandLine: to.Ptr("echo " + id)}, nil); err != nil {
+					t.Fatalf("create task %s: %v", id, err)
+				}
+				tk := waitTask(t, c, "j1", id, 60*time.Second)
+				if tk.ExecutionInfo == nil || tk.ExecutionInfo.ExitCode == nil || *tk.ExecutionInfo.ExitCode != 0 {
+					t.Fatalf("task %s: %+v", id, tk.ExecutionInfo)
+				}
+				if out := readTaskFile(t, c, "j1", id, "stdout.txt"); strings.TrimSpace(out) != id {
+					t.Fatalf("task %s wrote %q", id, out)
+				}
+			}
+			runTask("before")
+
+			// Rotation: the versionless identifier follows a new version,
+			// found by the monitor's probes.
+			kid2 := x.rsaKey(kc, "cmk")
+			m.waitStatus(account, "the new version "+string(kid2), func(s encryptionStatus) bool { return s.KeyVersionInUse == string(kid2) })
+
+			// Revocation in the external vault locks the account; its data
+			// plane refuses.
+			x.policy(k.vault, k.app.objectID, armkeyvault.AccessPolicyUpdateKindRemove)
+			st := m.waitLocked(account, "cmk")
+			t.Logf("locked: %s", st.Reason)
+			if !strings.Contains(st.Reason, "ext.localhost") {
+				t.Errorf("the lock reason does not name the external vault: %q", st.Reason)
+			}
+			_, err := c.GetJob(ctx, "j1", nil)
+			wantCode(t, "the data plane of a locked account", err, http.StatusConflict, "AccountKeyInaccessible")
+
+			// Restoring access unlocks it, and tasks run again.
+			x.grant(k.vault, k.app.objectID)
+			m.waitAvailable(account)
+			runTask("after")
+		})
+	}
+}
