@@ -78,6 +78,8 @@ var batchRows = map[string]struct{ action, body string }{
 	"POST /jobschedules/{jobScheduleId}/enable":             {writeAccount, ""},
 	"POST /jobschedules/{jobScheduleId}/terminate":          {writeAccount, ""},
 	"GET /jobschedules/{jobScheduleId}/jobs":                {readAccount, ""},
+	"POST /jobs/{jobId}/tasks/{taskId}/reactivate":          {writeAccount, ""},
+	"GET /jobs/{jobId}/jobpreparationandreleasetaskstatus":  {readAccount, ""},
 	"GET /certificates":                                     {readAccount, ""},
 	"POST /certificates":                                    {writeAccount, `{}`},
 	"GET /certificates(...)":                                {readAccount, ""},

@@ -273,11 +273,22 @@ type DataService struct {
 	// ScheduleTick is how often RunJobSchedules looks for due schedules
 	// (default DefaultScheduleTick).
 	ScheduleTick time.Duration
+	// OnJobEnd, if set, is called after a job was terminated (or
+	// completed) or deleted, with its opened spec, so its release task
+	// runs on the nodes that ran its preparation task. The spec is not
+	// kept: the compute service builds the release runs from it at once.
+	OnJobEnd func(account string, job *Job, deleted bool)
 
 	deletions     chan struct{}
 	deletionsOnce sync.Once
 	kickOnce      sync.Once
 	kick          chan struct{}
+}
+
+func (d *DataService) ended(account string, j *Job, deleted bool) {
+	if d.OnJobEnd != nil && j != nil {
+		d.OnJobEnd(account, j, deleted)
+	}
 }
 
 func (d *DataService) stopped(account, jobID, taskID string) {
@@ -468,6 +479,9 @@ func (d *DataService) createJob(ctx context.Context, a *Account, dek *DEK, id st
 		return nil, err
 	}
 	if err := d.Store.CreateJob(ctx, a.Name, rec); err != nil {
+		return nil, err
+	}
+	if err := d.addManagerTask(ctx, a, dek, j); err != nil {
 		return nil, err
 	}
 	return j, nil
@@ -768,6 +782,7 @@ func (d *DataService) TerminateJob(ctx context.Context, account, id, ifMatch, re
 	})
 	if err == nil {
 		d.stopped(account, id, "")
+		d.ended(account, j, false)
 	}
 	return j, err
 }
@@ -785,7 +800,7 @@ const DeleteJobBatch = 1000
 // Azure; it accepts no more changes) and is gone once RunDeletions has
 // deleted its tasks. Deleting a job already being deleted changes nothing.
 func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string) error {
-	a, _, err := d.Keys.DEK(ctx, account)
+	a, dek, err := d.Keys.DEK(ctx, account)
 	if err != nil {
 		return err
 	}
@@ -800,6 +815,10 @@ func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string
 		d.kickDeletions()
 		return nil
 	}
+	j, err := d.openJob(a, dek, r)
+	if err != nil {
+		return err
+	}
 	states, err := d.Store.TaskStates(ctx, a.Name, id)
 	if err != nil {
 		return err
@@ -813,6 +832,7 @@ func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string
 			return err
 		}
 		d.stopped(a.Name, id, "")
+		d.ended(a.Name, j, true)
 		return nil
 	}
 	for attempt := 0; r.State != JobDeleting; attempt++ {
@@ -833,6 +853,7 @@ func (d *DataService) DeleteJob(ctx context.Context, account, id, ifMatch string
 		}
 	}
 	d.stopped(a.Name, id, "")
+	d.ended(a.Name, j, true)
 	d.kickDeletions()
 	return nil
 }
@@ -1007,6 +1028,10 @@ func (d *DataService) AddTasks(ctx context.Context, account, jobID string, tasks
 		}
 		spec := nt.Spec
 		if err := validateTaskSpec(nt.ID, &spec, usesDeps); err != nil {
+			results[i].Err = err
+			continue
+		}
+		if err := validateTaskForJob(nt.ID, &spec, job); err != nil {
 			results[i].Err = err
 			continue
 		}

@@ -377,7 +377,7 @@ func validateJobSpec(id string, s *JobSpec) error {
 			return err
 		}
 	}
-	return nil
+	return validateJobTasks(id, s)
 }
 
 func validateJobUpdate(id string, u *JobUpdate, replace bool) error {

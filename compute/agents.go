@@ -63,6 +63,7 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	n.held = nil
 	n.runs = map[string]*run{}
 	n.outbox, n.kill, n.StartTask = nil, nil, nil
+	n.resetJobs(false)
 	account, poolID := n.Account, n.PoolID
 	s.setState(n, NodeStarting)
 	s.mu.Unlock()
@@ -71,6 +72,9 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	s.requeueHeld(context.WithoutCancel(ctx), held)
 
 	s.prepareNode(ctx, account, poolID, n)
+	s.mu.Lock()
+	s.dispatchReleases(n) // release tasks of jobs that ended meanwhile
+	s.mu.Unlock()
 	s.mu.Lock()
 	slots := n.slots
 	s.mu.Unlock()
@@ -352,6 +356,7 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		rep node.RunReport
 	}
 	var tasks []done
+	var follow []jobTaskFollowUp
 	var unavailable error
 	if err := s.mayServe(ctx); err != nil {
 		return err
@@ -381,6 +386,10 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 			s.startTaskDone(n, r, rep, failed)
 			continue
 		}
+		if r.kind == kindJobPrep || r.kind == kindJobRelease {
+			follow = append(follow, s.jobTaskDone(n, r, rep))
+			continue
+		}
 		if d := rep.EndTime.Sub(rep.StartTime); d >= 0 && d < DispatchAheadWindow {
 			n.shortEnd = s.now()
 		}
@@ -395,11 +404,15 @@ func (s *Service) Report(ctx context.Context, cred string, req node.ReportReques
 		tasks = append(tasks, done{r, rep})
 	}
 	s.refreshState(n)
+	s.dispatchReleases(n)
 	account, nodeID := n.Account, n.ID
 	s.mu.Unlock()
 	// The node may take more work at once: the next pass fills the slots
 	// (and the node's queue) while these runs' ends are written.
 	s.Kick()
+	for _, f := range follow {
+		s.followUp(context.WithoutCancel(ctx), account, f)
+	}
 
 	ends := make([]TaskEnd, 0, len(tasks))
 	for _, d := range tasks {

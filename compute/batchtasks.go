@@ -96,7 +96,7 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 			if err != nil {
 				return nil, err
 			}
-			room = min(room, int(*m)-states[batch.TaskRunning])
+			room = min(room, int(*m)-states[batch.TaskRunning]-states[batch.TaskPreparing])
 			if room <= 0 {
 				continue
 			}
@@ -113,6 +113,14 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 		if err != nil {
 			return nil, err
 		}
+		m := job.Spec.JobManagerTask
+		if m != nil {
+			// The job manager task runs first: while it waits, the job's
+			// other tasks do.
+			if mr, err := b.Store.Task(ctx, a.Name, job.ID, m.ID); err == nil && mr.State == batch.TaskActive {
+				tasks = []*batch.TaskRecord{mr}
+			}
+		}
 		for _, tr := range tasks {
 			if room <= 0 {
 				break
@@ -123,7 +131,7 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 			}
 			if usesDeps && spec.DependsOn != nil {
 				met, _ := DependenciesMet(depsOf(spec.DependsOn), func(id string) (DependencyState, bool) {
-					return b.depState(ctx, a.Name, job.ID, id)
+					return b.depState(ctx, a, dek, job.ID, id)
 				})
 				if !met {
 					continue
@@ -133,7 +141,11 @@ func (b *BatchTasks) Runnable(ctx context.Context, account, poolID string, limit
 			if spec.RequiredSlots != nil {
 				slots = int(*spec.RequiredSlots)
 			}
-			out = append(out, RunnableTask{JobID: job.ID, TaskID: tr.ID, RequiredSlots: slots})
+			rt := RunnableTask{JobID: job.ID, TaskID: tr.ID, RequiredSlots: slots}
+			if m != nil && strings.EqualFold(tr.ID, m.ID) {
+				rt.Exclusive, rt.DedicatedOnly = m.Exclusive(), !m.LowPriorityAllowed()
+			}
+			out = append(out, rt)
 			room--
 		}
 	}
@@ -156,15 +168,26 @@ func depsOf(d *batch.TaskDependencies) Dependencies {
 	return out
 }
 
-func (b *BatchTasks) depState(ctx context.Context, account, job, id string) (DependencyState, bool) {
-	r, err := b.Store.Task(ctx, account, job, id)
+// depState is how a dependency stands: a completed task satisfies or
+// blocks its dependents as its exit conditions' dependencyAction says
+// (satisfy for exit code 0, block otherwise, unless they say else).
+func (b *BatchTasks) depState(ctx context.Context, a *batch.Account, dek *batch.DEK, job, id string) (DependencyState, bool) {
+	r, err := b.Store.Task(ctx, a.Name, job, id)
 	if err != nil {
 		return DepWaiting, false
 	}
 	if r.State != batch.TaskCompleted {
 		return DepWaiting, true
 	}
-	if r.Outcome.Result == batch.TaskFailure {
+	spec, err := openTask(a, dek, r)
+	if err != nil {
+		return DepWaiting, true
+	}
+	outcome := r.Outcome
+	if outcome.Result == batch.TaskFailure && outcome.FailureCode == "TaskEnded" {
+		outcome.ExitCode = nil // terminated: no exit code of its own
+	}
+	if batch.ExitDispositionOf(spec.ExitConditions, &outcome).DependencyAction == batch.DependencyBlock {
 		return DepFailed, true
 	}
 	return DepSatisfied, true
@@ -231,6 +254,9 @@ func (b *BatchTasks) StartTasks(ctx context.Context, account string, starts []Ta
 		prevs = append(prevs, r.ETag)
 		r.PreviousState, r.PreviousStateTransitionTime = r.State, r.StateTransitionTime
 		r.State, r.StateTransitionTime, r.StartTime, r.LastModified = batch.TaskRunning, at, at, at
+		if st.Preparing {
+			r.State = batch.TaskPreparing
+		}
 		r.EndTime = time.Time{}
 		r.ETag = newTaskETag()
 		r.Outcome.NodeID, r.Outcome.PoolID = st.NodeID, job.PoolID
@@ -245,7 +271,9 @@ func (b *BatchTasks) StartTasks(ctx context.Context, account string, starts []Ta
 	for k, ok := range updated {
 		if ok {
 			p := ps[k]
-			out[p.i] = StartedTask{Run: taskRun(recs[k], p.spec, p.job), OK: true}
+			run := taskRun(recs[k], p.spec, p.job)
+			run.JobPrepTaskID = p.job.Spec.PreparationTaskID()
+			out[p.i] = StartedTask{Run: run, OK: true}
 		}
 	}
 	return out, nil
@@ -331,7 +359,7 @@ func (b *BatchTasks) FinishTask(ctx context.Context, account, jobID, taskID stri
 		if err != nil {
 			return err
 		}
-		if r.State == batch.TaskCompleted {
+		if r.State == batch.TaskCompleted && !b.completed(ctx, account, r) {
 			b.maybeTerminateJob(ctx, account, jobID)
 		}
 		return nil
@@ -375,7 +403,7 @@ func (b *BatchTasks) FinishTasks(ctx context.Context, account string, ends []Tas
 			}
 			continue
 		}
-		if recs[k].State == batch.TaskCompleted {
+		if recs[k].State == batch.TaskCompleted && !b.completed(ctx, account, recs[k]) {
 			completed[strings.ToLower(e.JobID)] = e.JobID
 		}
 	}
@@ -402,7 +430,7 @@ func (b *BatchTasks) sealFailure(ctx context.Context, account, jobID, taskID str
 // longer running on the reporting node (terminated, or running elsewhere
 // now) and is to be left alone.
 func applyEnd(r *batch.TaskRecord, res RunResult, sealedFailure []byte) bool {
-	if r.State != batch.TaskRunning {
+	if r.State != batch.TaskRunning && r.State != batch.TaskPreparing {
 		return false // terminated meanwhile
 	}
 	if r.Outcome.NodeID != "" && r.Outcome.NodeID != res.NodeID {
@@ -445,10 +473,10 @@ func (b *BatchTasks) maybeTerminateJob(ctx context.Context, account, jobID strin
 		return
 	}
 	states, err := b.Store.TaskStates(ctx, account, jobID)
-	if err != nil || states[batch.TaskActive] > 0 || states[batch.TaskRunning] > 0 || states[batch.TaskCompleted] == 0 {
+	if err != nil || states[batch.TaskActive] > 0 || states[batch.TaskRunning] > 0 || states[batch.TaskPreparing] > 0 || states[batch.TaskCompleted] == 0 {
 		return
 	}
-	_, _ = b.Data.TerminateJob(ctx, account, jobID, "", "AllTasksComplete")
+	_, _ = b.Data.TerminateJob(ctx, account, jobID, "", batch.TerminateReasonAllTasksComplete)
 }
 
 // NodeCertificate gives a node a certificate's data (Certificates).
@@ -524,7 +552,7 @@ func (b *BatchTasks) RequeueRunning(ctx context.Context, account string, hold fu
 	for _, j := range jobs {
 		after := ""
 		for {
-			ts, err := b.Store.ListTasks(ctx, account, j.ID, batch.ListOptions{States: []string{batch.TaskRunning}, Limit: batch.MaxPageSize, After: after})
+			ts, err := b.Store.ListTasks(ctx, account, j.ID, batch.ListOptions{States: []string{batch.TaskRunning, batch.TaskPreparing}, Limit: batch.MaxPageSize, After: after})
 			if err != nil {
 				return held, err
 			}

@@ -155,6 +155,7 @@ func (s *Service) OnKeyState(account string, locked bool) {
 		if locked {
 			requeue = append(requeue, lost{s.takeRuns(n), n.ID})
 			n.outbox = nil
+			n.resetJobs(true) // the agent deletes the tasks' files
 			n.drop, n.dropPending = true, true
 			s.setState(n, NodeUnusable)
 			n.Errors = append(n.Errors[:0:0], NodeError{Code: "AccountKeyInaccessible", Message: "The account's customer-managed key is inaccessible; the node cannot run tasks until access is restored."})
@@ -397,7 +398,7 @@ func (s *Service) schedule(ctx context.Context) {
 			continue
 		}
 		k := poolKey{strings.ToLower(n.Account), strings.ToLower(n.PoolID)}
-		free[k] = append(free[k], SlotNode{ID: n.ID, Free: capacity - used, Running: used})
+		free[k] = append(free[k], SlotNode{ID: n.ID, Free: capacity - used, Running: used, LowPriority: !n.IsDedicated})
 		fill[k] = n.fill
 	}
 	s.mu.Unlock()
@@ -415,9 +416,13 @@ func (s *Service) schedule(ctx context.Context) {
 		if len(cands) == 0 {
 			continue
 		}
+		s.mu.Lock()
+		excluded := s.excludedNodes(k.account, k.pool)
+		s.mu.Unlock()
 		cs := make([]Candidate, len(cands))
 		for i, c := range cands {
-			cs[i] = Candidate{JobID: c.JobID, TaskID: c.TaskID, RequiredSlots: c.RequiredSlots}
+			cs[i] = Candidate{JobID: c.JobID, TaskID: c.TaskID, RequiredSlots: c.RequiredSlots, Exclusive: c.Exclusive,
+				DedicatedOnly: c.DedicatedOnly, Exclude: excluded[strings.ToLower(c.JobID)]}
 		}
 		if fill[k] == "" {
 			fill[k] = "spread"
@@ -443,16 +448,31 @@ const (
 // start moves placed tasks to running (one transaction) and queues them for
 // their nodes.
 func (s *Service) start(ctx context.Context, account string, pls []Placement) {
-	s.mu.Lock()
 	starts := make([]TaskStart, 0, len(pls))
 	placed := make([]Placement, 0, len(pls))
 	for _, pl := range pls {
-		if n := s.nodes[pl.NodeID]; n != nil && n.usable() {
-			starts = append(starts, TaskStart{JobID: pl.JobID, TaskID: pl.TaskID, NodeID: pl.NodeID})
-			placed = append(placed, pl)
+		s.mu.Lock()
+		n := s.nodes[pl.NodeID]
+		ok := n != nil && n.usable()
+		s.mu.Unlock()
+		if !ok {
+			continue
 		}
+		// The job's preparation task, the first time the node gets one of
+		// its tasks (jobtasks.go).
+		nj := s.prepareJob(ctx, account, n, pl.JobID)
+		if nj == nil {
+			continue
+		}
+		s.mu.Lock()
+		preparing, failed := nj.prepPending(), nj.prepFailed()
+		s.mu.Unlock()
+		if failed {
+			continue
+		}
+		starts = append(starts, TaskStart{JobID: pl.JobID, TaskID: pl.TaskID, NodeID: pl.NodeID, Preparing: preparing})
+		placed = append(placed, pl)
 	}
-	s.mu.Unlock()
 	if len(starts) == 0 {
 		return
 	}
@@ -462,6 +482,7 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 		return
 	}
 	gone := map[string][]*run{}
+	var settle [][2]string
 	s.mu.Lock()
 	for i, st := range started {
 		if !st.OK {
@@ -478,13 +499,23 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 		slots := max(pl.RequiredSlots, 1)
 		r := &node.Run{RunID: pl.JobID + "/" + pl.TaskID + "/" + itoa(n.seq), Kind: "task", JobID: pl.JobID, TaskID: pl.TaskID, Slots: slots,
 			CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds(), UserIdentity: tr.UserIdentity}
-		n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: slots, spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries}
-		n.outbox = append(n.outbox, *r)
+		r.JobPrepTaskID = tr.JobPrepTaskID
+		waiting := starts[i].Preparing
+		n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: slots, spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries, waiting: waiting}
+		if waiting {
+			settle = append(settle, [2]string{n.ID, pl.JobID})
+		} else {
+			n.outbox = append(n.outbox, *r)
+		}
 		s.setState(n, NodeRunning)
 		s.lastNode(account, pl.JobID, pl.TaskID, n)
 		s.wakeNode(n)
 	}
 	s.mu.Unlock()
+	for _, w := range settle {
+		// The preparation task may have ended since: settle looks again.
+		go s.settle(context.WithoutCancel(ctx), account, w[0], w[1])
+	}
 	for nodeID, runs := range gone {
 		go s.requeue(context.Background(), account, runs, nodeID)
 	}

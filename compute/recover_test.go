@@ -168,3 +168,11 @@ func TestRecoverHoldsTasksOfRemoteNodes(t *testing.T) {
 		check("at the end", k, "", 1)
 	}
 }
+
+func (f *fakeTasks) Started(context.Context, string, string, string, string, time.Time) (bool, error) {
+	return false, nil
+}
+
+func (f *fakeTasks) JobPreparation(context.Context, string, string) (JobTaskRun, bool, error) {
+	return JobTaskRun{}, false, nil
+}

@@ -17,6 +17,8 @@ type SlotNode struct {
 	Free int
 	// Running is the number of slots in use (spread prefers the emptiest).
 	Running int
+	// LowPriority marks a low-priority (Spot) node.
+	LowPriority bool
 }
 
 // Candidate is a runnable task: active, of an active job, dependencies met.
@@ -24,6 +26,14 @@ type Candidate struct {
 	JobID         string
 	TaskID        string
 	RequiredSlots int
+	// Exclusive asks for a node with nothing running, and takes all of
+	// its slots (a job manager task with runExclusive).
+	Exclusive bool
+	// DedicatedOnly keeps the task off low-priority nodes.
+	DedicatedOnly bool
+	// Exclude names nodes the task may not go to (its job's preparation
+	// task failed there).
+	Exclude map[string]bool
 }
 
 // Placement puts a candidate on a node.
@@ -45,7 +55,8 @@ func Place(nodes []SlotNode, tasks []Candidate, fill string) []Placement {
 		need := max(t.RequiredSlots, 1)
 		best := -1
 		for i := range ns {
-			if ns[i].Free < need {
+			if ns[i].Free < need || t.Exclude[ns[i].ID] || (t.DedicatedOnly && ns[i].LowPriority) ||
+				(t.Exclusive && (ns[i].Running > 0 || ns[i].Free == 0)) {
 				continue
 			}
 			if best < 0 {
@@ -62,6 +73,10 @@ func Place(nodes []SlotNode, tasks []Candidate, fill string) []Placement {
 		}
 		if best < 0 {
 			continue
+		}
+		if t.Exclusive {
+			need = ns[best].Free
+			t.RequiredSlots = need
 		}
 		ns[best].Free -= need
 		ns[best].Running += need

@@ -133,6 +133,9 @@ type run struct {
 	retries int
 	maxRetr int
 	killed  bool // terminate asked
+	// waiting: the task waits on the node, in state preparing, for its
+	// job's preparation task; it has not been sent to the agent.
+	waiting bool
 }
 
 // liveNode is a node's state in memory.
@@ -176,6 +179,9 @@ type liveNode struct {
 	// and its agent has not joined it since: the agent's next sync may
 	// resume it with the runs it holds (see Service.resume).
 	resumable bool
+	// jobs are the jobs whose tasks the node was given, with their
+	// preparation and release tasks there (jobtasks.go), by lower-cased id.
+	jobs map[string]*nodeJob
 }
 
 // New returns a compute service.
@@ -698,19 +704,29 @@ func (s *Service) KillTask(account, jobID, taskID string) {
 			continue
 		}
 		for id, r := range n.runs {
-			if r.kind == "task" && r.jobID == jobID && (taskID == "" || r.taskID == taskID) {
-				if i := slices.IndexFunc(n.outbox, func(o node.Run) bool { return o.RunID == id }); i >= 0 {
-					// Not sent yet: it never reaches the node.
-					n.outbox = slices.Delete(n.outbox, i, i+1)
-					delete(n.runs, id)
-					s.refreshState(n)
-					continue
-				}
-				r.killed = true
-				n.kill = append(n.kill, id)
-				s.wakeNode(n)
+			task := r.kind == "task" && r.jobID == jobID && (taskID == "" || r.taskID == taskID)
+			prep := r.kind == kindJobPrep && taskID == "" && r.jobID == jobID
+			if !task && !prep {
+				continue
 			}
+			if r.waiting {
+				// Waiting for its job's preparation task: never sent.
+				delete(n.runs, id)
+				s.refreshState(n)
+				continue
+			}
+			if i := slices.IndexFunc(n.outbox, func(o node.Run) bool { return o.RunID == id }); i >= 0 {
+				// Not sent yet: it never reaches the node.
+				n.outbox = slices.Delete(n.outbox, i, i+1)
+				delete(n.runs, id)
+				s.refreshState(n)
+				continue
+			}
+			r.killed = true
+			n.kill = append(n.kill, id)
+			s.wakeNode(n)
 		}
+		s.dispatchReleases(n)
 	}
 }
 

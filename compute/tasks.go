@@ -11,6 +11,10 @@ type RunnableTask struct {
 	JobID         string
 	TaskID        string
 	RequiredSlots int
+	// Exclusive and DedicatedOnly are a job manager task's runExclusive
+	// and allowLowPriorityNode false.
+	Exclusive     bool
+	DedicatedOnly bool
 }
 
 // TaskRun is what a node needs to run a task: the unsealed command line and
@@ -25,6 +29,19 @@ type TaskRun struct {
 	// MaxRetries is the task's maxTaskRetryCount (-1: unlimited).
 	MaxRetries int
 	RetryCount int
+	// JobPrepTaskID is the id of the job's preparation task, if it has one
+	// (the node gives tasks its directory).
+	JobPrepTaskID string
+}
+
+// JobTaskRun is a job preparation or release task, as a node runs it.
+type JobTaskRun struct {
+	TaskID string
+	TaskRun
+	// WaitForSuccess and RerunAfterReboot are the preparation task's
+	// waitForSuccess and rerunOnNodeRebootAfterSuccess.
+	WaitForSuccess   bool
+	RerunAfterReboot bool
 }
 
 // HeldTask is a task a previous server process left running on a remote
@@ -78,11 +95,20 @@ type Tasks interface {
 	// FinishTasks is FinishTask for many runs of one account, written in
 	// one transaction (a task that changed meanwhile is retried alone).
 	FinishTasks(ctx context.Context, account string, ends []TaskEnd) error
+	// Started moves a task waiting in state preparing on nodeID to
+	// running; ok is false if it no longer waits there.
+	Started(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (ok bool, err error)
+	// JobPreparation returns the job's preparation task as a node runs it;
+	// ok is false if the job has none or is gone.
+	JobPreparation(ctx context.Context, account, jobID string) (run JobTaskRun, ok bool, err error)
 }
 
 // TaskStart asks for a task to be started on a node.
 type TaskStart struct {
 	JobID, TaskID, NodeID string
+	// Preparing: the task waits on the node, in state preparing, for its
+	// job's preparation task (Started moves it to running).
+	Preparing bool
 }
 
 // StartedTask answers a TaskStart: OK is false when the task is no longer

@@ -172,6 +172,7 @@ var batchRoutes = func() []batchRoute {
 		{DataRoute: DataRoute{"DELETE", "/certificates(...)"}, serve: (*d).deleteCertificate},
 	}
 	rs = append(rs, jobScheduleRoutes()...)
+	rs = append(rs, jobTaskRoutes()...)
 	for _, r := range computeRoutes() {
 		r.compute = true
 		rs = append(rs, r)

@@ -620,9 +620,14 @@ func (a *Agent) start(r Run) {
 		"AZ_BATCH_NODE_IS_DEDICATED":                   "true",
 		"AZ_BATCH_RESERVED_EPHEMERAL_DISK_SPACE_BYTES": "0",
 	}
-	if r.Kind == "task" {
+	if r.Kind != "starttask" {
 		vars["AZ_BATCH_JOB_ID"] = r.JobID
 		vars["AZ_BATCH_TASK_ID"] = r.TaskID
+	}
+	if r.JobPrepTaskID != "" {
+		prep := RunDir(a.cfg.Root, Run{Kind: KindJobPreparation, JobID: r.JobID, TaskID: r.JobPrepTaskID})
+		vars["AZ_BATCH_JOB_PREP_DIR"] = prep
+		vars["AZ_BATCH_JOB_PREP_WORKING_DIR"] = filepath.Join(prep, "wd")
 	}
 	if a.config != nil && len(a.config.Identities) > 0 {
 		vars["IDENTITY_ENDPOINT"] = a.msiURL

@@ -143,10 +143,18 @@ type ReportRequest struct {
 	Finished []RunReport `json:"finished"`
 }
 
+// Kinds of runs besides "task" and "starttask": a job's preparation and
+// release tasks, which run in the job's directory like its tasks.
+const (
+	KindJobPreparation = "jobprep"
+	KindJobRelease     = "jobrelease"
+)
+
 // Run is a process the server asks the node to run.
 type Run struct {
 	RunID string `json:"runId"`
-	// Kind is "task" or "starttask".
+	// Kind is "task", "starttask", KindJobPreparation or KindJobRelease
+	// (these two start at once, outside the slots).
 	Kind   string `json:"kind"`
 	JobID  string `json:"jobId,omitempty"`
 	TaskID string `json:"taskId,omitempty"`
@@ -159,6 +167,10 @@ type Run struct {
 	// UserIdentity is the user the run runs as (nil: the pool's non-admin
 	// auto-user, Azure's default).
 	UserIdentity *UserIdentity `json:"userIdentity,omitempty"`
+	// JobPrepTaskID names the job's preparation task, if it has one: a
+	// task gets its directories as AZ_BATCH_JOB_PREP_DIR and
+	// AZ_BATCH_JOB_PREP_WORKING_DIR.
+	JobPrepTaskID string `json:"jobPrepTaskId,omitempty"`
 }
 
 // UserIdentity is Azure Batch's userIdentity: a named user account of the

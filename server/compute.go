@@ -179,6 +179,10 @@ func (f fencedTasks) StartTask(ctx context.Context, account, jobID, taskID, node
 	return f.Tasks.StartTask(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
 }
 
+func (f fencedTasks) Started(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (bool, error) {
+	return f.Tasks.Started(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
+}
+
 func (f fencedTasks) FinishTask(ctx context.Context, account, jobID, taskID string, res compute.RunResult) error {
 	return f.Tasks.FinishTask(f.s.fenced(ctx), account, jobID, taskID, res)
 }
@@ -246,6 +250,7 @@ func (s *Server) openCompute(data *batch.DataService) {
 	s.Compute = compute.New(cfg)
 	data.OnStop = func(account, jobID, taskID string) { s.Compute.KillTask(account, jobID, taskID) }
 	data.OnAdd = func(string, string) { s.Compute.Kick() }
+	data.OnJobEnd = s.Compute.JobEnded
 	s.Batch.KeyObservers = append(s.Batch.KeyObservers, s.Compute.OnKeyState)
 	s.Batch.Data = accountDataDeleters{data, s.Compute}
 	s.HTTP.RegisterCompute(s.Compute)
