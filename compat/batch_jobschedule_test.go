@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -403,4 +404,44 @@ func testScheduleRestart(t *testing.T, database string) {
 		t.Fatalf("after job-3: %s", jobIDs(js))
 	}
 	t.Logf("restart: every2 job-3 created %s after start-up", js[2].CreationTime.Sub(started))
+}
+
+// TestJobScheduleJobsRunTasks: a scheduled job's tasks run on a real node
+// of its pool; with onAllTasksComplete terminatejob the job completes when
+// they have, and the next run creates the next job.
+func TestJobScheduleJobsRunTasks(t *testing.T) {
+	t.Setenv(agentEnv, "1")
+	ts := servertest.New(t, func(c *server.Config) {
+		c.TestJobScheduleMinimum = time.Second
+		c.NodeCommand = []string{os.Args[0], "node"}
+		c.NodePoll = time.Second
+	})
+	mustBatchAccount(t, ts, "rg-schedrun", "schedrun")
+	c := dataClient(t, ts, "schedrun")
+	ctx := context.Background()
+	mustPool(t, c, "p1", 1, 1)
+	if _, err := c.CreateJobSchedule(ctx, azbatch.CreateJobScheduleContent{ID: to.Ptr("sr"),
+		Schedule: &azbatch.JobScheduleConfiguration{RecurrenceInterval: to.Ptr("PT2S")},
+		JobSpecification: &azbatch.JobSpecification{PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")},
+			OnAllTasksComplete: to.Ptr(azbatch.OnAllTasksCompleteTerminateJob),
+			CommonEnvironmentSettings: []azbatch.EnvironmentSetting{env("RUN_OF", "schedule")}},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitJobs(t, c, "sr", 1, 3*time.Second)
+	if _, err := c.CreateTask(ctx, "sr:job-1", azbatch.CreateTaskContent{ID: to.Ptr("t1"),
+		CommandLine: to.Ptr(`/bin/sh -c 'echo "$RUN_OF $AZ_BATCH_JOB_ID"'`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tk := waitTask(t, c, "sr:job-1", "t1", 30*time.Second)
+	if *tk.ExecutionInfo.ExitCode != 0 {
+		t.Fatalf("task: %s", mustJSON(tk.ExecutionInfo))
+	}
+	if out := readTaskFile(t, c, "sr:job-1", "t1", "stdout.txt"); strings.TrimSpace(out) != "schedule sr:job-1" {
+		t.Errorf("stdout of the scheduled job's task = %q", out)
+	}
+	waitFor(t, 10*time.Second, "job-1 completed and job-2 created", func() (bool, string) {
+		js := scheduleJobs(t, c, "sr")
+		return len(js) == 2 && *js[0].State == azbatch.JobStateCompleted, jobIDs(js)
+	})
 }
