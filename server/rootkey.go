@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"custody/secret"
@@ -38,6 +39,13 @@ type MigrateResult struct {
 // meanwhile: on SQLite the data directory's lock is taken, on PostgreSQL
 // the cluster's active lease, and the call fails if a server holds it.
 func MigrateRootKey(ctx context.Context, cfg MigrateConfig) (*MigrateResult, error) {
+	if cfg.From == "" && os.Getenv(secret.RootKeyEnv) == "" {
+		// The default root key must exist: a migration never makes the key
+		// it migrates from.
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, secret.RootKeyFile)); err != nil {
+			return nil, fmt.Errorf("--from: no root key to migrate from: %s is not set and %w", secret.RootKeyEnv, err)
+		}
+	}
 	from, err := secret.LoadRoot(cfg.DataDir, cfg.From, false)
 	if err != nil {
 		return nil, fmt.Errorf("--from: %w", err)

@@ -51,3 +51,36 @@ func TestMigrateRootKeyPostgres(t *testing.T) {
 		t.Fatalf("signing key %s after the migration, want %s", got, kid)
 	}
 }
+
+// TestMigrateRootKeyRefusals: a migration from a root key that does not
+// exist, to a token key never created, or between one key and itself
+// changes nothing and says why.
+func TestMigrateRootKeyRefusals(t *testing.T) {
+	uri := hsmtest.Token(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	for _, c := range []struct {
+		from, to, want string
+	}{
+		{"", uri, "no root key to migrate from"},
+		{filepath.Join(dir, "missing.key"), uri, "missing.key"},
+	} {
+		if _, err := server.MigrateRootKey(ctx, server.MigrateConfig{DataDir: dir, From: c.from, To: c.to}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("migrate %q -> token: %v, want an error naming %q", c.from, err, c.want)
+		}
+	}
+	file := filepath.Join(dir, "a.key")
+	if _, err := server.MigrateRootKey(ctx, server.MigrateConfig{DataDir: dir, From: file, To: uri}); err == nil {
+		t.Fatal("migration from a missing file succeeded")
+	}
+	// --to a file creates it; the token's key was never made.
+	if _, err := secret.LoadRoot(dir, file, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.MigrateRootKey(ctx, server.MigrateConfig{DataDir: dir, From: file, To: uri}); err == nil || !strings.Contains(err.Error(), "custody root-key init") {
+		t.Fatalf("migration to a token without its key: %v", err)
+	}
+	if _, err := server.MigrateRootKey(ctx, server.MigrateConfig{DataDir: dir, From: file, To: "file:" + file}); err == nil || !strings.Contains(err.Error(), "same root key") {
+		t.Fatalf("migration from a key to itself: %v", err)
+	}
+}
