@@ -202,6 +202,10 @@ type DataStore interface {
 	// DeleteJobTasks deletes up to limit of a job's tasks in one short
 	// transaction and returns how many it deleted.
 	DeleteJobTasks(ctx context.Context, account, jobID string, limit int) (int, error)
+	// DeleteAccountTasks deletes up to limit of an account's tasks in one
+	// short transaction and returns how many it deleted: 0 once none is
+	// left.
+	DeleteAccountTasks(ctx context.Context, account string, limit int) (int, error)
 	// JobsInState lists up to limit (account, job id) pairs of the jobs of
 	// every account in a state.
 	JobsInState(ctx context.Context, state string, limit int) ([][2]string, error)
@@ -300,9 +304,37 @@ func (d *DataService) stopped(account, jobID, taskID string) {
 var _ DataDeleter = (*DataService)(nil)
 
 // DeleteAccountData deletes an account's data; it works whatever the state
-// of the account's key.
+// of the account's key. Its tasks go first, DeleteJobBatch a transaction
+// with a pause between as long as each took (as RunDeletions does), then
+// the rest in one transaction: the account is being deleted, and a
+// deletion cut short by a crash is finished by the next attempt.
 func (d *DataService) DeleteAccountData(ctx context.Context, account string) error {
+	err := deleteInBatches(ctx, func() (bool, error) {
+		n, err := d.Store.DeleteAccountTasks(ctx, account, DeleteJobBatch)
+		return n == 0, err
+	})
+	if err != nil {
+		return err
+	}
 	return d.Store.DeleteAccountData(ctx, account)
+}
+
+// deleteInBatches calls del until it reports done, pausing after each call
+// as long as it took, so that other writers (on SQLite, one at a time) get
+// the database at least half of the time.
+func deleteInBatches(ctx context.Context, del func() (done bool, err error)) error {
+	for {
+		start := time.Now()
+		done, err := del()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(max(time.Since(start), time.Millisecond)):
+		}
+	}
 }
 
 func (d *DataService) now() time.Time {
@@ -908,25 +940,17 @@ func (d *DataService) deleteJobs(ctx context.Context) error {
 }
 
 func (d *DataService) deleteJob(ctx context.Context, account, id string) error {
-	for {
+	err := deleteInBatches(ctx, func() (bool, error) {
 		if d.Fence != nil {
 			if err := d.Fence(ctx); err != nil {
-				return err
+				return false, err
 			}
 		}
-		start := time.Now()
 		n, err := d.Store.DeleteJobTasks(ctx, account, id, DeleteJobBatch)
-		if err != nil {
-			return err
-		}
-		if n < DeleteJobBatch {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(max(time.Since(start), time.Millisecond)):
-		}
+		return n < DeleteJobBatch, err
+	})
+	if err != nil {
+		return err
 	}
 	if err := d.Store.DeleteJob(ctx, account, id); err != nil && !custody.IsNotFound(err) {
 		return err

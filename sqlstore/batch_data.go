@@ -171,15 +171,41 @@ func (s *BatchDataStore) DeleteJob(ctx context.Context, account, id string) erro
 }
 
 // DeleteJobTasks deletes up to limit tasks of a job, those first in id
-// order, in one statement, and returns how many it deleted.
+// order, and returns how many it deleted. It finds the limit-th id, then
+// deletes the index range up to it: a plan that stays a range scan
+// whatever the planner knows of the table (on PostgreSQL, "id_key IN
+// (SELECT ... LIMIT n)" on a freshly filled table was planned as a nested
+// loop: seconds a batch).
 func (s *BatchDataStore) DeleteJobTasks(ctx context.Context, account, jobID string, limit int) (int, error) {
-	res, err := s.DB.db.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key IN
-		(SELECT id_key FROM batch_tasks WHERE account_key = $1 AND job_key = $2 ORDER BY id_key LIMIT $3)`, lower(account), lower(jobID), limit)
+	var last string
+	err := s.DB.db.QueryRowContext(ctx, `SELECT id_key FROM batch_tasks WHERE account_key = $1 AND job_key = $2 ORDER BY id_key LIMIT 1 OFFSET $3`,
+		lower(account), lower(jobID), limit-1).Scan(&last)
+	var res sql.Result
+	switch {
+	case errors.Is(err, sql.ErrNoRows): // fewer than limit left: all of them
+		res, err = s.DB.db.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2`, lower(account), lower(jobID))
+	case err == nil:
+		res, err = s.DB.db.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2 AND id_key <= $3`, lower(account), lower(jobID), last)
+	}
 	if err != nil {
 		return 0, dbErr(err, "delete batch job tasks")
 	}
 	n, _ := res.RowsAffected()
 	return int(n), nil
+}
+
+// DeleteAccountTasks deletes up to limit tasks of an account, of one of
+// its jobs, and returns how many it deleted: 0 once none is left.
+func (s *BatchDataStore) DeleteAccountTasks(ctx context.Context, account string, limit int) (int, error) {
+	var job string
+	err := s.DB.db.QueryRowContext(ctx, `SELECT job_key FROM batch_tasks WHERE account_key = $1 LIMIT 1`, lower(account)).Scan(&job)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, dbErr(err, "find batch account tasks")
+	}
+	return s.DeleteJobTasks(ctx, account, job, limit)
 }
 
 // JobsInState lists the jobs of every account in a state, as (account,

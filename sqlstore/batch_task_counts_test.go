@@ -214,3 +214,39 @@ func TestJobsInState(t *testing.T) {
 		}
 	})
 }
+
+// TestDeleteAccountTasks deletes an account's tasks across its jobs a batch
+// at a time, leaving other accounts' alone, and keeps the counts.
+func TestDeleteAccountTasks(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := &sqlstore.BatchDataStore{DB: db}
+		for _, a := range []string{"acct1", "acct2"} {
+			for _, j := range []string{"Job-A", "job-b"} {
+				if err := s.CreateJob(ctx, a, jobRecord(j, batch.JobActive)); err != nil {
+					t.Fatal(err)
+				}
+				var recs []*batch.TaskRecord
+				for i := range 75 {
+					recs = append(recs, &batch.TaskRecord{TaskMeta: batch.TaskMeta{JobID: j, ID: fmt.Sprintf("t%03d", i), State: batch.TaskActive, ETag: "0x1"}, Sealed: []byte{1}})
+				}
+				if _, err := s.CreateTasks(ctx, a, recs); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, want := range []int{75, 75, 0} {
+			if n, err := s.DeleteAccountTasks(ctx, "acct1", 100); err != nil || n != want {
+				t.Fatalf("delete a batch: %d %v, want %d", n, err, want)
+			}
+		}
+		for _, j := range []string{"job-a", "job-b"} {
+			if c, err := s.TaskCounts(ctx, "acct1", j); err != nil || c != (batch.TaskCounts{}) {
+				t.Fatalf("acct1 %s counts: %+v %v", j, c, err)
+			}
+			if c, err := s.TaskCounts(ctx, "acct2", j); err != nil || c != (batch.TaskCounts{Active: 75}) || countedTasks(t, db, "acct2", j) != c {
+				t.Fatalf("acct2 %s counts: %+v %v", j, c, err)
+			}
+		}
+	})
+}
