@@ -270,6 +270,13 @@ func (s *Service) Sync(ctx context.Context, cred string, req node.SyncRequest) (
 	waited := false
 	for {
 		resp, ready := s.syncAnswer(ctx, n, req)
+		if len(resp.Runs) > 0 {
+			// A server that froze while the poll was held may have been
+			// replaced meanwhile: it hands out no run then.
+			if err := s.mayServe(ctx); err != nil {
+				return node.SyncResponse{}, err
+			}
+		}
 		if ready || waited {
 			s.mu.Lock()
 			n.LastSync = s.now()

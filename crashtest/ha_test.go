@@ -296,6 +296,23 @@ func TestFailoverWithAgents(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	rs = append(rs, startReplica(t, dir, dsn), startReplica(t, dir, dsn))
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, r := range rs {
+				t.Logf("replica %d (%s):\n%s", i, r.addr, r.log)
+			}
+			if db, err := sql.Open("pgx", dsn); err == nil {
+				rows, err := db.Query(`SELECT pid, state, wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity WHERE datname = current_database()`)
+				for err == nil && rows.Next() {
+					var pid int
+					var st, wt, we, q sql.NullString
+					_ = rows.Scan(&pid, &st, &wt, &we, &q)
+					t.Logf("session %d %s %s %s %s", pid, st.String, wt.String, we.String, q.String)
+				}
+				db.Close()
+			}
+		}
+	})
 	var backends []string
 	for _, r := range rs {
 		backends = append(backends, r.addr)
@@ -475,8 +492,8 @@ func TestFailoverWithAgents(t *testing.T) {
 	// An API call through the load balancer every 50 ms, for the whole
 	// run: the longest run of failures is the longest outage a client saw.
 	type outcome struct {
-		at time.Time
-		ok bool
+		began, at time.Time
+		ok        bool
 	}
 	var (
 		callsMu sync.Mutex
@@ -487,9 +504,10 @@ func TestFailoverWithAgents(t *testing.T) {
 	go func() {
 		defer close(polled)
 		for pollCtx.Err() == nil {
+			began := time.Now()
 			r, err := viaLB.do("GET", batchURL("hamain", "/jobs/j1"), batchScope, "")
 			callsMu.Lock()
-			calls = append(calls, outcome{time.Now(), err == nil && r.status == 200})
+			calls = append(calls, outcome{began, time.Now(), err == nil && r.status == 200})
 			callsMu.Unlock()
 			select {
 			case <-pollCtx.Done():
@@ -517,18 +535,23 @@ func TestFailoverWithAgents(t *testing.T) {
 		}
 		return -1
 	}
-	rounds := []string{"SIGKILL", "SIGKILL", "partition"}
+	rounds := []string{"SIGKILL", "SIGKILL", "partition", "freeze"}
 	for round := 1; round <= len(rounds); round++ {
 		how := rounds[round-1]
-		waitUntil(120*time.Second, fmt.Sprintf("%d tasks to end before round %d", round*tasks/4, round), func() (bool, string) {
+		waitUntil(120*time.Second, fmt.Sprintf("%d tasks to end before round %d", round*tasks/5, round), func() (bool, string) {
 			n := runs.ended()
-			return n >= round*tasks/4, fmt.Sprint(n, " ended")
+			return n >= round*tasks/5, fmt.Sprint(n, " ended")
 		})
-		if how == "partition" {
-			// The first replica killed comes back, as a standby.
-			rs[0] = startReplicaAt(t, dir, dsn, rs[0].addr)
-			if role := rs[0].role(); role != "standby" {
-				t.Fatalf("the restarted replica is %q, want standby", role)
+		if round > 2 {
+			// The replicas that ended come back, as standbys (a
+			// supervisor restarts them where they were).
+			for i, r := range rs {
+				if r.cmd.ProcessState != nil {
+					rs[i] = startReplicaAt(t, dir, dsn, r.addr)
+					if role := rs[i].role(); role != "standby" {
+						t.Fatalf("the restarted replica %d is %q, want standby", i, role)
+					}
+				}
 			}
 		}
 		victim := active()
@@ -547,9 +570,16 @@ func TestFailoverWithAgents(t *testing.T) {
 		} else {
 			// Cut the active's lease session, as a partition from the
 			// database (or a database failover) does. The replica keeps
-			// running, and must stop by itself.
+			// running, and must stop by itself; or it is frozen first
+			// (a stalled machine), and must stop once it thaws, having
+			// changed nothing.
 			exited = make(chan time.Time, 1)
 			go func() { _ = rs[victim].cmd.Wait(); exited <- time.Now() }()
+			if how == "freeze" {
+				if err := rs[victim].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+			}
 			db, err := sql.Open("pgx", dsn)
 			if err != nil {
 				t.Fatal(err)
@@ -584,7 +614,25 @@ func TestFailoverWithAgents(t *testing.T) {
 		t.Logf("round %d: %s of the active (replica %d) to: replica %d active %v, first successful API call %v, first task started by the new active %v",
 			round, how, victim, newActive, tookOver.Sub(killed).Round(time.Millisecond), firstOKAfter(killed).Sub(killed).Round(time.Millisecond),
 			runs.firstStartAfter(tookOver).Sub(killed).Round(time.Millisecond))
-		if exited != nil {
+		if how == "freeze" {
+			// It thaws once the new active runs tasks.
+			time.Sleep(2 * time.Second)
+			thawed := time.Now()
+			if err := rs[victim].cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case at := <-exited:
+				t.Logf("round %d: the frozen active ended %v after it thawed; %d of its task writes were refused by the fence",
+					round, at.Sub(thawed).Round(time.Millisecond), strings.Count(rs[victim].log.String(), "ReplicaNotActive"))
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the frozen active is still running 10 s after it thawed")
+			}
+			if log := rs[victim].log.String(); !strings.Contains(log, "lost the active replica's lease") {
+				t.Errorf("the frozen active's output does not say it lost its lease:\n%s", log)
+			}
+		}
+		if how == "partition" {
 			select {
 			case at := <-exited:
 				t.Logf("round %d: the partitioned active ended %v after its session was cut, %v before the new active took over",
@@ -705,7 +753,7 @@ func TestFailoverWithAgents(t *testing.T) {
 	for _, c := range calls {
 		switch {
 		case !c.ok && failedSince.IsZero():
-			failedSince = c.at
+			failedSince = c.began
 		case c.ok && !failedSince.IsZero():
 			longest = max(longest, c.at.Sub(failedSince))
 			failedSince = time.Time{}
@@ -717,11 +765,6 @@ func TestFailoverWithAgents(t *testing.T) {
 		tasks, requeued, len(cut), n, longest.Round(time.Millisecond))
 	if longest > haFailoverWindow || !failedSince.IsZero() {
 		t.Errorf("API calls failed for %v (still failing at the end: %v); want at most the failover window %v", longest, !failedSince.IsZero(), haFailoverWindow)
-	}
-	if t.Failed() {
-		for i, r := range rs {
-			t.Logf("replica %d (%s):\n%s", i, r.addr, r.log)
-		}
 	}
 }
 

@@ -28,6 +28,14 @@ import (
 // Version is the agent version reported to the server.
 const Version = "1.1.0"
 
+// agentPingEvery is how long a connection to the server may be silent
+// before the agent pings it, and how long it waits for the answer before it
+// drops the connection.
+const agentPingEvery = 5 * time.Second
+
+// reportTimeout bounds one report call; an unanswered one is sent again.
+const reportTimeout = 30 * time.Second
+
 // AgentConfig configures an agent.
 type AgentConfig struct {
 	// Server is the base URL of the node channel, https://batch.{domain}:{port}.
@@ -142,6 +150,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		},
 		MaxIdleConnsPerHost: 8,
 		ForceAttemptHTTP2:   true,
+		// A frozen server's kernel accepts connections, but the handshake
+		// never ends.
+		TLSHandshakeTimeout: agentPingEvery,
+		// A server that stops answering without closing the connection (a
+		// frozen process, a cut-off machine, a frozen active behind a load
+		// balancer) is given up after a ping goes unanswered, so calls are
+		// sent again on a new connection, which may reach a live replica.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: agentPingEvery, PingTimeout: agentPingEvery},
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, http: &http.Client{Transport: tr},
@@ -734,7 +750,9 @@ func (a *Agent) reportLoop(ctx context.Context) {
 			if len(batch) == 0 {
 				break
 			}
-			err := a.call(ctx, "/node/v1/report", ReportRequest{Finished: batch}, nil)
+			rctx, cancel := context.WithTimeout(ctx, reportTimeout)
+			err := a.call(rctx, "/node/v1/report", ReportRequest{Finished: batch}, nil)
+			cancel()
 			if err == nil {
 				a.touch()
 				a.acknowledged(batch)

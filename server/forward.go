@@ -48,6 +48,10 @@ const maxForwardBuffer = 4 << 20
 // address (a failed forward reads it again at once).
 const forwarderRefresh = time.Second
 
+// forwarderPing is how long a connection to the active may be silent before
+// the standby pings it, and how long it waits for the answer.
+const forwarderPing = 5 * time.Second
+
 // forwarder is a standby's answer to every request but /healthz: a reverse
 // proxy to the active replica, over TLS verified against the cluster's CA,
 // that keeps the request as the client sent it (host name, path, headers,
@@ -77,10 +81,31 @@ func (s *Server) forwarder() http.Handler {
 func (f *forwarder) active(ctx context.Context) (string, *http.Transport, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.refresh(ctx); err != nil {
+		return "", nil, err
+	}
+	if f.addr == "" || f.addr == f.s.advertise {
+		return "", nil, fmt.Errorf("no active replica is known")
+	}
+	return f.addr, f.transport, nil
+}
+
+// current returns the address of the active as the lease record says ("" if
+// none; this replica's own once it is the active).
+func (f *forwarder) current(ctx context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.refresh(ctx)
+	return f.addr, err
+}
+
+// refresh reads the lease record again if what was read is older than
+// forwarderRefresh. Caller holds f.mu.
+func (f *forwarder) refresh(ctx context.Context) error {
 	if time.Since(f.read) >= forwarderRefresh {
 		rec, _, err := readLeaseRecord(ctx, f.s.DB.SQL())
 		if err != nil {
-			return "", nil, err
+			return err
 		}
 		f.read = time.Now()
 		addr := rec.Address
@@ -102,14 +127,15 @@ func (f *forwarder) active(ctx context.Context) (string, *http.Transport, error)
 					ForceAttemptHTTP2:   true,
 					MaxIdleConnsPerHost: 64,
 					IdleConnTimeout:     90 * time.Second,
+					TLSHandshakeTimeout: 5 * time.Second,
+					// An active that froze without closing its connections
+					// is given up after an unanswered ping.
+					HTTP2: &http.HTTP2Config{SendPingTimeout: forwarderPing, PingTimeout: forwarderPing},
 				}
 			}
 		}
 	}
-	if f.addr == "" || f.addr == f.s.advertise {
-		return "", nil, fmt.Errorf("no active replica is known")
-	}
-	return f.addr, f.transport, nil
+	return nil
 }
 
 // forget makes the next request read the active's address again.
@@ -148,6 +174,28 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k := range w.Header() {
 		delete(w.Header(), k)
 	}
+	// A request under way to a former active (one that froze, or lost the
+	// lease) is ended once another replica has taken the lease: the
+	// client gets a 503 and sends it again.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		t := time.NewTicker(forwarderRefresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if now, err := f.current(ctx); err == nil && now != addr {
+				f.s.log.Warn("another replica became the active one; ending a request forwarded to the former", "former", addr, "active", now)
+				cancel()
+				return
+			}
+		}
+	}()
+	r = r.WithContext(ctx)
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "https"

@@ -32,5 +32,13 @@ func Transport(pool *x509.CertPool, domain, addr string) *http.Transport {
 		MaxIdleConnsPerHost: 64,
 		ForceAttemptHTTP2:   true,
 		IdleConnTimeout:     90 * time.Second,
+		// A replica that froze accepts connections (its kernel does) but
+		// never finishes a handshake.
+		TLSHandshakeTimeout: 5 * time.Second,
+		// A replica that froze without closing its connections is given
+		// up after an unanswered ping: the call fails instead of waiting
+		// for the client's own timeout, and the next goes out on a new
+		// connection.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 5 * time.Second, PingTimeout: 5 * time.Second},
 	}
 }
