@@ -228,19 +228,27 @@ func (r *Runner) Running() int {
 // dies (Pdeathsig).
 func (r *Runner) Start(spec Spec) (*Process, error) {
 	wd := filepath.Join(spec.Dir, "wd")
-	if err := os.MkdirAll(wd, 0o755); err != nil {
-		return nil, fmt.Errorf("create working directory: %w", err)
-	}
 	if sb := spec.Sandbox; sb != nil {
-		// The run's directory belongs to its user, and to no one else.
+		// The run's directory belongs to its user, and to no one else. It
+		// is made with its final mode (each change of an inode costs a
+		// metadata write); one left by an earlier run gets it again.
+		if err := os.MkdirAll(filepath.Dir(spec.Dir), 0o755); err != nil {
+			return nil, fmt.Errorf("create working directory: %w", err)
+		}
 		for _, d := range []string{spec.Dir, wd} {
+			err := os.Mkdir(d, 0o700)
+			if errors.Is(err, os.ErrExist) {
+				err = os.Chmod(d, 0o700)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("create working directory: %w", err)
+			}
 			if err := os.Chown(d, sb.UID, sb.GID); err != nil {
 				return nil, err
 			}
-			if err := os.Chmod(d, 0o700); err != nil {
-				return nil, err
-			}
 		}
+	} else if err := os.MkdirAll(wd, 0o755); err != nil {
+		return nil, fmt.Errorf("create working directory: %w", err)
 	}
 	stdout, err := os.OpenFile(filepath.Join(spec.Dir, "stdout.txt"), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {

@@ -1,13 +1,15 @@
 // The sandbox init: the first code a task's process runs, inside its new
 // user, mount, PID, IPC and UTS namespaces, before the Go runtime starts.
 //
-// The agent starts it as /proc/self/exe with argv[0] "custody-sandbox-init"
-// (see spawn_linux.go). It waits for the agent to place it in the task's
-// control groups, builds the task's root file system on an empty tmpfs
-// (read-only binds of the system directories, the node's root, a fresh
-// /proc for its PID namespace, a minimal /dev, a private /tmp), pivots into
-// it, detaches the old root, sets limits, drops to the task's user and execs
-// the command. Nothing of the host outside those binds exists for the task.
+// The node's zygote (below) clones it for each task; argv[0]
+// "custody-sandbox-init" also starts it directly as /proc/self/exe. It
+// makes its user namespace and waits for the agent to write the id maps,
+// makes the other namespaces, binds the zygote's prepared root (read-only:
+// the system directories and a minimal /dev; "template") or builds one on an
+// empty tmpfs, adds a fresh /proc for its PID namespace, a private /tmp and
+// /dev/shm and the node's directories, pivots into it, detaches the old
+// root, sets limits, drops to the task's user and execs the command.
+// Nothing of the host outside those binds exists for the task.
 //
 // It runs as a constructor so that a sandboxed task costs one execve more
 // than a plain one, not the start-up of the Go runtime. Any failure is
@@ -147,10 +149,63 @@ static int bindFD(const char *root, char *arg, int readonly) {
 }
 
 
+// showSystem shows one system directory read-only ("ro=DIR") or the
+// symbolic link that stands for it ("link=PATH:TARGET") under root.
+static void showSystem(const char *root, char *a) {
+	if (strncmp(a, "ro=", 3) == 0) bindDir(root, a + 3, 1);
+	else if (strncmp(a, "link=", 5) == 0) {
+		char *eq = strchr(a + 5, ':');
+		if (!eq) { errno = EINVAL; fail("bad link", a); }
+		*eq = 0;
+		char *dst = join(root, a + 5);
+		if (symlink(eq + 1, dst) < 0) fail("symlink", dst);
+		free(dst);
+		*eq = ':';
+	}
+}
+
+// buildRoot builds a task's root on an empty tmpfs at root: a minimal
+// /dev, /dev/shm, a /proc of the caller's PID namespace and a private /tmp
+// of tmpsize bytes (the system directories come after, see run). For the
+// zygote's prepared root (tmpsize NULL) /dev/shm, /proc and /tmp are left
+// empty: each task mounts its own there.
+static void buildRoot(const char *root, const char *tmpsize) {
+	if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) fail("mount root tmpfs on", root);
+
+	// A minimal /dev.
+	char *dev = join(root, "/dev");
+	mkdirs(dev, 0755);
+	if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) fail("mount /dev", NULL);
+	static const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
+	for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+		if (access(nodes[i], F_OK) == 0) bindAt(root, nodes[i], nodes[i], 0, 1);
+	}
+	static const char *links[][2] = {{"/dev/fd", "/proc/self/fd"}, {"/dev/stdin", "/proc/self/fd/0"},
+		{"/dev/stdout", "/proc/self/fd/1"}, {"/dev/stderr", "/proc/self/fd/2"}};
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+		char *dst = join(root, links[i][0]);
+		if (symlink(links[i][1], dst) < 0) fail("symlink", dst);
+		free(dst);
+	}
+	char *shm = join(root, "/dev/shm");
+	mkdirs(shm, 01777);
+	char *proc = join(root, "/proc");
+	mkdirs(proc, 0555);
+	char *tmp = join(root, "/tmp");
+	mkdirs(tmp, 01777);
+	if (!tmpsize) return;
+	if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0) fail("mount /dev/shm", NULL);
+	// /proc of the task's own PID namespace, and a private /tmp.
+	if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc", NULL);
+	char opts[64];
+	snprintf(opts, sizeof opts, "mode=1777,size=%s", tmpsize);
+	if (mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) fail("mount /tmp", NULL);
+}
+
 static void run(int argc, char **argv, char **envp) {
 	const char *root = NULL, *cwd = "/", *hostname = NULL, *tmpsize = "67108864";
 	unsigned long long uid = 0, gid = 0, fsize = RLIM_INFINITY, nproc = RLIM_INFINITY;
-	int cmd = -1;
+	int cmd = -1, template = 0;
 
 	if (fcntl(STATUS_FD, F_SETFD, FD_CLOEXEC) < 0) _exit(126);
 	if (fcntl(READY_FD, F_SETFD, FD_CLOEXEC) < 0) _exit(126);
@@ -164,6 +219,7 @@ static void run(int argc, char **argv, char **envp) {
 		else if (strncmp(argv[i], "gid=", 4) == 0) gid = number(argv[i] + 4, "gid");
 		else if (strncmp(argv[i], "fsize=", 6) == 0) fsize = number(argv[i] + 6, "fsize");
 		else if (strncmp(argv[i], "nproc=", 6) == 0) nproc = number(argv[i] + 6, "nproc");
+		else if (strcmp(argv[i], "template") == 0) template = 1;
 	}
 	if (!root || cmd < 0 || cmd >= argc) { errno = EINVAL; fail("usage", "root=DIR ... -- COMMAND"); }
 	number(tmpsize, "tmp");
@@ -219,54 +275,33 @@ static void run(int argc, char **argv, char **envp) {
 	if (poll(&parent, 1, 0) > 0) _exit(126);
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private", NULL);
-	if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0) fail("mount root tmpfs on", root);
-
-	// A minimal /dev.
-	char *dev = join(root, "/dev");
-	mkdirs(dev, 0755);
-	if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0) fail("mount /dev", NULL);
-	static const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
-	for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
-		if (access(nodes[i], F_OK) == 0) bindAt(root, nodes[i], nodes[i], 0, 1);
+	if (template) {
+		// The zygote's prepared tree (see buildTemplate) is at root, locked
+		// in this namespace: one recursive bind makes a copy of this
+		// namespace's own to pivot into, its system directories and /dev
+		// still locked and read-only. /dev/shm, /proc and /tmp are the
+		// task's own.
+		if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0) fail("bind the prepared root", root);
+		char *shm = join(root, "/dev/shm");
+		if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0) fail("mount /dev/shm", NULL);
+		char *proc = join(root, "/proc");
+		if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc", NULL);
+		char *tmp = join(root, "/tmp");
+		char opts[64];
+		snprintf(opts, sizeof opts, "mode=1777,size=%s", tmpsize);
+		if (mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) fail("mount /tmp", NULL);
+	} else {
+		buildRoot(root, tmpsize);
 	}
-	static const char *links[][2] = {{"/dev/fd", "/proc/self/fd"}, {"/dev/stdin", "/proc/self/fd/0"},
-		{"/dev/stdout", "/proc/self/fd/1"}, {"/dev/stderr", "/proc/self/fd/2"}};
-	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
-		char *dst = join(root, links[i][0]);
-		if (symlink(links[i][1], dst) < 0) fail("symlink", dst);
-		free(dst);
-	}
-	char *shm = join(root, "/dev/shm");
-	mkdirs(shm, 01777);
-	if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=16m") < 0) fail("mount /dev/shm", NULL);
 
-	// /proc of the task's own PID namespace, and a private /tmp.
-	char *proc = join(root, "/proc");
-	mkdirs(proc, 0555);
-	if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) fail("mount /proc", NULL);
-	char *tmp = join(root, "/tmp");
-	mkdirs(tmp, 01777);
-	char opts[64];
-	snprintf(opts, sizeof opts, "mode=1777,size=%s", tmpsize);
-	if (mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0) fail("mount /tmp", NULL);
-
-	// What to show (after /tmp, which may hold the node's root): read-only system directories (or the symlinks that
-	// stand for them) and read-write directories of the node.
+	// What to show (after /tmp, which may hold the node's root): read-only
+	// system directories (or the symlinks that stand for them) unless the
+	// prepared root has them, and read-write directories of the node.
 	for (int i = 1; i < cmd - 1; i++) {
 		char *a = argv[i];
-		if (strncmp(a, "ro=", 3) == 0) bindDir(root, a + 3, 1);
-		else if (strncmp(a, "rw=", 3) == 0) bindDir(root, a + 3, 0);
-		else if (strncmp(a, "rofd=", 5) == 0) close(bindFD(root, a + 5, 1));
+		if (strncmp(a, "rofd=", 5) == 0) close(bindFD(root, a + 5, 1));
 		else if (strncmp(a, "rwfd=", 5) == 0) close(bindFD(root, a + 5, 0));
-		else if (strncmp(a, "link=", 5) == 0) {
-			char *eq = strchr(a + 5, ':');
-			if (!eq) { errno = EINVAL; fail("bad link", a); }
-			*eq = 0;
-			char *dst = join(root, a + 5);
-			if (symlink(eq + 1, dst) < 0) fail("symlink", dst);
-			free(dst);
-			*eq = ':';
-		}
+		else if (!template) showSystem(root, a);
 	}
 
 	// Enter the new root and detach the old one: nothing else is reachable.
@@ -274,7 +309,13 @@ static void run(int argc, char **argv, char **envp) {
 	if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root", root);
 	if (umount2(".", MNT_DETACH) < 0) fail("detach the old root", NULL);
 	if (chdir("/") < 0) fail("chdir", "/");
-	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) fail("remount / read-only", NULL);
+	if (template) {
+		// The prepared root is read-only already (and locked so: the copy
+		// came from the zygote's namespace).
+		struct statvfs st;
+		if (statvfs("/", &st) < 0) fail("statvfs", "/");
+		if (!(st.f_flag & ST_RDONLY)) { errno = EPERM; fail("the prepared root is writable", NULL); }
+	} else if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) fail("remount / read-only", NULL);
 
 	if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname", hostname);
 	struct rlimit rl = {fsize, fsize};
@@ -373,9 +414,43 @@ static void zchild(int zsock, int *fds, int nfiles, char *body, struct zreq *rq,
 	_exit(126);
 }
 
-static void zygote(void) {
+// buildTemplate prepares, in a mount namespace of the zygote's own, the
+// part of every task's root that is the same for all: the root tmpfs at
+// "root=DIR" with /dev and the system directories ("ro=", "link=") and the
+// directories the node's binds go on ("dir="), then makes it read-only.
+// Each task's init copies it with its namespace and binds that copy once
+// (see run). A failure ends the zygote with status 1, its reason on fd 2.
+static void buildTemplate(int argc, char **argv) {
+	const char *root = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strncmp(argv[i], "root=", 5) == 0) root = argv[i] + 5;
+	}
+	if (!root) { errno = EINVAL; fail("usage", "custody-sandbox-zygote root=DIR ..."); }
+	if (unshare(CLONE_NEWNS) < 0) fail("unshare", "mount namespace");
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private", NULL);
+	buildRoot(root, NULL);
+	for (int i = 1; i < argc; i++) {
+		if (strncmp(argv[i], "dir=", 4) == 0) {
+			char *d = join(root, argv[i] + 4);
+			mkdirs(d, 0755);
+			free(d);
+		} else {
+			showSystem(root, argv[i]);
+		}
+	}
+	char *dev = join(root, "/dev");
+	if (mount(NULL, dev, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0) fail("remount read-only", dev);
+	free(dev);
+	if (mount(NULL, root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0) fail("remount read-only", root);
+}
+
+static void zygote(int argc, char **argv) {
 	pid_t agent = getppid();
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != agent) _exit(1);
+	buildTemplate(argc, argv);
+	close(STATUS_FD);
+	// Ready: the agent waits for this byte before its first request.
+	if (write(ZYGOTE_FD, "z", 1) != 1) _exit(1);
 	int zsock = fcntl(ZYGOTE_FD, F_DUPFD_CLOEXEC, 256);
 	if (zsock < 0) _exit(1);
 	close(ZYGOTE_FD);
@@ -438,5 +513,5 @@ static void zygote(void) {
 
 __attribute__((constructor)) static void custody_sandbox_init(int argc, char **argv, char **envp) {
 	if (argc > 0 && argv[0] && strcmp(argv[0], "custody-sandbox-init") == 0) run(argc, argv, envp);
-	if (argc > 0 && argv[0] && strcmp(argv[0], "custody-sandbox-zygote") == 0) zygote();
+	if (argc > 0 && argv[0] && strcmp(argv[0], "custody-sandbox-zygote") == 0) zygote(argc, argv);
 }

@@ -143,19 +143,34 @@ type Node struct {
 	zy  *zygote
 }
 
-// zygote returns the node's running zygote, starting one if needed.
-func (n *Node) zygote() (*zygote, error) {
+// zygote returns the node's running zygote whose prepared root has the
+// directories dsts go on, starting one if needed (with those of the one it
+// replaces).
+func (n *Node) zygote(dsts []string) (*zygote, error) {
 	n.zmu.Lock()
 	defer n.zmu.Unlock()
-	if n.zy != nil {
-		n.zy.mu.Lock()
-		alive := n.zy.fd >= 0
-		n.zy.mu.Unlock()
-		if alive {
-			return n.zy, nil
+	dirs := map[string]bool{}
+	if z := n.zy; z != nil {
+		z.mu.Lock()
+		alive := z.fd >= 0
+		z.mu.Unlock()
+		has := true
+		for _, d := range dsts {
+			has = has && z.dirs[d]
 		}
+		if alive && has {
+			return z, nil
+		}
+		for d := range z.dirs {
+			dirs[d] = true
+		}
+		z.close()
+		n.zy = nil
 	}
-	z, err := startZygote()
+	for _, d := range dsts {
+		dirs[d] = true
+	}
+	z, err := startZygote(n.host.templateArgs(dirs), dirs)
 	if err != nil {
 		return nil, err
 	}
@@ -386,7 +401,7 @@ func (n *Node) Start(t Task, register func(pid int, p *Process)) (*Process, erro
 	// The node's zygote clones the init as a child of this process (in its
 	// own process group, dying with this process, in the task's control
 	// group on a cgroup v2 host).
-	z, err := n.zygote()
+	z, err := n.zygote(append(append([]string(nil), t.ReadOnlyBinds...), t.Binds...))
 	if err != nil {
 		return fail(err)
 	}
@@ -441,7 +456,8 @@ type fdCloser int
 
 func (fd fdCloser) Close() error { return syscall.Close(int(fd)) }
 
-// initArgs is the init's command line (see init.c).
+// initArgs is the init's command line (see init.c): its root is the
+// zygote's prepared one ("template").
 func (h *Host) initArgs(t Task, l Limits, bindArgs []string) []string {
 	uid, gid := t.UID, t.GID
 	if t.Admin {
@@ -449,13 +465,23 @@ func (h *Host) initArgs(t Task, l Limits, bindArgs []string) []string {
 	}
 	a := []string{"custody-sandbox-init", "root=" + h.mountpoint, "cwd=" + t.Dir,
 		"uid=" + strconv.Itoa(uid), "gid=" + strconv.Itoa(gid), "hostname=" + t.Hostname,
-		"tmp=" + strconv.FormatInt(max(l.TmpBytes, 1<<20), 10)}
+		"tmp=" + strconv.FormatInt(max(l.TmpBytes, 1<<20), 10), "template"}
 	if l.Pids > 0 {
 		a = append(a, "nproc="+strconv.FormatInt(l.Pids, 10))
 	}
 	if l.DiskBytes > 0 {
 		a = append(a, "fsize="+strconv.FormatInt(l.DiskBytes, 10))
 	}
+	a = append(a, bindArgs...)
+	return append(append(a, "--"), t.Argv...)
+}
+
+// templateArgs is the zygote's command line (see init.c): the part of every
+// task's root that is the same for all (/dev, the system directories,
+// read-only, or the links that stand for them) and the directories the
+// node's binds go on.
+func (h *Host) templateArgs(dirs map[string]bool) []string {
+	a := []string{"custody-sandbox-zygote", "root=" + h.mountpoint}
 	for _, d := range SystemDirs {
 		st, err := os.Lstat(d)
 		switch {
@@ -468,6 +494,8 @@ func (h *Host) initArgs(t Task, l Limits, bindArgs []string) []string {
 			a = append(a, "ro="+d)
 		}
 	}
-	a = append(a, bindArgs...)
-	return append(append(a, "--"), t.Argv...)
+	for d := range dirs {
+		a = append(a, "dir="+d)
+	}
+	return a
 }

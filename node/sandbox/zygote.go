@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -19,6 +20,8 @@ type zygote struct {
 	mu  sync.Mutex
 	fd  int // our end of the stream socket
 	pid int
+	// dirs are the directories its prepared root has for binds.
+	dirs map[string]bool
 }
 
 const (
@@ -27,32 +30,47 @@ const (
 	zygoteMaxBody = 4 << 20
 )
 
-// startZygote starts a zygote; it lives in this process's control groups
-// and dies with it.
-func startZygote() (*zygote, error) {
+// startZygote starts a zygote whose prepared root (args, see
+// Host.templateArgs) has dirs for binds; it lives in this process's control
+// groups and dies with it.
+func startZygote(args []string, dirs map[string]bool) (*zygote, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: zygote socket: %w", err)
 	}
+	z := &zygote{fd: fds[0], dirs: dirs}
+	defer unix.Close(fds[1])
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
+		z.close()
 		return nil, err
 	}
 	defer devnull.Close()
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{"custody-sandbox-zygote"}, &syscall.ProcAttr{
+	stR, stW, err := os.Pipe()
+	if err != nil {
+		z.close()
+		return nil, err
+	}
+	defer stR.Close()
+	z.pid, err = syscall.ForkExec("/proc/self/exe", args, &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{},
-		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd(), uintptr(fds[1])},
+		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd(), uintptr(fds[1]), stW.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	})
-	unix.Close(fds[1])
+	stW.Close()
 	if err != nil {
-		unix.Close(fds[0])
+		z.close()
 		return nil, fmt.Errorf("sandbox: start the zygote: %w", err)
 	}
-	return &zygote{fd: fds[0], pid: pid}, nil
+	// It says it is ready once its prepared root is built, or why not.
+	var b [1]byte
+	if err := readAll(z.fd, b[:]); err != nil {
+		msg, _ := io.ReadAll(io.LimitReader(stR, 4096))
+		z.close()
+		return nil, fmt.Errorf("sandbox: prepare the task root: %s", msg)
+	}
+	return z, nil
 }
 
 // spawn asks the zygote for a child running the init with argv and env,
