@@ -206,7 +206,9 @@ func TestRootKeyMigrationSurvivesSIGKILL(t *testing.T) {
 	if out, err := custody(t, "server", "--data-dir", p.dir, "--listen", "127.0.0.1:0"); err == nil || !strings.Contains(out, "different root key") {
 		t.Fatalf("a server on the old file key: %v\n%s", err, out)
 	}
-	p.args = []string{"--root-key", uri}
+	// On the token, with every log line there is (the last --log-level
+	// given wins), to scan them below.
+	p.args = []string{"--root-key", uri, "--log-level", "debug"}
 	p.start()
 	p.checkSecrets(t, s, keys)
 	// Restart on the token: everything reads.
@@ -252,6 +254,12 @@ func TestRootKeyMigrationSurvivesSIGKILL(t *testing.T) {
 	}
 	scan("the server's environment", environ)
 	scan("the server's log", p.log.Bytes())
+	if !bytes.Contains(p.log.Bytes(), []byte("object=custody-root")) {
+		t.Fatalf("the debug log does not say where the root key is; is it the server's log?\n%s", p.log)
+	}
+	if bytes.Contains(p.log.Bytes(), []byte(hsmtest.PIN)) {
+		t.Fatal("the token's PIN appears in the server's log")
+	}
 	p.kill()
 
 	// Token → a new file, killed in the middle, then finished.
