@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	d := &DB{}
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		d.Engine = Postgres
-		raw, err := sql.Open("pgx", dsn)
+		raw, err := sql.Open("pgx", withIdleInTransactionTimeout(dsn))
 		if err != nil {
 			return nil, err
 		}
@@ -96,6 +97,30 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("migrate %s database: %w", d.Engine, err)
 	}
 	return d, nil
+}
+
+// idleInTransactionTimeout ends a session that sat inside a transaction
+// for this long: a server that froze (or was cut off) mid-transaction
+// releases its row locks, so the replica that takes over is not blocked
+// behind them. No transaction of Custody waits on anything but the
+// database between its statements.
+const idleInTransactionTimeout = 30 * time.Second
+
+// withIdleInTransactionTimeout adds PostgreSQL's
+// idle_in_transaction_session_timeout to a postgres:// DSN, unless it sets
+// one.
+func withIdleInTransactionTimeout(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // pgx reports it
+	}
+	q := u.Query()
+	if q.Get("idle_in_transaction_session_timeout") != "" {
+		return dsn
+	}
+	q.Set("idle_in_transaction_session_timeout", strconv.FormatInt(idleInTransactionTimeout.Milliseconds(), 10))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func (d *DB) migrate(ctx context.Context) error {

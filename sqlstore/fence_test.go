@@ -77,3 +77,13 @@ func TestFencedTaskWrite(t *testing.T) {
 		t.Errorf("an unfenced write: %v", err)
 	}
 }
+
+// TestPostgresSessionsEndIdleTransactions: the server's sessions end a
+// transaction left idle (a frozen server's), releasing its locks.
+func TestPostgresSessionsEndIdleTransactions(t *testing.T) {
+	db := sqlstoretest.OpenPostgres(t)
+	var v string
+	if err := db.SQL().QueryRow(`SHOW idle_in_transaction_session_timeout`).Scan(&v); err != nil || v != "30s" {
+		t.Errorf("idle_in_transaction_session_timeout = %q, %v; want 30s", v, err)
+	}
+}
