@@ -14,10 +14,10 @@ import (
 )
 
 func (a *app) adCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "ad", Short: "Manage the directory (service principals)"}
+	cmd := &cobra.Command{Use: "ad", Short: "Manage the directory (service principals, applications' federated credentials)"}
 	sp := &cobra.Command{Use: "sp", Short: "Manage service principals"}
 	sp.AddCommand(a.spCreateForRBACCmd(), a.spShowCmd(), a.spListCmd(), a.spDeleteCmd())
-	cmd.AddCommand(sp)
+	cmd.AddCommand(sp, a.appCmd())
 	return cmd
 }
 

@@ -489,3 +489,33 @@ func TestEnvAz(t *testing.T) {
 		t.Errorf("metadata document: %d %v %+v", resp.StatusCode, err, md)
 	}
 }
+
+// TestFederatedCredentialCommands: an application's federated identity
+// credentials are added, listed, shown and deleted by id or name, and a
+// malformed one is refused with the service's reason.
+func TestFederatedCredentialCommands(t *testing.T) {
+	ts := servertest.New(t, nil)
+	dir := ts.DataDir()
+	sp := decode[map[string]string](t, mustRun(t, dir, "ad", "sp", "create-for-rbac", "-n", "vault-app"))
+	params := filepath.Join(t.TempDir(), "credential.json")
+	if err := os.WriteFile(params, []byte(`{"name": "custody-prod", "issuer": "https://login.custody.example/tenant/v2.0", "subject": "3f2c", "audiences": ["api://AzureADTokenExchange"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	created := decode[map[string]any](t, mustRun(t, dir, "ad", "app", "federated-credential", "create", "--id", sp["appId"], "--parameters", "@"+params))
+	if created["name"] != "custody-prod" || created["subject"] != "3f2c" || created["id"] == "" {
+		t.Fatalf("create = %v", created)
+	}
+	if got := mustRun(t, dir, "ad", "app", "federated-credential", "list", "--id", sp["appId"], "--query", "[].issuer", "-o", "tsv"); got != "https://login.custody.example/tenant/v2.0\n" {
+		t.Fatalf("list = %q", got)
+	}
+	if got := mustRun(t, dir, "ad", "app", "federated-credential", "show", "--id", sp["appId"], "--federated-credential-id", created["id"].(string), "--query", "name", "-o", "tsv"); got != "custody-prod\n" {
+		t.Fatalf("show by id = %q", got)
+	}
+	mustFail(t, dir, "ERROR: (FederatedIdentityCredentialExists) ", "ad", "app", "federated-credential", "create", "--id", sp["appId"], "--parameters", "@"+params)
+	mustFail(t, dir, "ERROR: (InvalidFederatedIdentityCredential) ", "ad", "app", "federated-credential", "create", "--id", sp["appId"],
+		"--parameters", `{"name": "plain-http", "issuer": "http://issuer.example", "subject": "s", "audiences": ["api://AzureADTokenExchange"]}`)
+	mustRun(t, dir, "ad", "app", "federated-credential", "delete", "--id", sp["appId"], "--federated-credential-id", "custody-prod")
+	if got := mustRun(t, dir, "ad", "app", "federated-credential", "list", "--id", sp["appId"]); strings.TrimSpace(got) != "[]" {
+		t.Fatalf("list after delete = %s", got)
+	}
+}
