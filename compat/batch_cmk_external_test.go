@@ -112,7 +112,7 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 	extHost := func(name string) string { return name + ".ext.localhost:" + extPort }
 	nocred := newConnRecorder(t, "127.0.0.2:0")
 	authority := "https://" + extHost("login") + "/"
-	ts := servertest.New(t, func(c *server.Config) {
+	mainConfig := func(c *server.Config) {
 		c.Listen, c.DataDir = mainAddr, mainDir
 		c.NodeCommand = []string{os.Args[0], "node"}
 		c.NodePoll = time.Second
@@ -127,7 +127,8 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 		for _, h := range []string{"login", "kvsecret.vault", "kvfed.vault"} {
 			c.Resolve[extHost(h)] = ext.Endpoint.Address
 		}
-	})
+	}
+	ts := servertest.New(t, mainConfig)
 	m := &cmkEnv{t: t, ts: ts, ctx: context.Background(), tok: adminToken(t, ts), accts: batchClient(t, ts), rg: "rg-cmk"}
 	MustGroup(t, ts, m.tok, m.rg)
 
@@ -228,4 +229,23 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 			runTask("after")
 		})
 	}
+
+	// A restart unwraps each account's data key through its external
+	// vault again, with each credential.
+	t.Run("restart", func(t *testing.T) {
+		if err := ts.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		ts2 := servertest.New(t, mainConfig)
+		m2 := &cmkEnv{t: t, ts: ts2, ctx: context.Background(), tok: adminToken(t, ts2), accts: batchClient(t, ts2), rg: "rg-cmk"}
+		for _, account := range []string{"acctsecret", "acctfederation"} {
+			if st := m2.status(account); st.State != batch.KeyAvailable {
+				t.Fatalf("%s after the restart: %+v", account, st)
+			}
+			j, err := dataClient(t, ts2, account).GetJob(context.Background(), "j1", nil)
+			if err != nil || *j.ID != "j1" {
+				t.Fatalf("%s: read a job after the restart: %v", account, err)
+			}
+		}
+	})
 }
