@@ -23,7 +23,7 @@ import (
 func (a *app) batchJobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Manage batch jobs"}
 	cmd.AddCommand(a.jobCreateCmd(), a.jobShowCmd(), a.jobListCmd(), a.jobSetCmd(false), a.jobSetCmd(true),
-		a.jobDeleteCmd(), a.jobDisableCmd(), a.jobEnableCmd(), a.jobStopCmd())
+		a.jobDeleteCmd(), a.jobDisableCmd(), a.jobEnableCmd(), a.jobStopCmd(), a.jobPrepReleaseStatusCmd())
 	return cmd
 }
 

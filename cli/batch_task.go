@@ -22,7 +22,7 @@ const maxTasksPerRequest = 100
 // addTaskCommands adds az's task commands (create, show, list, delete, stop,
 // reset) to the task group.
 func (a *app) addTaskCommands(cmd *cobra.Command) {
-	cmd.AddCommand(a.taskCreateCmd(), a.taskShowCmd(), a.taskListCmd(), a.taskDeleteCmd(), a.taskStopCmd(), a.taskResetCmd())
+	cmd.AddCommand(a.taskCreateCmd(), a.taskShowCmd(), a.taskListCmd(), a.taskDeleteCmd(), a.taskStopCmd(), a.taskResetCmd(), a.taskReactivateCmd())
 }
 
 func taskPath(job, task string) string { return jobPath(job) + "/tasks/" + url.PathEscape(task) }
