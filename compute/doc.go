@@ -104,6 +104,24 @@
 // retried up to maxTaskRetryCount; onAllTasksComplete: terminatejob ends the
 // job; terminate and delete kill the task's process tree on its node.
 //
+// Job tasks (jobtasks.go). A job's manager task is a task of the job:
+// Runnable offers it alone while it is active, Place gives it a node with
+// nothing running and all of its slots (runExclusive) and keeps it off
+// low-priority nodes unless allowLowPriorityNode; its completion
+// terminates the job (killJobOnCompletion, JMComplete). The first time a
+// node gets a task of a job with a preparation task, the node's entry for
+// the job (liveNode.jobs, in memory like the rest of the node) queues it as
+// a run of kind jobprep, outside the task slots; with waitForSuccess the
+// task is started in state preparing and kept on the server (run.waiting,
+// never sent) until the preparation task ended: then it runs (Started), or
+// goes back to active while the job's tasks are kept off the node
+// (Candidate.Exclude). batch.DataService.OnJobEnd (terminate, completion,
+// delete) hands the job's spec to Service.JobEnded, which builds the release
+// run for every node that ran the preparation task and sends it once the
+// job's runs there have ended. A completed task's exit conditions
+// (batch.ExitDispositionOf) decide its dependents (DepFailed for block) and,
+// with onTaskFailure performexitoptionsjobaction, its job's action.
+//
 // Run outcomes. The outcome of a task's last run (exit code, result, failure
 // code, pool and node, last retry and requeue times) is stored in
 // batch_tasks with the task (migration 00006) and written by the same update
