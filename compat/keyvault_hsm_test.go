@@ -190,4 +190,27 @@ func TestKeyVaultHSMKeys(t *testing.T) {
 	if ids, err := tok.KeyIDs("custody/kv-hsm/imported"); err != nil || len(ids) != 0 {
 		t.Fatalf("after the purge the token holds %d keys of the purged key (%v)", len(ids), err)
 	}
+
+	// A root key migration away from the token would strand the HSM keys:
+	// refused, nothing changed. To another root key in the same token it
+	// goes, and the HSM keys still work.
+	ts2.Stop()
+	_, err = server.MigrateRootKey(ctx, server.MigrateConfig{DataDir: dir, From: uri, To: filepath.Join(t.TempDir(), "file.key")})
+	if err == nil || !strings.Contains(err.Error(), "RSA-HSM or EC-HSM live in the token") {
+		t.Fatalf("migration of HSM keys' root to a file: %v", err)
+	}
+	uri2 := strings.Replace(uri, "object=custody-root", "object=custody-root-2", 1)
+	if _, err := secret.InitTokenRoot(uri2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.MigrateRootKey(ctx, server.MigrateConfig{DataDir: dir, From: uri, To: uri2}); err != nil {
+		t.Fatalf("migration to another root key in the same token: %v", err)
+	}
+	ts3 := servertest.New(t, func(c *server.Config) { c.RootKey, c.DataDir = uri2, dir })
+	c3 := keysClient(t, ts3, "kv-hsm", adminCredential(t, ts3))
+	latest, err := c3.GetKey(ctx, "rsa-hsm", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrips(t, c3, "rsa-hsm", &rsa.PublicKey{N: bigInt(latest.Key.N), E: int(bigInt(latest.Key.E).Int64())})
 }

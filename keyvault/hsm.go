@@ -44,6 +44,11 @@ type HSMKey interface {
 // its private key: a reference to the key in the token.
 var hsmRefPrefix = []byte("custody/keyvault/hsm-key\x00")
 
+// IsHSMReference reports whether opened key material is a reference to a
+// key in the HSM rather than a private key (a root key migration must keep
+// such keys reachable).
+func IsHSMReference(material []byte) bool { return bytes.HasPrefix(material, hsmRefPrefix) }
+
 func isHSMKty(kty string) bool { return strings.HasSuffix(kty, "-HSM") }
 
 func hsmRef(id []byte) []byte { return append(append([]byte(nil), hsmRefPrefix...), id...) }

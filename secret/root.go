@@ -145,20 +145,29 @@ func (s *Sealer) SealedUnder(sealed []byte) bool {
 // Resealer returns a function that re-seals a value from one root key to
 // another: a value already under to is checked and kept as it is (a
 // migration run again after a crash), any other is opened with from and
-// sealed with to.
-func Resealer(from, to *Sealer) func(sealed, aad []byte) ([]byte, error) {
+// sealed with to. inspect, if set, sees every opened value first and may
+// refuse it.
+func Resealer(from, to *Sealer, inspect func(plain []byte) error) func(sealed, aad []byte) ([]byte, error) {
 	return func(sealed, aad []byte) ([]byte, error) {
+		var plain []byte
+		var err error
 		if to.SealedUnder(sealed) {
-			if _, err := to.Open(sealed, aad); err != nil {
-				return nil, err
-			}
-			return sealed, nil
+			plain, err = to.Open(sealed, aad)
+		} else {
+			plain, err = from.Open(sealed, aad)
 		}
-		plain, err := from.Open(sealed, aad)
 		if err != nil {
 			return nil, err
 		}
 		defer clear(plain)
+		if inspect != nil {
+			if err := inspect(plain); err != nil {
+				return nil, err
+			}
+		}
+		if to.SealedUnder(sealed) {
+			return sealed, nil
+		}
 		return to.Seal(plain, aad), nil
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"custody/hsm"
+	"custody/keyvault"
 	"custody/secret"
 	"custody/sqlstore"
 )
@@ -81,11 +83,33 @@ func MigrateRootKey(ctx context.Context, cfg MigrateConfig) (*MigrateResult, err
 		}
 		defer release()
 	}
-	res.Changed, res.Total, err = db.ResealRootSecrets(ctx, secret.Resealer(from.Sealer, to.Sealer), cfg.Each)
+	// Vault keys of type RSA-HSM and EC-HSM live in the token of the root
+	// key: a migration away from that token would leave them unreachable.
+	sameToken := from.Token != nil && to.Token != nil && sameTokenURI(from.Token.URI(), to.Token.URI())
+	inspect := func(plain []byte) error {
+		if keyvault.IsHSMReference(plain) && !sameToken {
+			return errors.New("vault keys of type RSA-HSM or EC-HSM live in the token of --from, and a server on --to could not reach them: " +
+				"migrate to a root key in the same token (another object= label), or delete and purge those keys first")
+		}
+		return nil
+	}
+	res.Changed, res.Total, err = db.ResealRootSecrets(ctx, secret.Resealer(from.Sealer, to.Sealer, inspect), cfg.Each)
 	if err != nil {
 		return nil, fmt.Errorf("root key migration (nothing was changed; run it again once the cause is fixed): %w", err)
 	}
 	return res, nil
+}
+
+// sameTokenURI reports whether two PKCS#11 URIs name the same token of the
+// same module.
+func sameTokenURI(a, b *hsm.URI) bool {
+	slot := func(u *hsm.URI) int64 {
+		if u.SlotID == nil {
+			return -1
+		}
+		return int64(*u.SlotID)
+	}
+	return a.ModulePath == b.ModulePath && a.Token == b.Token && a.Serial == b.Serial && slot(a) == slot(b)
 }
 
 // holdForMigration takes the bootstrap lock (no replica starts) and the

@@ -84,3 +84,18 @@ func TestMigrateRootKeyRefusals(t *testing.T) {
 		t.Fatalf("migration from a key to itself: %v", err)
 	}
 }
+
+// TestServerOnTokenWithoutRootKey: a server named a token whose root key
+// was never made, or with a wrong PIN, does not start, and says what to do.
+func TestServerOnTokenWithoutRootKey(t *testing.T) {
+	uri := hsmtest.Token(t)
+	for in, want := range map[string]string{
+		uri: "custody root-key init",
+		strings.Replace(uri, "pin-value="+hsmtest.PIN, "pin-value=0000", 1): "the PIN is wrong",
+	} {
+		_, err := server.Open(context.Background(), server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", DisableLocalNodes: true, RootKey: in})
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), hsmtest.PIN) {
+			t.Errorf("server on %s: %v, want an error saying %q and no PIN", in, err, want)
+		}
+	}
+}
