@@ -544,9 +544,18 @@ func parseDuration(s string) (time.Duration, error) {
 // runs on a node for which hold reports true (a remote node whose agent may
 // still run it) is left running and returned instead.
 func (b *BatchTasks) RequeueRunning(ctx context.Context, account string, hold func(nodeID string) bool) ([]HeldTask, error) {
-	jobs, err := b.Store.ListJobs(ctx, account, batch.ListOptions{Limit: batch.MaxPageSize})
-	if err != nil {
-		return nil, err
+	// Every job, a page at a time (not only the first page's).
+	var jobs []*batch.JobRecord
+	for after := ""; ; {
+		page, err := b.Store.ListJobs(ctx, account, batch.ListOptions{Limit: batch.MaxPageSize, After: after})
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, page...)
+		if len(page) < batch.MaxPageSize {
+			break
+		}
+		after = strings.ToLower(page[len(page)-1].ID)
 	}
 	var held []HeldTask
 	for _, j := range jobs {
