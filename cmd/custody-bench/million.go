@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -203,6 +204,7 @@ func (b *bench) millionRow(ctx context.Context) ([]row, error) {
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	cpu0 := b.s.cpuTime()
+	stopProfile := b.profileMillion(ctx, "million-submit")
 	t0 := time.Now()
 	// The server's CPU time, sampled with the number of calls answered,
 	// for the CPU a task over the first and the last millionEdge tasks.
@@ -259,6 +261,9 @@ func (b *bench) millionRow(ctx context.Context) ([]row, error) {
 	total := time.Since(t0)
 	close(stopSampling)
 	<-sampled
+	if err := stopProfile(); err != nil {
+		return nil, err
+	}
 	if err, _ := firstErr.Load().(error); err != nil {
 		return nil, err
 	}
@@ -339,6 +344,7 @@ func (b *bench) millionRow(ctx context.Context) ([]row, error) {
 	pageLat := &latencies{}
 	seen := 0
 	prev := ""
+	stopProfile = b.profileMillion(ctx, "million-paging")
 	tp := time.Now()
 	pg := c.NewListTasksPager(millionJob, nil)
 	for pg.More() {
@@ -357,6 +363,9 @@ func (b *bench) millionRow(ctx context.Context) ([]row, error) {
 		}
 	}
 	pagingTotal := time.Since(tp)
+	if err := stopProfile(); err != nil {
+		return nil, err
+	}
 	if seen != n {
 		return nil, fmt.Errorf("paging listed %d tasks, want %d", seen, n)
 	}
@@ -455,6 +464,24 @@ func (b *bench) millionRow(ctx context.Context) ([]row, error) {
 			met:      max(memSubmitted.rss, memListed.rss, memAfter.rss)-memBefore.rss < 256*1024,
 		},
 	}, nil
+}
+
+// profileMillion takes a CPU profile of the server over the first 10 s of
+// a phase when profiles are asked for; the returned function waits for it.
+func (b *bench) profileMillion(ctx context.Context, name string) func() error {
+	if b.o.profileDir == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	file := filepath.Join(b.o.profileDir, name+".pprof")
+	go func() { done <- b.s.profile(ctx, 10*time.Second, file) }()
+	return func() error {
+		err := <-done
+		if err == nil {
+			b.logf("profile of the server: %s", file)
+		}
+		return err
+	}
 }
 
 func (l *latencies) count() int {
