@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"os"
@@ -816,5 +817,93 @@ func TestBatchDataLockedAccount(t *testing.T) {
 		if err := ts.DB.SQL().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil || n != 0 {
 			t.Errorf("%s has %d rows after the account was deleted (%v)", table, n, err)
 		}
+	}
+}
+
+// TestBatchDataManyTasksThroughTheSDK: the azbatch pager pages through a
+// job's tasks across odata.nextLinks, each once in id order; a filter the
+// server cannot select by index comes back in short (even empty) pages with
+// a nextLink, which the pager follows to every match; a job of more than
+// 1,000 tasks is deleted in the background, showing deleting or gone, never
+// accepting tasks, and is gone in the end.
+func TestBatchDataManyTasksThroughTheSDK(t *testing.T) {
+	ts := servertest.New(t, nil)
+	ctx := context.Background()
+	mustBatchAccount(t, ts, "rg1", "many")
+	c := dataClient(t, ts, "many")
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("big"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("none")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1500
+	for i := 0; i < n; i += 100 {
+		g := azbatch.TaskGroup{}
+		for k := i; k < i+100; k++ {
+			g.Value = append(g.Value, azbatch.CreateTaskContent{ID: to.Ptr(fmt.Sprintf("t%04d", k)), CommandLine: to.Ptr("true")})
+		}
+		res, err := c.CreateTaskCollection(ctx, "big", g, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range res.Value {
+			if *r.Status != azbatch.TaskAddStatusSuccess {
+				t.Fatalf("add %s: %s", *r.TaskID, *r.Status)
+			}
+		}
+	}
+	list := func(opts *azbatch.ListTasksOptions) (ids []string, pages int) {
+		t.Helper()
+		p := c.NewListTasksPager("big", opts)
+		for p.More() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, tk := range page.Value {
+				ids = append(ids, *tk.ID)
+			}
+		}
+		return ids, pages
+	}
+	ids, pages := list(nil)
+	if len(ids) != n || pages != 2 {
+		t.Fatalf("listed %d tasks in %d pages, want %d in 2", len(ids), pages, n)
+	}
+	for i, id := range ids {
+		if want := fmt.Sprintf("t%04d", i); id != want {
+			t.Fatalf("task %d listed is %s, want %s", i, id, want)
+		}
+	}
+	ids, pages = list(&azbatch.ListTasksOptions{Filter: to.Ptr("id eq 't1499' or id eq 't0003'"), MaxResults: to.Ptr[int32](10)})
+	if strings.Join(ids, ",") != "t0003,t1499" || pages < n/110 {
+		t.Fatalf("filter on ids: %v in %d pages", ids, pages)
+	}
+	tc, err := c.GetJobTaskCounts(ctx, "big", nil)
+	if err != nil || *tc.TaskCounts.Active != n {
+		t.Fatalf("task counts: %+v %v", tc.TaskCounts, err)
+	}
+
+	if _, err := c.DeleteJob(ctx, "big", nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		j, err := c.GetJob(ctx, "big", nil)
+		if err != nil {
+			wantSDKError(t, "get the deleted job", err, 404, "JobNotFound")
+			break
+		}
+		if *j.State != azbatch.JobStateDeleting {
+			t.Fatalf("job being deleted is %s", *j.State)
+		}
+		_, err = c.CreateTask(ctx, "big", azbatch.CreateTaskContent{ID: to.Ptr("late"), CommandLine: to.Ptr("true")}, nil)
+		var re *azcore.ResponseError
+		if !errors.As(err, &re) || (re.ErrorCode != "JobBeingDeleted" && re.ErrorCode != "JobNotFound") {
+			t.Fatalf("add a task to a job being deleted: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the job is still there 30 s after its delete")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

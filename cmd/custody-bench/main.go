@@ -199,7 +199,7 @@ func printTable(w *os.File, rows []row, sandbox string) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.measure, r.baseline, r.subject, r.ratio, r.target, met)
 	}
-	fmt.Fprintf(w, "\nLocal nodes: %s. %d CPUs; each figure is the median of the rounds.\n", sandbox, runtime.NumCPU())
+	fmt.Fprintf(w, "\nLocal nodes: %s. %d CPUs; each figure is the median of the rounds (the million row runs once).\n", sandbox, runtime.NumCPU())
 }
 
 // median returns the median of xs (the mean of the middle two for an even
