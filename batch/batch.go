@@ -7,7 +7,9 @@
 // The DEK is stored only wrapped by a key-encryption key (KEK): the server's
 // platform key for keySource Microsoft.Batch, or the customer's key in a key
 // vault for Microsoft.KeyVault, reached only through the vault's REST API
-// with a token for the account's managed identity (see VaultKEK). Changing
+// with a token for the account's managed identity (see VaultREST), or, for
+// a vault outside this server on an allowed host, with a token from that
+// vault's tenant (see ExternalVaults). Changing
 // the key rewraps the DEK in one transaction; a key-health monitor locks an
 // account when its key becomes inaccessible and unlocks it when access
 // returns.

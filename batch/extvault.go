@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -159,8 +160,8 @@ func checkHostPattern(p string) error {
 		return errors.New("no host")
 	}
 	if port != "" {
-		if n, err := fmt.Sscanf(port, "%d", new(int)); n != 1 || err != nil {
-			return errors.New("the port is not a number")
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return errors.New("the port is not a number from 1 to 65535")
 		}
 	}
 	labels := strings.Split(host, ".")

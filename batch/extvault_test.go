@@ -59,6 +59,7 @@ func TestExternalVaultsValidate(t *testing.T) {
 		want string
 	}{
 		"bad pattern":           {func(e *ExternalVaults) { e.Hosts = append(e.Hosts, "kv.*.net") }, "--external-vault-host"},
+		"bad port":              {func(e *ExternalVaults) { e.Hosts = append(e.Hosts, "kv.example.com:443abc") }, "port"},
 		"wildcard too wide":     {func(e *ExternalVaults) { e.Hosts = append(e.Hosts, "*.net") }, "--external-vault-host"},
 		"host not allowed":      {func(e *ExternalVaults) { e.Credentials[0].Hosts = []string{"*.vault.azure.cn"} }, "add --external-vault-host *.vault.azure.cn"},
 		"wider than allowed":    {func(e *ExternalVaults) { e.Hosts = []string{"kv1.vault.azure.net", "kv.example.com:8443"} }, "not an allowed external vault host"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -248,4 +249,54 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTokenClientAssertionRefusals: the token endpoint's refusals of client
+// assertions, in Entra's shape.
+func TestTokenClientAssertionRefusals(t *testing.T) {
+	ts := servertest.New(t, func(c *server.Config) { c.DisableLocalNodes = true })
+	app := newExtApp(t, ts, "assertion-app")
+	form := func(kv ...string) url.Values {
+		v := url.Values{"grant_type": {"client_credentials"}, "client_id": {app.appID}, "scope": {"https://vault.azure.net/.default"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	for name, c := range map[string]struct {
+		form   url.Values
+		status int
+		code   string
+		aadsts string
+	}{
+		"secret and assertion": {form("client_secret", app.secret, "client_assertion", "x", "client_assertion_type", identity.AssertionType), 400, "invalid_request", "AADSTS900144"},
+		"wrong assertion type": {form("client_assertion", "x", "client_assertion_type", "urn:other"), 400, "invalid_request", "AADSTS50027"},
+		"not a JWT":            {form("client_assertion", "x", "client_assertion_type", identity.AssertionType), 401, "invalid_client", "AADSTS50027"},
+		"no federated credential": {form("client_assertion", mustAssertion(t, ts), "client_assertion_type", identity.AssertionType),
+			401, "invalid_client", "AADSTS70021"},
+	} {
+		r := tokenResponse(t, ts, ts.Admin.TenantID, c.form)
+		var v struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		_ = json.Unmarshal(r.Body, &v)
+		if r.Status != c.status || v.Error != c.code || !strings.HasPrefix(v.Description, c.aadsts+":") {
+			t.Errorf("%s: %d %s, want %d %s %s", name, r.Status, r.Body, c.status, c.code, c.aadsts)
+		}
+	}
+}
+
+// mustAssertion signs a federation assertion for a new managed identity
+// of ts.
+func mustAssertion(t *testing.T, ts *servertest.TestServer) string {
+	t.Helper()
+	tok := adminToken(t, ts)
+	MustGroup(t, ts, tok, "rg-assert")
+	principal := MustIdentity(t, ts, tok, "rg-assert", "uami-assert")
+	raw, _, err := ts.Identity.FederationAssertion(context.Background(), principal, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }

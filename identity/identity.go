@@ -9,6 +9,12 @@
 // many. Tokens for managed identities are issued only to the service that owns
 // the resource (see Service.ManagedIdentityToken), through the same signing path
 // as every other token.
+//
+// Service principals may also sign in with a token another issuer signed
+// (workload identity federation): their federated credentials name the
+// issuer, subject and audience they trust (see AuthenticateAssertion), and
+// FederationAssertion signs such a token for a managed identity, for a
+// tenant elsewhere that trusts this server's issuer.
 package identity
 
 import (
