@@ -277,6 +277,10 @@ type DataService struct {
 	// ScheduleTick is how often RunJobSchedules looks for due schedules
 	// (default DefaultScheduleTick).
 	ScheduleTick time.Duration
+	// AutoPools and AutoPoolStore serve auto pools (autopool.go); nil
+	// refuses them.
+	AutoPools     AutoPools
+	AutoPoolStore AutoPoolStore
 	// OnJobEnd, if set, is called after a job was terminated (or
 	// completed) or deleted, with its opened spec, so its release task
 	// runs on the nodes that ran its preparation task. The spec is not
@@ -490,27 +494,44 @@ func (d *DataService) AddJob(ctx context.Context, account, id string, spec JobSp
 			return nil, err
 		}
 	}
-	return d.createJob(ctx, a, dek, id, spec)
+	if err := d.checkAutoPool(ctx, a.Name, "Job "+id, &spec.PoolInfo, false); err != nil {
+		return nil, err
+	}
+	return d.createJob(ctx, a, dek, id, spec, "")
 }
 
 // createJob stores a new active job with a validated spec, within the
-// account's quota of active jobs and schedules.
-func (d *DataService) createJob(ctx context.Context, a *Account, dek *DEK, id string, spec JobSpec) (*Job, error) {
+// account's quota of active jobs and schedules, and creates its auto pool
+// if it has one (scheduleID names the schedule that creates it, if any).
+func (d *DataService) createJob(ctx context.Context, a *Account, dek *DEK, id string, spec JobSpec, scheduleID string) (*Job, error) {
 	jobQuota.Lock()
 	defer jobQuota.Unlock()
 	if err := d.checkJobQuota(ctx, a); err != nil {
 		return nil, err
 	}
+	poolID, bound := spec.PoolInfo.PoolID, func(error) {}
+	if ap := spec.PoolInfo.AutoPoolSpecification; ap != nil {
+		if d.AutoPools == nil || d.AutoPoolStore == nil {
+			return nil, invalid("AutoPoolNotSupported", "poolInfo.autoPoolSpecification", "Job %s: auto pools are not available on this server; create a pool and name it in poolInfo.poolId.", id)
+		}
+		var err error
+		if poolID, bound, err = d.autoPool(ctx, a.Name, id, scheduleID, ap); err != nil {
+			return nil, err
+		}
+	}
 	now := d.now()
 	j := &Job{JobMeta: JobMeta{
-		ID: id, PoolID: spec.PoolInfo.PoolID, State: JobActive, ETag: newETag(now),
+		ID: id, PoolID: poolID, State: JobActive, ETag: newETag(now),
 		CreationTime: now, LastModified: now, StateTransitionTime: now, StartTime: now,
 	}, Spec: spec}
 	rec, err := d.sealJob(a, dek, j)
 	if err != nil {
+		bound(err)
 		return nil, err
 	}
-	if err := d.Store.CreateJob(ctx, a.Name, rec); err != nil {
+	err = d.Store.CreateJob(ctx, a.Name, rec)
+	bound(err)
+	if err != nil {
 		return nil, err
 	}
 	if err := d.addManagerTask(ctx, a, dek, j); err != nil {

@@ -228,12 +228,11 @@ type JobNetworkConfiguration struct {
 	SkipWithdrawFromVNet *bool  `json:"skipWithdrawFromVNet,omitempty"`
 }
 
-// PoolInfo names the pool a job runs on. Auto pools are not supported.
+// PoolInfo names the pool a job runs on, or describes the auto pool
+// created for it (autopool.go).
 type PoolInfo struct {
-	PoolID string `json:"poolId"`
-	// AutoPoolSpecification is accepted only to be refused with a clear
-	// message; it is never stored.
-	AutoPoolSpecification any `json:"autoPoolSpecification,omitempty"`
+	PoolID                string                 `json:"poolId,omitempty"`
+	AutoPoolSpecification *AutoPoolSpecification `json:"autoPoolSpecification,omitempty"`
 }
 
 // JobSpec is everything a customer writes about a job. It is sealed as one

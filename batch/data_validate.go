@@ -269,11 +269,14 @@ func validateCommonTask(what, commandLine string, display *string, env []Environ
 }
 
 func validatePoolInfo(what string, p *PoolInfo) error {
-	if p.AutoPoolSpecification != nil {
-		return invalid("AutoPoolNotSupported", "poolInfo.autoPoolSpecification", "%s: auto pools are not supported on this server; create a pool and name it in poolInfo.poolId.", what)
+	if ap := p.AutoPoolSpecification; ap != nil {
+		if p.PoolID != "" {
+			return invalid("InvalidPropertyValue", "poolInfo", "%s: give either poolInfo.poolId or poolInfo.autoPoolSpecification, not both.", what)
+		}
+		return validateAutoPool(what, ap)
 	}
 	if p.PoolID == "" {
-		return invalid("MissingRequiredProperty", "poolInfo.poolId", "%s: poolInfo.poolId is required: name the pool the job runs on.", what)
+		return invalid("MissingRequiredProperty", "poolInfo.poolId", "%s: poolInfo.poolId is required: name the pool the job runs on, or give an autoPoolSpecification.", what)
 	}
 	if !recordID.MatchString(p.PoolID) {
 		return invalid("InvalidPropertyValue", "poolInfo.poolId", "%s: the pool id %q is not valid: use 1 to 64 letters, digits, hyphens and underscores.", what, clip(p.PoolID))
@@ -386,6 +389,9 @@ func validateJobUpdate(id string, u *JobUpdate, replace bool) error {
 		return invalid("MissingRequiredProperty", "poolInfo", "%s: poolInfo is required when replacing a job.", what)
 	}
 	if u.PoolInfo != nil {
+		if u.PoolInfo.AutoPoolSpecification != nil {
+			return invalid("InvalidPropertyValue", "poolInfo.autoPoolSpecification", "%s: an auto pool is given when the job is created; an update can name an existing pool in poolInfo.poolId only.", what)
+		}
 		if err := validatePoolInfo(what, u.PoolInfo); err != nil {
 			return err
 		}

@@ -358,6 +358,9 @@ func (d *DataService) AddJobSchedule(ctx context.Context, account, id string, sp
 	if err != nil {
 		return nil, err
 	}
+	if err := d.checkAutoPool(ctx, a.Name, what, &spec.JobSpecification.PoolInfo, true); err != nil {
+		return nil, err
+	}
 	jobQuota.Lock()
 	defer jobQuota.Unlock()
 	if err := d.checkJobQuota(ctx, a); err != nil {
@@ -551,6 +554,11 @@ func (d *DataService) updateSchedule(ctx context.Context, account, id, ifMatch s
 	t, err := d.validateSchedule(what, u.Schedule)
 	if err != nil {
 		return nil, err
+	}
+	if u.JobSpecification != nil {
+		if err := d.checkAutoPool(ctx, account, what, &u.JobSpecification.PoolInfo, true); err != nil {
+			return nil, err
+		}
 	}
 	return d.changeSchedule(ctx, account, id, ifMatch, func(s *JobSchedule) error {
 		if err := scheduleWritable(s); err != nil {

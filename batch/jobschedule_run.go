@@ -73,6 +73,9 @@ func (d *DataService) RunJobSchedules(ctx context.Context, log *slog.Logger) {
 
 // schedulePass handles every schedule that has work at now.
 func (d *DataService) schedulePass(ctx context.Context, log *slog.Logger) {
+	if err := d.sweepAutoPools(ctx); err != nil && ctx.Err() == nil && !isKeyInaccessible(err) {
+		log.Warn("auto pools: delete the pools of ended jobs and schedules", "err", err)
+	}
 	rs, err := d.Schedules.DueJobSchedules(ctx, d.now(), MaxPageSize)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -194,7 +197,7 @@ func (d *DataService) runSchedule(ctx context.Context, account, id string) error
 	n := s.JobCount + 1
 	jobID := ScheduleJobID(s.ID, n)
 	spec := *s.Spec.JobSpecification
-	if _, err := d.createJob(ctx, a, dek, jobID, spec); err != nil {
+	if _, err := d.createJob(ctx, a, dek, jobID, spec, s.ID); err != nil {
 		ce, _ := err.(*custody.Error)
 		switch {
 		case ce != nil && ce.Code == "JobExists":

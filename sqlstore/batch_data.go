@@ -617,7 +617,7 @@ func (s *BatchDataStore) DeleteCertificate(ctx context.Context, account, alg, tp
 // of an account in one transaction.
 func (s *BatchDataStore) DeleteAccountData(ctx context.Context, account string) error {
 	return s.DB.Tx(ctx, func(tx *sql.Tx) error {
-		for _, table := range []string{"batch_tasks", "batch_task_counts", "batch_jobs", "batch_job_schedules", "batch_certificates"} {
+		for _, table := range []string{"batch_tasks", "batch_task_counts", "batch_jobs", "batch_job_schedules", "batch_auto_pools", "batch_certificates"} {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE account_key = $1`, lower(account)); err != nil {
 				return dbErr(err, "delete account data from "+table)
 			}
