@@ -300,7 +300,7 @@ func (b *batchData) poolIdentities(ctx context.Context, in *poolIdentityIO) ([]c
 	return out, nil
 }
 
-func (b *batchData) applyPoolIn(q *batchRequest, p *compute.Pool, in *poolIn, replace bool) error {
+func (b *batchData) applyPoolIn(ctx context.Context, p *compute.Pool, in *poolIn, replace bool) error {
 	if in.DisplayName != nil {
 		p.Spec.DisplayName = *in.DisplayName
 	}
@@ -318,7 +318,7 @@ func (b *batchData) applyPoolIn(q *batchRequest, p *compute.Pool, in *poolIn, re
 		p.Certificates = nil
 	}
 	if in.Identity != nil {
-		ids, err := b.poolIdentities(q.ctx, in.Identity)
+		ids, err := b.poolIdentities(ctx, in.Identity)
 		if err != nil {
 			return err
 		}
@@ -327,21 +327,13 @@ func (b *batchData) applyPoolIn(q *batchRequest, p *compute.Pool, in *poolIn, re
 	return nil
 }
 
-func (b *batchData) addPool(q *batchRequest) error {
-	var in poolIn
-	if err := q.decode(&in); err != nil {
-		return err
-	}
-	if err := b.authorizePoolIdentities(q, in.Identity); err != nil {
-		return err
-	}
-	if in.ID == "" {
-		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "The pool has no id.")
-	}
+// newPool builds the pool a pool add (or an auto pool's specification)
+// describes.
+func (b *batchData) newPool(ctx context.Context, id string, in *poolIn) (*compute.Pool, error) {
 	if in.EnableAutoScale != nil && *in.EnableAutoScale {
-		return custody.Errorf(custody.KindInvalid, "FeatureNotSupported", "Autoscale is not supported on this server; set targetDedicatedNodes and resize instead.")
+		return nil, custody.Errorf(custody.KindInvalid, "FeatureNotSupported", "Autoscale is not supported on this server; set targetDedicatedNodes and resize instead.")
 	}
-	p := &compute.Pool{ID: in.ID, VMSize: in.VMSize, Spec: compute.PoolSpec{VirtualMachineConfiguration: in.VirtualMachineConfiguration,
+	p := &compute.Pool{ID: id, VMSize: in.VMSize, Spec: compute.PoolSpec{VirtualMachineConfiguration: in.VirtualMachineConfiguration,
 		NetworkConfiguration: in.NetworkConfiguration, ResourceTags: in.ResourceTags}}
 	if in.UserAccounts != nil {
 		p.Spec.UserAccounts = *in.UserAccounts
@@ -361,15 +353,32 @@ func (b *batchData) addPool(q *batchRequest) error {
 	if in.ResizeTimeout != nil {
 		d, err := ParseISODuration(*in.ResizeTimeout)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		p.ResizeTimeout = d
 	}
-	if err := b.applyPoolIn(q, p, &in, false); err != nil {
+	if err := b.applyPoolIn(ctx, p, in, false); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (b *batchData) addPool(q *batchRequest) error {
+	var in poolIn
+	if err := q.decode(&in); err != nil {
 		return err
 	}
-	p, err := b.compute.CreatePool(q.ctx, q.account.Name, p)
+	if err := b.authorizePoolIdentities(q, in.Identity); err != nil {
+		return err
+	}
+	if in.ID == "" {
+		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "The pool has no id.")
+	}
+	p, err := b.newPool(q.ctx, in.ID, &in)
 	if err != nil {
+		return err
+	}
+	if p, err = b.compute.CreatePool(q.ctx, q.account.Name, p); err != nil {
 		return err
 	}
 	return q.created(p.ETag, p.LastModified, q.poolURL(p.ID))
@@ -413,7 +422,7 @@ func (b *batchData) patchPool(q *batchRequest) error {
 		return err
 	}
 	p, err := b.compute.UpdatePool(q.ctx, q.account.Name, q.segs[1], q.ifMatch(), func(p *compute.Pool) error {
-		return b.applyPoolIn(q, p, &in, false)
+		return b.applyPoolIn(q.ctx, p, &in, false)
 	})
 	if err != nil {
 		return err
@@ -434,7 +443,7 @@ func (b *batchData) replacePoolProperties(q *batchRequest) error {
 		return custody.Errorf(custody.KindInvalid, "MissingRequiredProperty", "updateproperties replaces certificateReferences, applicationPackageReferences and metadata: all are required (send [] to clear).")
 	}
 	p, err := b.compute.UpdatePool(q.ctx, q.account.Name, q.segs[1], q.ifMatch(), func(p *compute.Pool) error {
-		return b.applyPoolIn(q, p, &in, true)
+		return b.applyPoolIn(q.ctx, p, &in, true)
 	})
 	if err != nil {
 		return err

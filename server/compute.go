@@ -254,4 +254,6 @@ func (s *Server) openCompute(data *batch.DataService) {
 	s.Batch.KeyObservers = append(s.Batch.KeyObservers, s.Compute.OnKeyState)
 	s.Batch.Data = accountDataDeleters{data, s.Compute}
 	s.HTTP.RegisterCompute(s.Compute)
+	// Auto pools: created and deleted with their job or job schedule.
+	data.AutoPools, data.AutoPoolStore = s.HTTP.AutoPools(), &sqlstore.BatchAutoPoolStore{DB: s.DB}
 }
