@@ -423,7 +423,7 @@ func TestJobScheduleJobsRunTasks(t *testing.T) {
 	if _, err := c.CreateJobSchedule(ctx, azbatch.CreateJobScheduleContent{ID: to.Ptr("sr"),
 		Schedule: &azbatch.JobScheduleConfiguration{RecurrenceInterval: to.Ptr("PT2S")},
 		JobSpecification: &azbatch.JobSpecification{PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")},
-			OnAllTasksComplete: to.Ptr(azbatch.OnAllTasksCompleteTerminateJob),
+			OnAllTasksComplete:        to.Ptr(azbatch.OnAllTasksCompleteTerminateJob),
 			CommonEnvironmentSettings: []azbatch.EnvironmentSetting{env("RUN_OF", "schedule")}},
 	}, nil); err != nil {
 		t.Fatal(err)
