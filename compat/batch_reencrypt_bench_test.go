@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"custody/server"
+	"custody/sqlstore/sqlstoretest"
 	"custody/server/servertest"
 )
 
@@ -53,14 +54,24 @@ func rawGCMRate(b *testing.B, sizes []int) float64 {
 // the request to the last record, through the API's progress), the time to
 // the old DEK's deletion, and, measured alternately in the same run, the
 // raw AES-GCM open+seal rate of this machine on values of the same sizes.
-// Run:
+// With CUSTODY_TEST_POSTGRES set, BenchmarkReencryptionPostgres does the
+// same on PostgreSQL. Run:
 //
-//	go test -run '^$' -bench Reencryption -benchtime 3x ./compat/
-func BenchmarkReencryption(b *testing.B) {
+//	go test -run '^$' -bench 'Reencryption$' -benchtime 3x ./compat/
+func BenchmarkReencryption(b *testing.B) { benchReencryption(b, "") }
+
+func BenchmarkReencryptionPostgres(b *testing.B) {
+	benchReencryption(b, sqlstoretest.NewSchema(b, "compat_bench_"))
+}
+
+func benchReencryption(b *testing.B, database string) {
 	const n = 100000
 	ts := servertest.New(b, func(c *server.Config) {
 		c.DisableLocalNodes = true
 		c.ReencryptSettle = 200 * time.Millisecond
+		if database != "" {
+			c.Database = database
+		}
 	})
 	tok := adminToken(b, ts)
 	mustBatchAccount(b, ts, "rg-rebench", "rebench")

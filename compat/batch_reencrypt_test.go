@@ -125,12 +125,20 @@ func sealedGenerations(tb testing.TB, ts *servertest.TestServer, account string)
 // and task submission keep working, a second request is refused, and
 // afterwards every record reads back equal, no value of the old generation
 // is left in the database and the old DEK is gone from the account row.
-func TestBatchReencryption(t *testing.T) {
+func TestBatchReencryption(t *testing.T) { batchReencryption(t, "") }
+
+// TestBatchReencryptionPostgres is the same on PostgreSQL.
+func TestBatchReencryptionPostgres(t *testing.T) { batchReencryption(t, MustPostgresDatabase(t)) }
+
+func batchReencryption(t *testing.T, database string) {
 	const n = 3000
 	ts := servertest.New(t, func(c *server.Config) {
 		c.DisableLocalNodes = true
 		c.ReencryptBatch = 25 // many small batches: progress is observable
 		c.ReencryptSettle = 300 * time.Millisecond
+		if database != "" {
+			c.Database = database
+		}
 	})
 	ctx := context.Background()
 	tok := adminToken(t, ts)

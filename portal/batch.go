@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"time"
 
 	"custody"
 	"custody/batch"
@@ -20,12 +21,15 @@ const (
 	actionBatchRead   = "Microsoft.Batch/batchAccounts/read"
 	actionBatchWrite  = "Microsoft.Batch/batchAccounts/write"
 	actionBatchDelete = "Microsoft.Batch/batchAccounts/delete"
-	actionGroupRead   = "Microsoft.Resources/subscriptions/resourceGroups/read"
-	actionGroupWrite  = "Microsoft.Resources/subscriptions/resourceGroups/write"
-	actionVaultRead   = "Microsoft.KeyVault/vaults/read"
-	actionVaultWrite  = "Microsoft.KeyVault/vaults/write"
-	actionVaultDelete = "Microsoft.KeyVault/vaults/delete"
-	actionPolicyWrite = "Microsoft.KeyVault/vaults/accessPolicies/write"
+	// actionBatchReencrypt re-encrypts an account's data under a new data
+	// key (a Custody extension, as in the resource manager).
+	actionBatchReencrypt = "Microsoft.Batch/batchAccounts/reencrypt/action"
+	actionGroupRead      = "Microsoft.Resources/subscriptions/resourceGroups/read"
+	actionGroupWrite     = "Microsoft.Resources/subscriptions/resourceGroups/write"
+	actionVaultRead      = "Microsoft.KeyVault/vaults/read"
+	actionVaultWrite     = "Microsoft.KeyVault/vaults/write"
+	actionVaultDelete    = "Microsoft.KeyVault/vaults/delete"
+	actionPolicyWrite    = "Microsoft.KeyVault/vaults/accessPolicies/write"
 )
 
 // Regions offered by the create forms: display name and ARM name.
@@ -362,6 +366,23 @@ type accountData struct {
 	// KeyInUse is the key (version) that wraps the account's data key now.
 	KeyInUse string
 	Customer bool
+	// Reencryption describes the account's re-encryption, if it had one.
+	Reencryption *reencryptionView
+}
+
+// reencryptionView is the re-encryption card of the account page.
+type reencryptionView struct {
+	// Running is true while it is in progress (paused included): the card
+	// polls for progress and offers no button.
+	Running bool
+	Status  string // InProgress, Paused, Succeeded
+	Done    int64
+	Total   int64
+	Percent int64
+	Start   time.Time
+	ETA     time.Time
+	End     time.Time
+	Error   string
 }
 
 func (p *Portal) accountOverview(w http.ResponseWriter, r *http.Request, s *session) {
@@ -375,6 +396,9 @@ func (p *Portal) accountOverview(w http.ResponseWriter, r *http.Request, s *sess
 		Crumbs: []crumb{{Label: "Home", Href: "/"}, {Label: "Batch account " + a.Name, Current: true}}}
 	if r.URL.Query().Get("created") != "" {
 		pg.Notice = "Your deployment is complete: Batch account " + a.Name + " was created."
+	}
+	if r.URL.Query().Get("reencrypt") != "" {
+		pg.Notice = "The re-encryption of Batch account " + a.Name + "'s data has started; its progress is shown below."
 	}
 	pg.Data = p.accountData(p.withKnownIdentities(r.Context(), s, a))
 	p.render(w, r, http.StatusOK, "account", pg)
@@ -406,7 +430,46 @@ func (p *Portal) accountData(a *batch.Account) accountData {
 	d := accountData{Account: a, Endpoint: p.cfg.Batch.AccountEndpoint(a.Name), Locked: a.Key.State == batch.KeyInaccessible,
 		Customer: a.Encryption.KeySource == batch.KeySourceKeyVault}
 	d.KeyInUse = a.Key.Wrapped.KeyID
+	if r := a.Reencryption; r != nil {
+		v := &reencryptionView{Running: r.Status == batch.ReencryptionInProgress, Status: r.Status, Done: r.RecordsDone, Total: r.RecordsTotal,
+			Percent: 100, Start: r.StartTime, End: r.EndTime, Error: r.Error}
+		if v.Running {
+			v.Percent, v.ETA = 0, r.EstimatedEnd(time.Now())
+			if r.RecordsTotal > 0 {
+				v.Percent = min(99, r.RecordsDone*100/r.RecordsTotal)
+			}
+			if d.Locked {
+				v.Status, v.ETA = "Paused", time.Time{}
+			}
+		}
+		d.Reencryption = v
+	}
 	return d
+}
+
+// reencrypt starts the re-encryption of the account's data and returns to
+// the account page, whose card then shows the progress.
+func (p *Portal) reencrypt(w http.ResponseWriter, r *http.Request, s *session) {
+	a, err := p.account(r.Context(), s, r.PathValue("account"), actionBatchReencrypt)
+	if err == nil {
+		_, err = p.cfg.Batch.Reencrypt(r.Context(), a.Name)
+	}
+	if err != nil {
+		p.fail(w, r, s, err)
+		return
+	}
+	http.Redirect(w, r, "/batch/"+url.PathEscape(a.Name)+"?reencrypt=1", http.StatusSeeOther)
+}
+
+// reencryptionCard answers the re-encryption card alone, which polls it
+// (htmx) while the re-encryption runs.
+func (p *Portal) reencryptionCard(w http.ResponseWriter, r *http.Request, s *session) {
+	a, err := p.account(r.Context(), s, r.PathValue("account"), actionBatchRead)
+	if err != nil {
+		p.fail(w, r, s, err)
+		return
+	}
+	p.renderFragment(w, r, "account", "reencryption", &page{Session: s, Data: p.accountData(a)})
 }
 
 func (p *Portal) deleteAccount(w http.ResponseWriter, r *http.Request, s *session) {

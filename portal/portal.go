@@ -160,6 +160,8 @@ func (p *Portal) routes() {
 	handle("POST /batch/create", p.auth(p.createAccount))
 	handle("GET /batch/{account}", p.auth(p.accountOverview))
 	handle("POST /batch/{account}/delete", p.auth(p.deleteAccount))
+	handle("POST /batch/{account}/reencrypt", p.auth(p.reencrypt))
+	handle("GET /batch/{account}/reencryption", p.auth(p.reencryptionCard))
 	handle("GET /batch/{account}/encryption", p.auth(p.encryptionPage))
 	handle("POST /batch/{account}/encryption", p.auth(p.saveEncryption))
 	handle("GET /batch/{account}/encryption/picker", p.auth(p.encryptionPicker))

@@ -48,6 +48,50 @@ func (t resealTable) underGen(n int) string {
 	return "(" + strings.Join(c, " OR ") + ")"
 }
 
+// batchUpdate is the update of many records in one statement
+// (PostgreSQL): UPDATE ... FROM (VALUES ...), each row holding what uargs
+// gives for one record.
+func (t resealTable) batchUpdate(rows [][]any) (string, []any) {
+	cols := append([]string{}, t.sealed...)
+	types := make([]string, 0, len(t.sealed)+len(t.keys)+3)
+	for range t.sealed {
+		types = append(types, "bytea")
+	}
+	cols = append(cols, "account_key")
+	types = append(types, "text")
+	for _, k := range t.keys {
+		cols, types = append(cols, k), append(types, "text")
+	}
+	cols, types = append(cols, "old_sealed"), append(types, "bytea")
+	if t.etag != "" {
+		cols, types = append(cols, "old_etag"), append(types, "text")
+	}
+	var args []any
+	vals := make([]string, len(rows))
+	for i, r := range rows {
+		ph := make([]string, len(r))
+		for j, a := range r {
+			args = append(args, a)
+			ph[j] = fmt.Sprintf("$%d::%s", len(args), types[j])
+		}
+		vals[i] = "(" + strings.Join(ph, ", ") + ")"
+	}
+	set := make([]string, len(t.sealed))
+	for i, c := range t.sealed {
+		set[i] = fmt.Sprintf("%s = v.%s", c, c)
+	}
+	where := []string{"t.account_key = v.account_key"}
+	for _, k := range t.keys {
+		where = append(where, fmt.Sprintf("t.%s = v.%s", k, k))
+	}
+	where = append(where, fmt.Sprintf("t.%s = v.old_sealed", t.sealed[0]))
+	if t.etag != "" {
+		where = append(where, fmt.Sprintf("t.%s = v.old_etag", t.etag))
+	}
+	return `UPDATE ` + t.name + ` AS t SET ` + strings.Join(set, ", ") + ` FROM (VALUES ` + strings.Join(vals, ", ") + `) AS v (` + strings.Join(cols, ", ") + `)
+		WHERE ` + strings.Join(where, " AND "), args
+}
+
 func (t resealTable) count(ctx context.Context, db *DB, account string, gen uint32) (int64, error) {
 	var n int64
 	err := db.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+t.name+` WHERE account_key = $1 AND `+t.underGen(2),
@@ -140,11 +184,29 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 		if len(rs) == 0 {
 			return nil
 		}
-		stmt, err := tx.PrepareContext(ctx, upd)
-		if err != nil {
-			return dbErr(err, "prepare re-seal")
+		// uargs are the update's arguments for one record: its new sealed
+		// values, the account, its keys, its first sealed value as read
+		// and its etag.
+		uargs := func(r row, values [][]byte) []any {
+			out := make([]any, 0, nw+1)
+			for _, v := range values {
+				if v == nil {
+					out = append(out, nil)
+				} else {
+					out = append(out, v)
+				}
+			}
+			out = append(out, lower(account))
+			for _, k := range r.keys {
+				out = append(out, k)
+			}
+			out = append(out, r.values[0])
+			if t.etag != "" {
+				out = append(out, r.etag)
+			}
+			return out
 		}
-		defer stmt.Close()
+		var batchArgs [][]any
 		for _, r := range rs {
 			rec := &batch.SealedRecord{Refs: t.refs(r.keys), Values: make([][]byte, len(r.values))}
 			for i, v := range r.values {
@@ -155,28 +217,32 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 			if err := fn(rec); err != nil {
 				return err
 			}
-			uargs := make([]any, 0, nw+1)
-			for _, v := range rec.Values {
-				if v == nil {
-					uargs = append(uargs, nil)
-				} else {
-					uargs = append(uargs, v)
-				}
-			}
-			uargs = append(uargs, lower(account))
-			for _, k := range r.keys {
-				uargs = append(uargs, k)
-			}
-			uargs = append(uargs, r.values[0])
-			if t.etag != "" {
-				uargs = append(uargs, r.etag)
-			}
-			res, err := stmt.ExecContext(ctx, uargs...)
+			batchArgs = append(batchArgs, uargs(r, rec.Values))
+		}
+		if db.Engine == Postgres {
+			// One statement for the batch: a statement trigger (task
+			// counts) runs once, not once a record.
+			q, args := t.batchUpdate(batchArgs)
+			res, err := tx.ExecContext(ctx, q, args...)
 			if err != nil {
-				return dbErr(err, "re-seal record")
+				return dbErr(err, "re-seal records")
 			}
-			if k, _ := res.RowsAffected(); k == 1 {
-				n++
+			k, _ := res.RowsAffected()
+			n = int(k)
+		} else {
+			stmt, err := tx.PrepareContext(ctx, upd)
+			if err != nil {
+				return dbErr(err, "prepare re-seal")
+			}
+			defer stmt.Close()
+			for _, a := range batchArgs {
+				res, err := stmt.ExecContext(ctx, a...)
+				if err != nil {
+					return dbErr(err, "re-seal record")
+				}
+				if k, _ := res.RowsAffected(); k == 1 {
+					n++
+				}
 			}
 		}
 		if len(rs) == limit {
