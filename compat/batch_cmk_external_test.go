@@ -3,6 +3,7 @@ package compat_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -113,19 +114,22 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 	extHost := func(name string) string { return name + ".ext.localhost:" + extPort }
 	nocred := newConnRecorder(t, "127.0.0.2:0")
 	authority := "https://" + extHost("login") + "/"
+	var logs syncBuffer
 	mainConfig := func(c *server.Config) {
 		c.Listen, c.DataDir = mainAddr, mainDir
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c.NodeCommand = []string{os.Args[0], "node"}
 		c.NodePoll = time.Second
 		c.KeyProbeInterval = probeInterval
 		c.ExternalVaultHosts = []string{"*.vault.ext.localhost:" + extPort, nocred.ln.Addr().String()}
 		c.ExternalVaultCredentials = []batch.ExternalCredential{
 			{Hosts: []string{extHost("kvsecret.vault")}, Authority: authority, TenantID: ext.Admin.TenantID, ClientID: secretApp.appID, ClientSecret: secretApp.secret},
+			{Hosts: []string{extHost("kvwrong.vault")}, Authority: authority, TenantID: ext.Admin.TenantID, ClientID: secretApp.appID, ClientSecret: "not-the-secret"},
 			{Hosts: []string{"*.vault.ext.localhost:" + extPort}, Authority: authority, TenantID: ext.Admin.TenantID, ClientID: fedApp.appID, Federation: &batch.Federation{}},
 		}
 		c.ExternalCAFile = ext.Endpoint.CAFile
 		c.Resolve = map[string]string{}
-		for _, h := range []string{"login", "kvsecret.vault", "kvfed.vault"} {
+		for _, h := range []string{"login", "kvsecret.vault", "kvwrong.vault", "kvfed.vault"} {
 			c.Resolve[extHost(h)] = ext.Endpoint.Address
 		}
 	}
@@ -148,6 +152,11 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 		}
 		if n := nocred.count(t); n != 0 {
 			t.Errorf("the server connected %d time(s) to a vault host it has no credential for", n)
+		}
+		// The external tenant refuses a wrong secret; the refusal says why.
+		_, err = m.setKey("acctrefused", "Microsoft.KeyVault", "https://"+extHost("kvwrong.vault")+"/keys/k1")
+		if msg := wantCode(t, "a wrong client secret", err, 400, "KeyVaultAccessFailed"); !strings.Contains(msg, "AADSTS7000215") || strings.Contains(msg, "not-the-secret") {
+			t.Errorf("the refusal does not carry the external tenant's reason, or shows the secret: %s", msg)
 		}
 		if st := m.status("acctrefused"); !strings.HasPrefix(st.KeyVersionInUse, "platform-") {
 			t.Errorf("a refused key changed the account: %+v", st)
@@ -246,6 +255,19 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 			j, err := dataClient(t, ts2, account).GetJob(context.Background(), "j1", nil)
 			if err != nil || *j.ID != "j1" {
 				t.Fatalf("%s: read a job after the restart: %v", account, err)
+			}
+		}
+		// The client secret is in neither the logs nor the data directory.
+		if len(logs.Bytes()) == 0 {
+			t.Errorf("no log captured")
+		}
+		if strings.Contains(string(logs.Bytes()), secretApp.secret) {
+			t.Errorf("the server logged the external tenant's client secret")
+		}
+		files, _ := filepath.Glob(filepath.Join(mainDir, "*"))
+		for _, f := range files {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), secretApp.secret) {
+				t.Errorf("%s holds the external tenant's client secret", filepath.Base(f))
 			}
 		}
 	})
