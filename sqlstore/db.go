@@ -104,7 +104,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 // releases its row locks, so the replica that takes over is not blocked
 // behind them. No transaction of Custody waits on anything but the
 // database between its statements.
-const idleInTransactionTimeout = 30 * time.Second
+const idleInTransactionTimeout = 10 * time.Second
 
 // withIdleInTransactionTimeout adds PostgreSQL's
 // idle_in_transaction_session_timeout to a postgres:// DSN, unless it sets

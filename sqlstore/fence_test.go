@@ -83,7 +83,7 @@ func TestFencedTaskWrite(t *testing.T) {
 func TestPostgresSessionsEndIdleTransactions(t *testing.T) {
 	db := sqlstoretest.OpenPostgres(t)
 	var v string
-	if err := db.SQL().QueryRow(`SHOW idle_in_transaction_session_timeout`).Scan(&v); err != nil || v != "30s" {
-		t.Errorf("idle_in_transaction_session_timeout = %q, %v; want 30s", v, err)
+	if err := db.SQL().QueryRow(`SHOW idle_in_transaction_session_timeout`).Scan(&v); err != nil || v != "10s" {
+		t.Errorf("idle_in_transaction_session_timeout = %q, %v; want 10s", v, err)
 	}
 }
