@@ -267,7 +267,9 @@ func (e *ExternalVaults) TokenCredential(vaultURL, principalID string) (azcore.T
 	}
 	c := e.Credentials[i]
 	key := fmt.Sprint(i)
-	if c.Federation != nil && c.Federation.Subject == "" {
+	if c.Federation != nil {
+		// The assertion is signed for this identity (whatever its
+		// subject), so each identity has its own credential and tokens.
 		key += "|" + principalID
 	}
 	e.mu.Lock()

@@ -1,11 +1,22 @@
 package batch
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"custody"
 )
 
 func TestHostMatches(t *testing.T) {
@@ -93,5 +104,129 @@ func TestExternalVaultsValidate(t *testing.T) {
 	}
 	if e.credential("kv1.vault.azure.cn", "") != -1 {
 		t.Errorf("a credential matched a host it does not list")
+	}
+}
+
+// tokenService is a minimal Entra-style token endpoint over TLS: it
+// answers every client-credentials request with a token naming the
+// assertion's or secret's sender, and counts requests.
+type tokenService struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	requests []url.Values
+}
+
+func newTokenService(t *testing.T) *tokenService {
+	ts := &tokenService{}
+	ts.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base := "https://" + r.Host + "/tenant-x"
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/.well-known/openid-configuration"):
+			json.NewEncoder(w).Encode(map[string]any{"issuer": base + "/v2.0", "token_endpoint": base + "/oauth2/v2.0/token",
+				"authorization_endpoint": base + "/oauth2/v2.0/authorize", "jwks_uri": base + "/keys"})
+		case strings.HasSuffix(r.URL.Path, "/oauth2/v2.0/token"):
+			r.ParseForm()
+			ts.mu.Lock()
+			ts.requests = append(ts.requests, r.PostForm)
+			n := len(ts.requests)
+			ts.mu.Unlock()
+			json.NewEncoder(w).Encode(map[string]any{"token_type": "Bearer", "expires_in": 3600, "access_token": fmt.Sprintf("token-%d", n)})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(ts.srv.Close)
+	return ts
+}
+
+func (ts *tokenService) count() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.requests)
+}
+
+// TestExternalTokenCredential: a federated credential asks the tenant for
+// a token per identity, with an assertion signed for that identity, and
+// answers later calls from its cache; a client secret's token is shared;
+// a deleted identity gets no token at all.
+func TestExternalTokenCredential(t *testing.T) {
+	svc := newTokenService(t)
+	var mu sync.Mutex
+	var asserted []string
+	gone := map[string]bool{}
+	e := &ExternalVaults{
+		Hosts: []string{"*.vault.example.com"},
+		Credentials: []ExternalCredential{
+			{Hosts: []string{"kvsecret.vault.example.com"}, Authority: svc.srv.URL, TenantID: "tenant-x", ClientID: "app-1", ClientSecret: "s"},
+			{Hosts: []string{"*.vault.example.com"}, Authority: svc.srv.URL, TenantID: "tenant-x", ClientID: "app-2", Federation: &Federation{Subject: "shared"}},
+		},
+		Transport: svc.srv.Client(),
+		Assertion: func(_ context.Context, principalID, subject, audience string) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			asserted = append(asserted, principalID+"/"+subject)
+			return "assertion-for-" + principalID, nil
+		},
+		IdentityExists: func(_ context.Context, principalID string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if gone[principalID] {
+				return custody.Errorf(custody.KindUnauthenticated, "IdentityNotFound", "gone")
+			}
+			return nil
+		},
+	}
+	if err := e.Validate(os.ReadFile); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	get := func(vault, principal string) (string, error) {
+		t.Helper()
+		c, err := e.TokenCredential("https://"+vault, principal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := c.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}})
+		return tok.Token, err
+	}
+	a1, err := get("kvfed.vault.example.com", "identity-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, _ := get("kvother.vault.example.com", "identity-a")
+	b1, _ := get("kvfed.vault.example.com", "identity-b")
+	if a1 != a2 || a1 == b1 {
+		t.Errorf("tokens a1 %q a2 %q b1 %q: want one per identity, reused", a1, a2, b1)
+	}
+	if strings.Join(asserted, ",") != "identity-a/shared,identity-b/shared" {
+		t.Errorf("assertions signed for %v", asserted)
+	}
+	s1, _ := get("kvsecret.vault.example.com", "identity-a")
+	s2, _ := get("kvsecret.vault.example.com", "identity-b")
+	if s1 != s2 || s1 == a1 {
+		t.Errorf("client secret tokens %q, %q: want one, shared", s1, s2)
+	}
+	if n := svc.count(); n != 3 {
+		t.Errorf("%d token requests, want 3 (two identities federated, one secret)", n)
+	}
+	svc.mu.Lock()
+	first := svc.requests[0]
+	svc.mu.Unlock()
+	if first.Get("client_assertion") != "assertion-for-identity-a" || first.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" || first.Get("client_id") != "app-2" {
+		t.Errorf("the federated token request was %v", first)
+	}
+
+	mu.Lock()
+	gone["identity-a"] = true
+	mu.Unlock()
+	for _, vault := range []string{"kvfed.vault.example.com", "kvsecret.vault.example.com"} {
+		_, err := get(vault, "identity-a")
+		var ce *custody.Error
+		if !errors.As(err, &ce) || ce.Code != "IdentityNotFound" {
+			t.Errorf("%s for a deleted identity: %v, want IdentityNotFound", vault, err)
+		}
+	}
+	if _, err := e.TokenCredential("https://kv.vault.other.com", "identity-b"); custody.ErrorKind(err) != custody.KindInvalid {
+		t.Errorf("a host without a credential: %v", err)
 	}
 }
