@@ -130,10 +130,20 @@ func (s *BatchJobScheduleStore) DeleteJobSchedule(ctx context.Context, account, 
 	return nil
 }
 
+// DueJobSchedules reads due active schedules and ending ones in two
+// queries, each answered from the (state, next_run) index.
 func (s *BatchJobScheduleStore) DueJobSchedules(ctx context.Context, now time.Time, limit int) ([]*batch.JobScheduleRecord, error) {
-	q := `SELECT ` + scheduleCols + `, account_key FROM batch_job_schedules
-		WHERE (state = $1 AND next_run <= $2) OR state IN ($3, $4) ORDER BY next_run LIMIT $5`
-	return s.scan(ctx, q, []any{batch.ScheduleActive, now.UnixNano(), batch.ScheduleTerminating, batch.ScheduleDeleting, limit}, true, "")
+	due, err := s.scan(ctx, `SELECT `+scheduleCols+`, account_key FROM batch_job_schedules
+		WHERE state = $1 AND next_run <= $2 ORDER BY next_run LIMIT $3`, []any{batch.ScheduleActive, now.UnixNano(), limit}, true, "")
+	if err != nil {
+		return nil, err
+	}
+	ending, err := s.scan(ctx, `SELECT `+scheduleCols+`, account_key FROM batch_job_schedules
+		WHERE state IN ($1, $2) LIMIT $3`, []any{batch.ScheduleTerminating, batch.ScheduleDeleting, limit}, true, "")
+	if err != nil {
+		return nil, err
+	}
+	return append(ending, due...), nil
 }
 
 // ListScheduleJobs lists the jobs whose ids start with {scheduleId}:job-,
