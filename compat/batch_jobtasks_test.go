@@ -357,6 +357,26 @@ func TestJobPreparationAndRelease(t *testing.T) {
 	if tk := taskState(t, c, "j2", "never"); *tk.State != azbatch.TaskStateActive || m.Count("never") != 0 {
 		t.Errorf("task of a job whose preparation failed everywhere: %s, ran %d times; want active, never run", *tk.State, m.Count("never"))
 	}
+	// Without waitForSuccess the task does not wait for the preparation
+	// task; deleting the job runs its release task too.
+	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j4"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")},
+		JobPreparationTask: &azbatch.JobPreparationTask{CommandLine: to.Ptr("sleep 1.5; " + m.Mark("prep4")), WaitForSuccess: to.Ptr(false)},
+		JobReleaseTask:     &azbatch.JobReleaseTask{CommandLine: to.Ptr(m.Mark("release4"))}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTask(ctx, "j4", azbatch.CreateTaskContent{ID: to.Ptr("quick"), CommandLine: to.Ptr(m.Mark("quick4"))}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, c, "j4", "quick", 20*time.Second)
+	waitFor(t, 20*time.Second, "j4's preparation task", func() (bool, string) { return m.Count("prep4") == 1, strings.Join(m.Marks(), ",") })
+	if marks := m.Marks(); slices.Index(marks, "quick4") > slices.Index(marks, "prep4") {
+		t.Errorf("without waitForSuccess the task waited for the preparation task: %v", marks)
+	}
+	if _, err := c.DeleteJob(ctx, "j4", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the release task of the deleted job", func() (bool, string) { return m.Count("release4") == 1, strings.Join(m.Marks(), ",") })
+
 	// A task may not take the preparation task's id; a job without one
 	// has no status list.
 	_, err := c.CreateTask(ctx, "j2", azbatch.CreateTaskContent{ID: to.Ptr("jobpreparation"), CommandLine: to.Ptr("true")}, nil)

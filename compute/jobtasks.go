@@ -370,8 +370,13 @@ func (s *Service) JobEnded(account string, job *batch.Job, deleted bool) {
 		if nj == nil {
 			continue
 		}
+		if !nj.hasPrep {
+			// Nothing to release; none of the job's tasks runs again.
+			delete(n.jobs, key)
+			continue
+		}
 		nj.deleted = nj.deleted || deleted
-		ran := nj.hasPrep && nj.prep != nil
+		ran := nj.prep != nil
 		if !ran || !hasRelease || nj.release != nil || nj.releaseRun != nil {
 			if deleted && nj.releaseRun == nil && (nj.release == nil || nj.release.State == "completed") {
 				delete(n.jobs, key)
