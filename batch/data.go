@@ -286,6 +286,10 @@ type DataService struct {
 	// runs on the nodes that ran its preparation task. The spec is not
 	// kept: the compute service builds the release runs from it at once.
 	OnJobEnd func(account string, job *Job, deleted bool)
+	// ReleasePending, if set, reports whether a job's release task is to
+	// run on some node: a terminated job with one is terminating until
+	// FinishTermination.
+	ReleasePending func(account, jobID string) bool
 
 	deletions     chan struct{}
 	deletionsOnce sync.Once
@@ -714,6 +718,8 @@ func jobWritable(j *Job) error {
 		return custody.Errorf(custody.KindConflict, "JobCompleted", "The specified job is already in a completed state: job %q was terminated or completed and cannot be changed. Create a new job.", j.ID)
 	case JobDeleting:
 		return custody.Errorf(custody.KindConflict, "JobBeingDeleted", "The specified job has been marked for deletion and is being garbage collected: job %q cannot be changed.", j.ID)
+	case JobTerminating:
+		return custody.Errorf(custody.KindConflict, "JobBeingTerminated", "The specified job is being terminated: job %q waits for its job release tasks and then completes; it cannot be changed.", j.ID)
 	}
 	return nil
 }
@@ -829,8 +835,14 @@ func (d *DataService) TerminateJob(ctx context.Context, account, id, ifMatch, re
 			return err
 		}
 		now := d.now()
+		j.TerminateReason = reason
+		if d.releasePending(account, j) {
+			// Completed once its release tasks ran (FinishTermination).
+			j.setState(JobTerminating, now)
+			return nil
+		}
 		j.setState(JobCompleted, now)
-		j.EndTime, j.TerminateReason = now, reason
+		j.EndTime = now
 		return nil
 	})
 	if err == nil {

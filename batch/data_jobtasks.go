@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -332,4 +333,30 @@ func (d *DataService) addManagerTask(ctx context.Context, a *Account, dek *DEK, 
 		d.OnAdd(a.Name, j.ID)
 	}
 	return nil
+}
+
+func (d *DataService) releasePending(account string, j *Job) bool {
+	return j.Spec.JobReleaseTask != nil && j.Spec.JobPreparationTask != nil && d.ReleasePending != nil && d.ReleasePending(account, j.ID)
+}
+
+var errNoChange = errors.New("no change")
+
+// FinishTermination completes a job that is terminating, once its release
+// tasks ran on every node that ran its preparation task (or could not:
+// the node left, or the server restarted). A job in any other state is
+// left alone.
+func (d *DataService) FinishTermination(ctx context.Context, account, id string) error {
+	_, err := d.changeJob(ctx, account, id, "", func(j *Job) error {
+		if j.State != JobTerminating {
+			return errNoChange
+		}
+		now := d.now()
+		j.setState(JobCompleted, now)
+		j.EndTime = now
+		return nil
+	})
+	if errors.Is(err, errNoChange) || custody.IsNotFound(err) {
+		return nil
+	}
+	return err
 }

@@ -321,9 +321,14 @@ func TestJobPreparationAndRelease(t *testing.T) {
 		}
 		return true, ""
 	})
+	// The job was terminating until its release tasks ended.
+	j1 := waitJob(t, c, "j1", azbatch.JobStateCompleted)
+	if *j1.PreviousState != azbatch.JobStateTerminating {
+		t.Errorf("j1 went from %s to completed, want terminating", *j1.PreviousState)
+	}
 	for _, s := range statuses() {
-		if r := s.JobReleaseTaskExecutionInfo; *r.ExitCode != 0 || !strings.HasSuffix(*r.TaskRootDirectory, "/cleanup") {
-			t.Errorf("release on %s: exit %v dir %v", *s.NodeID, r.ExitCode, r.TaskRootDirectory)
+		if r := s.JobReleaseTaskExecutionInfo; *r.ExitCode != 0 || !strings.HasSuffix(*r.TaskRootDirectory, "/cleanup") || r.EndTime.After(*j1.ExecutionInfo.EndTime) {
+			t.Errorf("release on %s: exit %v dir %v ended %v, after the job at %v", *s.NodeID, r.ExitCode, r.TaskRootDirectory, r.EndTime, j1.ExecutionInfo.EndTime)
 		}
 	}
 

@@ -63,10 +63,11 @@ func (s *Service) Join(ctx context.Context, cred string, req node.JoinRequest) (
 	n.held = nil
 	n.runs = map[string]*run{}
 	n.outbox, n.kill, n.StartTask = nil, nil, nil
-	n.resetJobs(false)
+	interrupted := n.resetJobs(false, s.now())
 	account, poolID := n.Account, n.PoolID
 	s.setState(n, NodeStarting)
 	s.mu.Unlock()
+	s.released(ctx, account, interrupted...)
 
 	s.requeue(context.WithoutCancel(ctx), account, stale, n.ID)
 	s.requeueHeld(context.WithoutCancel(ctx), held)

@@ -559,6 +559,12 @@ func (b *BatchTasks) RequeueRunning(ctx context.Context, account string, hold fu
 	}
 	var held []HeldTask
 	for _, j := range jobs {
+		if j.State == batch.JobTerminating {
+			// Its release tasks' executions lived with the previous
+			// process's nodes: the job completes.
+			// (A locked account's stays terminating until a restart.)
+			_ = b.Data.FinishTermination(ctx, account, j.ID)
+		}
 		after := ""
 		for {
 			ts, err := b.Store.ListTasks(ctx, account, j.ID, batch.ListOptions{States: []string{batch.TaskRunning, batch.TaskPreparing}, Limit: batch.MaxPageSize, After: after})

@@ -118,7 +118,11 @@
 // (Candidate.Exclude). batch.DataService.OnJobEnd (terminate, completion,
 // delete) hands the job's spec to Service.JobEnded, which builds the release
 // run for every node that ran the preparation task and sends it once the
-// job's runs there have ended. A completed task's exit conditions
+// job's runs there have ended; a terminated job waits in state terminating
+// (DataService.ReleasePending) until no release is left to run, then
+// Config.JobReleased completes it (also when the node leaves, rejoins or
+// drops its files, and at start-up for jobs a previous process left
+// terminating). A completed task's exit conditions
 // (batch.ExitDispositionOf) decide its dependents (DepFailed for block) and,
 // with onTaskFailure performexitoptionsjobaction, its job's action.
 //

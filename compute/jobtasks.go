@@ -171,6 +171,9 @@ func (s *Service) queueJobTask(n *liveNode, nj *nodeJob, kind string, jr JobTask
 // dispatchReleases sends a node the release tasks whose jobs have no runs
 // left on it. Caller holds s.mu.
 func (s *Service) dispatchReleases(n *liveNode) {
+	if !n.joined || n.drop || n.leave {
+		return // when it can run them again
+	}
 	for key, nj := range n.jobs {
 		if nj.releaseRun == nil {
 			continue
@@ -200,6 +203,7 @@ type jobTaskFollowUp struct {
 	nodeID, jobID string
 	retry         bool // run it again (a retry)
 	settle        bool // release or requeue the tasks waiting for it
+	released      bool // a release task ended: the job may be done
 }
 
 // jobTaskDone records the end of a preparation or release run. Caller
@@ -237,7 +241,7 @@ func (s *Service) jobTaskDone(n *liveNode, r *run, rep node.RunReport) jobTaskFo
 		if nj.deleted {
 			delete(n.jobs, strings.ToLower(r.jobID))
 		}
-		return jobTaskFollowUp{}
+		return jobTaskFollowUp{nodeID: n.ID, jobID: r.jobID, released: true}
 	}
 	return jobTaskFollowUp{nodeID: n.ID, jobID: r.jobID, settle: true}
 }
@@ -285,6 +289,8 @@ func (s *Service) followUp(ctx context.Context, account string, f jobTaskFollowU
 		s.settle(ctx, account, f.nodeID, f.jobID)
 	case f.settle:
 		s.settle(ctx, account, f.nodeID, f.jobID)
+	case f.released:
+		s.released(ctx, account, f.jobID)
 	}
 }
 
@@ -343,13 +349,65 @@ func (s *Service) settle(ctx context.Context, account, nodeID, jobID string) {
 // resetJobs marks the preparation tasks a node must run again: after a
 // reboot those that did not succeed or rerun after reboots, after its
 // files were dropped (all). Caller holds s.mu.
-func (n *liveNode) resetJobs(all bool) {
+// A release task the node was running is lost with its run: it failed.
+// It returns the jobs whose release task that ended.
+func (n *liveNode) resetJobs(all bool, now time.Time) []string {
+	var ended []string
 	for _, nj := range n.jobs {
+		if r := nj.release; r != nil && r.State == "running" {
+			r.State, r.Result, r.EndTime = "completed", batch.TaskFailure, &now
+			r.FailureCode, r.FailureMessage = "TaskEnded", "The node stopped the job release task (it rejoined its pool or dropped the account's data)."
+			ended = append(ended, nj.jobID)
+		}
 		if nj.prep == nil {
 			continue
 		}
 		if all || nj.rerun || nj.prep.State != "completed" || nj.prep.Result != batch.TaskSuccess {
 			nj.stale = true
+		}
+	}
+	return ended
+}
+
+// releasePending reports whether a job's release task is still to run, or
+// runs, on some node that ran its preparation task. Caller holds s.mu.
+func (s *Service) releasePending(account, jobID string) bool {
+	key := strings.ToLower(jobID)
+	for _, n := range s.nodes {
+		if !strings.EqualFold(n.Account, account) {
+			continue
+		}
+		nj := n.jobs[key]
+		if nj != nil && nj.hasPrep && nj.prep != nil && (nj.release == nil || nj.release.State == "running" || nj.releaseRun != nil) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReleasePending reports whether a job's release task is still to run, or
+// runs, on some node: a terminated job stays terminating until it has
+// (batch.DataService.ReleasePending).
+func (s *Service) ReleasePending(account, jobID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.releasePending(account, jobID)
+}
+
+// released completes a terminating job once no release task of it is left
+// to run (Config.JobReleased).
+func (s *Service) released(ctx context.Context, account string, jobIDs ...string) {
+	if s.cfg.JobReleased == nil {
+		return
+	}
+	for _, id := range jobIDs {
+		s.mu.Lock()
+		pending := s.releasePending(account, id)
+		s.mu.Unlock()
+		if !pending {
+			if err := s.cfg.JobReleased(context.WithoutCancel(ctx), account, id); err != nil {
+				s.log.Warn("compute: complete a terminated job after its release tasks", "job", id, "err", err)
+			}
 		}
 	}
 }
@@ -360,6 +418,9 @@ func (n *liveNode) resetJobs(all bool) {
 func (s *Service) JobEnded(account string, job *batch.Job, deleted bool) {
 	jr, hasRelease := releaseRun(job)
 	key := strings.ToLower(job.ID)
+	// A terminated job waits in state terminating for its release tasks;
+	// if none is left (the nodes went meanwhile), it completes now.
+	defer s.released(context.Background(), account, job.ID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, n := range s.nodes {

@@ -148,6 +148,7 @@ func (s *Service) OnKeyState(account string, locked bool) {
 		node string
 	}
 	var requeue []lost
+	var interrupted []string
 	for _, n := range s.nodes {
 		if strings.ToLower(n.Account) != key {
 			continue
@@ -155,7 +156,8 @@ func (s *Service) OnKeyState(account string, locked bool) {
 		if locked {
 			requeue = append(requeue, lost{s.takeRuns(n), n.ID})
 			n.outbox = nil
-			n.resetJobs(true) // the agent deletes the tasks' files
+			// The agent deletes the tasks' files.
+			interrupted = append(interrupted, n.resetJobs(true, s.now())...)
 			n.drop, n.dropPending = true, true
 			s.setState(n, NodeUnusable)
 			n.Errors = append(n.Errors[:0:0], NodeError{Code: "AccountKeyInaccessible", Message: "The account's customer-managed key is inaccessible; the node cannot run tasks until access is restored."})
@@ -165,6 +167,7 @@ func (s *Service) OnKeyState(account string, locked bool) {
 			if n.joined {
 				s.setState(n, NodeIdle)
 			}
+			s.dispatchReleases(n)
 		}
 		s.wakeNode(n)
 	}
@@ -172,6 +175,7 @@ func (s *Service) OnKeyState(account string, locked bool) {
 	for _, l := range requeue {
 		s.requeue(context.Background(), account, l.runs, l.node)
 	}
+	s.released(context.Background(), account, interrupted...)
 	s.log.Info("compute: account key state changed", "account", account, "locked", locked)
 	s.Kick()
 }

@@ -87,6 +87,9 @@ type Config struct {
 	// (requeueCount+1), except those whose node hold reports true, which it
 	// leaves running and returns (see Service.recover).
 	Recover func(ctx context.Context, hold func(nodeID string) bool) []HeldTask
+	// JobReleased, if set, completes a job left terminating once its
+	// release tasks ran (batch.DataService.FinishTermination).
+	JobReleased func(ctx context.Context, account, jobID string) error
 	// Fence, if set, is asked before Run's first pass and before each pass
 	// (reconcile, lost-node detection, scheduling) whether this server may
 	// still act; an error ends Run at once, stopping local nodes. Replicas
@@ -683,7 +686,15 @@ func (s *Service) removeNode(n *liveNode, requeue bool) {
 	delete(s.byCred, n.credHash)
 	s.wakeNode(n)
 	stop := n.stop
+	// Release tasks it was to run are gone with it.
+	var releasing []string
+	for _, nj := range n.jobs {
+		if nj.releaseRun != nil || (nj.release != nil && nj.release.State == "running") {
+			releasing = append(releasing, nj.jobID)
+		}
+	}
 	s.mu.Unlock()
+	s.released(context.Background(), n.Account, releasing...)
 	if requeue {
 		s.requeue(context.Background(), n.Account, lost, n.ID)
 		s.requeueHeld(context.Background(), held)

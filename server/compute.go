@@ -213,7 +213,7 @@ func (d accountDataDeleters) DeleteAccountData(ctx context.Context, account stri
 func (s *Server) openCompute(data *batch.DataService) {
 	tasks := &compute.BatchTasks{Keys: s.Batch, Data: data, Store: data.Store}
 	s.tasks = fencedTasks{tasks, s}
-	cfg := compute.Config{
+	cfg := compute.Config{JobReleased: data.FinishTermination,
 		Store: &sqlstore.ComputePoolStore{DB: s.DB}, Nodes: &sqlstore.ComputeNodeStore{DB: s.DB}, Keys: s.Batch, Tasks: s.tasks, Certificates: tasks,
 		Identities: identityAdapter{s.Identity}, Logger: s.log, Poll: s.cfg.NodePoll, TaskDiskLimit: s.cfg.TaskDiskLimit,
 		Tokens: func(ctx context.Context, principalID, resource string) (string, time.Time, error) {
@@ -251,6 +251,7 @@ func (s *Server) openCompute(data *batch.DataService) {
 	data.OnStop = func(account, jobID, taskID string) { s.Compute.KillTask(account, jobID, taskID) }
 	data.OnAdd = func(string, string) { s.Compute.Kick() }
 	data.OnJobEnd = s.Compute.JobEnded
+	data.ReleasePending = s.Compute.ReleasePending
 	s.Batch.KeyObservers = append(s.Batch.KeyObservers, s.Compute.OnKeyState)
 	s.Batch.Data = accountDataDeleters{data, s.Compute}
 	s.HTTP.RegisterCompute(s.Compute)
