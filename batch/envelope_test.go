@@ -125,3 +125,50 @@ func TestOpenRefusesMovedOrTamperedValues(t *testing.T) {
 		})
 	}
 }
+
+// TestDEKWithOld checks the DEK of an account being re-encrypted: it seals
+// with the current generation only, opens values of both generations (the
+// pinned vector of generation 7 among them), refuses any other generation,
+// and without its old generation opens the current one only.
+func TestDEKWithOld(t *testing.T) {
+	old, err := NewDEK(pinnedKey(), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := NewDEK(GenerateDEKBytes(), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := cur.WithOld(old)
+	if both.Generation() != 8 || both.OldGeneration() != 7 || cur.OldGeneration() != 0 {
+		t.Fatalf("generations: %d, old %d (the DEK it came from: old %d)", both.Generation(), both.OldGeneration(), cur.OldGeneration())
+	}
+	pinned, _ := hex.DecodeString(pinnedSealed)
+	if pt, err := both.Open(pinnedUID, pinnedRef, pinned); err != nil || string(pt) != pinnedPlaintext {
+		t.Fatalf("open a value of the old generation = %q, %v", pt, err)
+	}
+	sealed := both.Seal(pinnedUID, pinnedRef, []byte("new"))
+	if g, ok := SealedGeneration(sealed); !ok || g != 8 {
+		t.Fatalf("Seal used generation %d (%v), want 8", g, ok)
+	}
+	if pt, err := cur.Open(pinnedUID, pinnedRef, sealed); err != nil || string(pt) != "new" {
+		t.Fatalf("the current DEK alone opens = %q, %v", pt, err)
+	}
+	if _, err := cur.Open(pinnedUID, pinnedRef, pinned); err == nil {
+		t.Fatal("the current DEK alone opened a value of the old generation")
+	}
+	if _, err := both.current().Open(pinnedUID, pinnedRef, pinned); err == nil {
+		t.Fatal("the DEK without its old generation opened a value of the old generation")
+	}
+	other, _ := NewDEK(GenerateDEKBytes(), 6)
+	if _, err := both.Open(pinnedUID, pinnedRef, other.Seal(pinnedUID, pinnedRef, []byte("x"))); err == nil {
+		t.Fatal("a value of generation 6 opened with generations 8 and 7")
+	}
+	// A value of the old generation moved to another field still fails.
+	if _, err := both.Open(pinnedUID, Ref{Kind: "task", ID: "job-1/task-2", Field: "spec"}, pinned); !errors.Is(err, ErrFieldAuth) {
+		t.Fatalf("moved value: %v, want ErrFieldAuth", err)
+	}
+	if !bytes.Equal(GenerationBytes(8), sealed[1:5]) {
+		t.Fatalf("GenerationBytes(8) = %x, stored %x", GenerationBytes(8), sealed[1:5])
+	}
+}
