@@ -41,12 +41,16 @@ var portalRows = map[string]portalRow{
 	"POST /signin/link": {public: true},
 	"POST /signout":     {public: true},
 
-	"GET /{$}":                                     {},
-	"GET /batch/create":                            {},
-	"POST /batch/create":                           {action: writeAccount, scope: "rgA", form: url.Values{"go": {"create"}, "name": {"advacct2"}, "resourceGroup": {rgA}, "location": {location}, "identityType": {"None"}, "encryption": {"Microsoft.Batch"}}},
-	"GET /batch/{account}":                         {action: readAccount, scope: "account"},
-	"POST /batch/{account}/delete":                 {action: deleteAccount, scope: "account", form: url.Values{"confirm": {accountName}}},
-	"GET /batch/{account}/encryption":              {action: readAccount, scope: "account"},
+	"GET /{$}":                        {},
+	"GET /batch/create":               {},
+	"POST /batch/create":              {action: writeAccount, scope: "rgA", form: url.Values{"go": {"create"}, "name": {"advacct2"}, "resourceGroup": {rgA}, "location": {location}, "identityType": {"None"}, "encryption": {"Microsoft.Batch"}}},
+	"GET /batch/{account}":            {action: readAccount, scope: "account"},
+	"POST /batch/{account}/delete":    {action: deleteAccount, scope: "account", form: url.Values{"confirm": {accountName}}},
+	"GET /batch/{account}/encryption": {action: readAccount, scope: "account"},
+	// Re-encrypting the data needs the action of its own; a second
+	// request while one runs is refused (409) to a permitted caller too.
+	"POST /batch/{account}/reencrypt":              {action: "Microsoft.Batch/batchAccounts/reencrypt/action", scope: "account", refusable: true},
+	"GET /batch/{account}/reencryption":            {action: readAccount, scope: "account"},
 	"POST /batch/{account}/encryption":             {action: writeAccount, scope: "account", form: url.Values{"action": {"save"}, "keySource": {"Microsoft.Batch"}}},
 	"GET /batch/{account}/encryption/picker":       {action: readAccount, scope: "account"},
 	"GET /batch/{account}/pools":                   {action: readAccount, scope: "account"},
