@@ -42,7 +42,13 @@
 // reboot), and also when it has not reached the server for three quarters of
 // the time after which the server declares the node lost; it then joins
 // again as soon as it can. A task the server requeues elsewhere is therefore
-// dead on this node first.
+// dead on this node first. A server that took over from another (a new
+// active replica, or a restart) is told in each sync which node the agent
+// joined and which runs it holds, running or ended with the report not yet
+// acknowledged: it resumes the node, and the runs it has on record there go
+// on (see the compute package). The agent drops a connection that stays
+// silent through a ping, and bounds TLS handshakes, so a server that froze
+// does not hold it.
 //
 // Customer data on a node. Command lines, environment settings, the pool's
 // user accounts and certificates reach the agent only over TLS and are held
