@@ -179,6 +179,40 @@ func TestJobManagerExitConditionsReactivate(t *testing.T) {
 	_, err = c.ReactivateTask(ctx, "plain", "long", nil)
 	wantResponseError(t, err, 409, "JobCompleted")
 
+	// A node that reboots runs the preparation task again before the
+	// job's next task, unless it succeeded and rerunOnNodeRebootAfterSuccess
+	// is false.
+	for _, id := range []string{"rerun", "once"} {
+		prep := &azbatch.JobPreparationTask{CommandLine: to.Ptr(m.Mark("prep-" + id)), RerunOnNodeRebootAfterSuccess: to.Ptr(id == "rerun")}
+		if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr(id), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}, JobPreparationTask: prep}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CreateTask(ctx, id, azbatch.CreateTaskContent{ID: to.Ptr("before"), CommandLine: to.Ptr("true")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitTask(t, c, id, "before", 20*time.Second)
+	}
+	nodes, err := c.NewListNodesPager("p1", nil).NextPage(ctx)
+	if err != nil || len(nodes.Value) != 1 {
+		t.Fatalf("nodes: %v", err)
+	}
+	if _, err := c.RebootNode(ctx, "p1", *nodes.Value[0].ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, c, "p1", 1, "idle")
+	for _, id := range []string{"rerun", "once"} {
+		if _, err := c.CreateTask(ctx, id, azbatch.CreateTaskContent{ID: to.Ptr("after"), CommandLine: to.Ptr("true")}, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitTask(t, c, id, "after", 20*time.Second)
+	}
+	if n := m.Count("prep-rerun"); n != 2 {
+		t.Errorf("with rerunOnNodeRebootAfterSuccess the preparation task ran %d times around a reboot, want 2", n)
+	}
+	if n := m.Count("prep-once"); n != 1 {
+		t.Errorf("without rerunOnNodeRebootAfterSuccess the preparation task ran %d times around a reboot, want 1", n)
+	}
+
 	// Bad job input.
 	bad := map[string]azbatch.CreateJobContent{
 		"release without preparation": {JobReleaseTask: &azbatch.JobReleaseTask{CommandLine: to.Ptr("true")}},
