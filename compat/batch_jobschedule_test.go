@@ -1,10 +1,13 @@
 package compat_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/batch/azbatch"
 
+	"custody/batch"
 	"custody/server"
 	"custody/server/servertest"
 )
@@ -444,4 +448,95 @@ func TestJobScheduleJobsRunTasks(t *testing.T) {
 		js := scheduleJobs(t, c, "sr")
 		return len(js) == 2 && *js[0].State == azbatch.JobStateCompleted, jobIDs(js)
 	})
+}
+
+// TestJobScheduleCanaryAndLock: what a customer writes in a schedule (and
+// in its auto pool) is in neither the database files nor the log; a locked
+// account refuses schedule calls and creates no jobs; deleting the account
+// leaves no schedule or auto pool row.
+func TestJobScheduleCanaryAndLock(t *testing.T) {
+	logs := &syncBuffer{}
+	ts := servertest.New(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.TestJobScheduleMinimum = time.Second
+		c.DisableLocalNodes = true
+	})
+	ctx := context.Background()
+	a := mustBatchAccount(t, ts, "rg-schedcanary", "schedcanary")
+	c := dataClient(t, ts, "schedcanary")
+	cn := func(field string) string { return "zq9" + field + "Kx7" }
+	if _, err := c.CreateJobSchedule(ctx, azbatch.CreateJobScheduleContent{ID: to.Ptr("canary"), DisplayName: to.Ptr(cn("SchedDisplay")),
+		Metadata: []azbatch.MetadataItem{meta("k", cn("SchedMeta"))},
+		Schedule: &azbatch.JobScheduleConfiguration{RecurrenceInterval: to.Ptr("PT2S")},
+		JobSpecification: &azbatch.JobSpecification{DisplayName: to.Ptr(cn("JobDisplay")),
+			CommonEnvironmentSettings: []azbatch.EnvironmentSetting{env("E", cn("JobEnv"))},
+			PoolInfo: &azbatch.PoolInfo{AutoPoolSpecification: &azbatch.AutoPoolSpecification{PoolLifetimeOption: to.Ptr(azbatch.PoolLifetimeOptionJobSchedule),
+				Pool: &azbatch.PoolSpecification{VMSize: to.Ptr("standard_d2s_v3"), Metadata: []azbatch.MetadataItem{meta("p", cn("PoolMeta"))},
+					StartTask: &azbatch.StartTask{CommandLine: to.Ptr(cn("StartCmd"))}}}}},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	js := waitJobs(t, c, "canary", 1, 3*time.Second)
+	if *js[0].DisplayName != cn("JobDisplay") {
+		t.Fatalf("the scheduled job does not read back: %s", mustJSON(js[0]))
+	}
+	s := getSchedule(t, c, "canary")
+	if *s.DisplayName != cn("SchedDisplay") || *s.JobSpecification.PoolInfo.AutoPoolSpecification.Pool.StartTask.CommandLine != cn("StartCmd") {
+		t.Fatalf("the schedule does not read back: %s", mustJSON(s))
+	}
+	var files []byte
+	for _, f := range []string{"custody.db", "custody.db-wal"} {
+		b, err := os.ReadFile(filepath.Join(ts.DataDir(), f))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		files = append(files, b...)
+		for _, h := range [][]byte{b, logs.Bytes()} {
+			for _, field := range []string{"SchedDisplay", "SchedMeta", "JobDisplay", "JobEnv", "PoolMeta", "StartCmd"} {
+				if bytes.Contains(h, []byte(cn(field))) {
+					t.Errorf("%s or the log contains the %s canary", f, field)
+				}
+			}
+		}
+	}
+
+	if !bytes.Contains(files, []byte("canary:job-1")) {
+		t.Fatal("the database files do not hold the plain job id; the scan reads the wrong files")
+	}
+
+	// Locked: every schedule call is refused, and no job is created.
+	terminateJob(t, c, "canary:job-1")
+	k := a.Key
+	k.State, k.Reason, k.Since = batch.KeyInaccessible, "the key was disabled", time.Now()
+	if err := ts.Batch.Accounts.UpdateKeyState(ctx, "schedcanary", k); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"get":       func() error { _, err := c.GetJobSchedule(ctx, "canary", nil); return err },
+		"list":      func() error { _, err := c.NewListJobSchedulesPager(nil).NextPage(ctx); return err },
+		"jobs":      func() error { _, err := c.NewListJobsFromSchedulePager("canary", nil).NextPage(ctx); return err },
+		"disable":   func() error { _, err := c.DisableJobSchedule(ctx, "canary", nil); return err },
+		"terminate": func() error { _, err := c.TerminateJobSchedule(ctx, "canary", nil); return err },
+		"delete":    func() error { _, err := c.DeleteJobSchedule(ctx, "canary", nil); return err },
+		"create": func() error {
+			_, err := c.CreateJobSchedule(ctx, azbatch.CreateJobScheduleContent{ID: to.Ptr("s2"), Schedule: &azbatch.JobScheduleConfiguration{},
+				JobSpecification: &azbatch.JobSpecification{PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p")}}}, nil)
+			return err
+		},
+	} {
+		wantSDKError(t, "locked: "+name, call(), http.StatusConflict, "AccountKeyInaccessible")
+	}
+	time.Sleep(3 * time.Second)
+	var n int
+	if err := ts.DB.SQL().QueryRow(`SELECT COUNT(*) FROM batch_jobs WHERE account_key = 'schedcanary'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("a locked account's schedule: %d jobs (%v), want job-1 only", n, err)
+	}
+	if err := ts.Batch.Delete(ctx, "schedcanary"); err != nil {
+		t.Fatalf("delete locked account: %v", err)
+	}
+	for _, table := range []string{"batch_job_schedules", "batch_auto_pools", "batch_jobs"} {
+		if err := ts.DB.SQL().QueryRow(`SELECT COUNT(*) FROM ` + table).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%s has %d rows after the account was deleted (%v)", table, n, err)
+		}
+	}
 }
