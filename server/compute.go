@@ -169,22 +169,42 @@ func agentEnv() []string {
 // fencedTasks fences every task write of the scheduler and the node channel
 // with this replica's lease epoch (sqlstore.Fence), on PostgreSQL: a former
 // active that a new one replaced writes no task state, not even a write it
-// had under way when it was cut off.
+// had under way when it was cut off. Every method is spelt out (no
+// embedding), so a write added to compute.Tasks cannot bypass the fence
+// unnoticed: it does not compile until it is listed here.
 type fencedTasks struct {
-	compute.Tasks
-	s *Server
+	tasks compute.Tasks
+	s     *Server
+}
+
+var _ compute.Tasks = fencedTasks{}
+
+func (f fencedTasks) Runnable(ctx context.Context, account, poolID string, limit int) ([]compute.RunnableTask, error) {
+	return f.tasks.Runnable(ctx, account, poolID, limit)
+}
+
+func (f fencedTasks) JobPreparation(ctx context.Context, account, jobID string) (compute.JobTaskRun, bool, error) {
+	return f.tasks.JobPreparation(ctx, account, jobID)
 }
 
 func (f fencedTasks) StartTask(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (compute.TaskRun, bool, error) {
-	return f.Tasks.StartTask(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
+	return f.tasks.StartTask(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
+}
+
+func (f fencedTasks) StartTasks(ctx context.Context, account string, starts []compute.TaskStart, at time.Time) ([]compute.StartedTask, error) {
+	return f.tasks.StartTasks(f.s.fenced(ctx), account, starts, at)
 }
 
 func (f fencedTasks) Started(ctx context.Context, account, jobID, taskID, nodeID string, at time.Time) (bool, error) {
-	return f.Tasks.Started(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
+	return f.tasks.Started(f.s.fenced(ctx), account, jobID, taskID, nodeID, at)
 }
 
 func (f fencedTasks) FinishTask(ctx context.Context, account, jobID, taskID string, res compute.RunResult) error {
-	return f.Tasks.FinishTask(f.s.fenced(ctx), account, jobID, taskID, res)
+	return f.tasks.FinishTask(f.s.fenced(ctx), account, jobID, taskID, res)
+}
+
+func (f fencedTasks) FinishTasks(ctx context.Context, account string, ends []compute.TaskEnd) error {
+	return f.tasks.FinishTasks(f.s.fenced(ctx), account, ends)
 }
 
 // fenced returns ctx with this replica's write fence (ctx itself on

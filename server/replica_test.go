@@ -392,6 +392,12 @@ func TestFencedWritesOfFormerActive(t *testing.T) {
 	if custody.ErrorKind(err) != custody.KindUnavailable || custody.ErrorCode(err) != "ReplicaNotActive" {
 		t.Errorf("the former active's write after the takeover: %v, want 503 ReplicaNotActive", err)
 	}
+	// The same through the batch write the node channel uses.
+	err = a.Tasks().FinishTasks(ctx, "acct", []compute.TaskEnd{{JobID: "j", TaskID: "after",
+		Result: compute.RunResult{NodeID: "n1", EndTime: time.Now(), Outcome: compute.OutcomeSucceeded}}})
+	if custody.ErrorKind(err) != custody.KindUnavailable || custody.ErrorCode(err) != "ReplicaNotActive" {
+		t.Errorf("the former active's batch write after the takeover: %v, want 503 ReplicaNotActive", err)
+	}
 	if st := state("after"); st != batch.TaskRunning {
 		t.Errorf("the task after the former active's write: %s, want it unchanged (running)", st)
 	}
