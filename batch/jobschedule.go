@@ -122,10 +122,6 @@ func ScheduleJobID(scheduleID string, n int64) string {
 	return scheduleID + ":job-" + strconv.FormatInt(n, 10)
 }
 
-func scheduleNotFound(id string) error {
-	return custody.Errorf(custody.KindNotFound, "JobScheduleNotFound", "The specified job schedule does not exist: there is no job schedule %q in this account. List the job schedules to see the ids in use.", id)
-}
-
 // ParseDuration parses an ISO 8601 duration as Batch takes them (PT1H30M,
 // P1DT2S, PT0.5S).
 func ParseDuration(s string) (time.Duration, error) {
@@ -197,7 +193,7 @@ func (d *DataService) validateSchedule(what string, s *Schedule) (scheduleTimes,
 	if s == nil {
 		return t, nil
 	}
-	min := d.minScheduleInterval()
+	least := d.minScheduleInterval()
 	for _, p := range []struct {
 		name string
 		v    *string
@@ -210,8 +206,8 @@ func (d *DataService) validateSchedule(what string, s *Schedule) (scheduleTimes,
 		if err != nil {
 			return t, invalid("InvalidPropertyValue", p.name, "%s: %s %q is not an ISO-8601 duration; use a value such as PT1H or P1D.", what, p.name, clip(*p.v))
 		}
-		if dur < min {
-			return t, invalid("InvalidPropertyValue", p.name, "%s: %s %s is shorter than the minimum of %s; give %s or more.", what, p.name, *p.v, formatISO(min), formatISO(min))
+		if dur < least {
+			return t, invalid("InvalidPropertyValue", p.name, "%s: %s %s is shorter than the minimum of %s; give %s or more.", what, p.name, *p.v, formatISO(least), formatISO(least))
 		}
 		*p.to = dur
 	}

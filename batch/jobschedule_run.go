@@ -147,7 +147,7 @@ func (d *DataService) runSchedule(ctx context.Context, account, id string) error
 		jr, err := d.Store.Job(ctx, a.Name, s.RecentJobID)
 		switch {
 		case err == nil:
-			recentActive = jr.State != JobCompleted
+			recentActive = jr.State != JobCompleted && jr.State != JobDeleting
 		case !custody.IsNotFound(err):
 			return err
 		}
