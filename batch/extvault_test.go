@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
@@ -228,5 +231,68 @@ func TestExternalTokenCredential(t *testing.T) {
 	}
 	if _, err := e.TokenCredential("https://kv.vault.other.com", "identity-b"); custody.ErrorKind(err) != custody.KindInvalid {
 		t.Errorf("a host without a credential: %v", err)
+	}
+}
+
+// feedRecorder is a VaultClient with a change feed that records which
+// vaults it is asked to follow and holds each request until ctx ends.
+type feedRecorder struct {
+	VaultClient
+	mu     sync.Mutex
+	vaults map[string]bool
+}
+
+func (f *feedRecorder) Changes(ctx context.Context, vaultURL, _, _ string, _ time.Duration) (ChangesPage, error) {
+	f.mu.Lock()
+	f.vaults[vaultURL] = true
+	f.mu.Unlock()
+	<-ctx.Done()
+	return ChangesPage{}, ctx.Err()
+}
+
+// TestMonitorFollowsOwnVaultsOnly: the monitor subscribes to the change
+// feed of this server's vaults only; external vaults have none and are
+// watched by probes.
+func TestMonitorFollowsOwnVaultsOnly(t *testing.T) {
+	feed := &feedRecorder{vaults: map[string]bool{}}
+	s := &Service{Domain: "localhost", Port: 8443, Vault: feed,
+		External: &ExternalVaults{Hosts: []string{"*.vault.azure.net"}}}
+	for name, kid := range map[string]string{
+		"own":      "https://kv1.vault.localhost:8443/keys/k/0123456789abcdef0123456789abcdef",
+		"external": "https://kv2.vault.azure.net/keys/k/0123456789abcdef0123456789abcdef",
+	} {
+		a := &Account{Name: name, Encryption: Encryption{KeySource: KeySourceKeyVault, KeyIdentifier: kid}}
+		a.Key.Wrapped = WrappedDEK{KeySource: KeySourceKeyVault, KeyID: kid, Identity: "identity-" + name}
+		s.watch(a)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.syncFeeds(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m := s.mon()
+	m.mu.Lock()
+	var subs []string
+	for f := range m.subs {
+		subs = append(subs, f.vaultURL)
+	}
+	groups := len(m.groups)
+	m.mu.Unlock()
+	if groups != 2 || len(subs) != 1 || subs[0] != "https://kv1.vault.localhost:8443" {
+		t.Fatalf("%d probe groups, subscriptions %v; want 2 groups and the own vault's feed only", groups, subs)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		feed.mu.Lock()
+		own, ext := feed.vaults["https://kv1.vault.localhost:8443"], feed.vaults["https://kv2.vault.azure.net"]
+		feed.mu.Unlock()
+		if ext {
+			t.Fatal("the monitor asked an external vault for its change feed")
+		}
+		if own {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor did not follow its own vault's feed")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -95,7 +95,9 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 	mainAddr := freeAddr(t)
 	_, mainPort, _ := net.SplitHostPort(mainAddr)
 
+	var extLogs syncBuffer
 	ext := servertest.New(t, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&extLogs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		c.Domain = "ext.localhost"
 		c.DisableLocalNodes = true
 		c.ExternalCAFile = filepath.Join(mainDir, tlsca.CAFile)
@@ -256,6 +258,10 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 			if err != nil || *j.ID != "j1" {
 				t.Fatalf("%s: read a job after the restart: %v", account, err)
 			}
+		}
+		// Every key call went to the external server.
+		if l := string(extLogs.Bytes()); !strings.Contains(l, "/keys/cmk/") {
+			t.Errorf("the external vault's access log has no key call")
 		}
 		// The client secret is in neither the logs nor the data directory.
 		if len(logs.Bytes()) == 0 {
