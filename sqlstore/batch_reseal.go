@@ -143,6 +143,14 @@ func (t resealTable) reseal(ctx context.Context, db *DB, account string, gen uin
 	}
 	upd := `UPDATE ` + t.name + ` SET ` + strings.Join(set, ", ") + ` WHERE ` + strings.Join(where, " AND ")
 
+	if cursor == "" && db.Engine == Postgres {
+		// A walk joins each batch to the table by its key: planner
+		// statistics from before the table grew (autovacuum off or not
+		// yet run) would make that a scan of the table per batch.
+		if _, err := db.db.ExecContext(ctx, `ANALYZE `+t.name); err != nil {
+			return "", 0, dbErr(err, "analyze "+t.name)
+		}
+	}
 	var next string
 	var n int
 	err := db.Tx(ctx, func(tx *sql.Tx) error {
