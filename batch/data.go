@@ -206,6 +206,9 @@ type DataStore interface {
 	// short transaction and returns how many it deleted: 0 once none is
 	// left.
 	DeleteAccountTasks(ctx context.Context, account string, limit int) (int, error)
+	// CompactTaskCounts does the store's upkeep of task counts, if any
+	// (RunDeletions calls it every interval).
+	CompactTaskCounts(ctx context.Context) error
 	// JobsInState lists up to limit (account, job id) pairs of the jobs of
 	// every account in a state.
 	JobsInState(ctx context.Context, state string, limit int) ([][2]string, error)
@@ -938,7 +941,7 @@ func (d *DataService) kickDeletions() {
 // RunDeletions deletes the jobs in state deleting, a batch of
 // DeleteJobBatch tasks per transaction, until ctx is done: at once when
 // DeleteJob asks, and every interval for jobs left deleting by a previous
-// process. After each batch it pauses as long as the batch took, so that
+// process. Every interval it also has the store compact task counts. After each batch it pauses as long as the batch took, so that
 // other writers (on SQLite, one at a time) get the database at least half
 // of the time.
 func (d *DataService) RunDeletions(ctx context.Context, interval time.Duration, log *slog.Logger) {
@@ -952,6 +955,9 @@ func (d *DataService) RunDeletions(ctx context.Context, interval time.Duration, 
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if err := d.Store.CompactTaskCounts(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("batch: compact task counts", "err", err)
+			}
 		case <-d.deletionKicks():
 		}
 	}

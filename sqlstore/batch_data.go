@@ -165,8 +165,12 @@ func (s *BatchDataStore) DeleteJob(ctx context.Context, account, id string) erro
 		if _, err = tx.ExecContext(ctx, `DELETE FROM batch_tasks WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id)); err != nil {
 			return dbErr(err, "delete batch job tasks")
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM batch_task_counts WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id))
-		return dbErr(err, "delete batch job task counts")
+		for _, table := range []string{"batch_task_counts", "batch_task_count_deltas"} {
+			if _, err = tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE account_key = $1 AND job_key = $2`, lower(account), lower(id)); err != nil {
+				return dbErr(err, "delete batch job task counts")
+			}
+		}
+		return nil
 	})
 }
 
@@ -477,33 +481,77 @@ func (s *BatchDataStore) DeleteTask(ctx context.Context, account, jobID, id stri
 	return nil
 }
 
-// TaskStates and TaskCounts read batch_task_counts, which triggers keep
-// in step with batch_tasks (migrate_task_counts.go): a few rows, whatever
-// the number of tasks.
+// TaskStates and TaskCounts read batch_task_counts, kept in step with
+// batch_tasks by CreateTasks and triggers (migrate_task_counts.go), plus
+// the deltas PostgreSQL's triggers append until CompactTaskCounts folds
+// them in: a few rows, whatever the number of tasks.
+
+const taskCountsQuery = `SELECT state, result, SUM(n) FROM (
+	SELECT state, result, n FROM batch_task_counts WHERE account_key = $1 AND job_key = $2
+	UNION ALL SELECT state, result, n FROM batch_task_count_deltas WHERE account_key = $1 AND job_key = $2) AS x
+	GROUP BY state, result`
+
+// countDeltasToCompact is the number of delta rows from which a job's
+// deltas are folded into its count rows.
+const countDeltasToCompact = 64
+
+// CompactTaskCounts folds the count deltas of jobs with many into their
+// count rows, each job in one statement that waits on no lock while
+// holding another. Only PostgreSQL appends deltas.
+func (s *BatchDataStore) CompactTaskCounts(ctx context.Context) error {
+	rows, err := s.DB.db.QueryContext(ctx, `SELECT account_key, job_key FROM batch_task_count_deltas
+		GROUP BY account_key, job_key HAVING COUNT(*) >= $1 LIMIT 1000`, countDeltasToCompact)
+	if err != nil {
+		return dbErr(err, "find task count deltas")
+	}
+	var jobs [][2]string
+	for rows.Next() {
+		var a, j string
+		if err := rows.Scan(&a, &j); err != nil {
+			rows.Close()
+			return dbErr(err, "scan task count deltas")
+		}
+		jobs = append(jobs, [2]string{a, j})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return dbErr(err, "find task count deltas")
+	}
+	for _, j := range jobs {
+		// PostgreSQL only (a data-modifying WITH): SQLite never has deltas.
+		if _, err := s.DB.db.ExecContext(ctx, `WITH d AS (
+				DELETE FROM batch_task_count_deltas WHERE account_key = $1 AND job_key = $2 RETURNING state, result, n)
+			INSERT INTO batch_task_counts AS c (account_key, job_key, state, result, n)
+				SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), state, result, SUM(n) FROM d GROUP BY state, result ORDER BY state, result
+			ON CONFLICT (account_key, job_key, state, result) DO UPDATE SET n = c.n + EXCLUDED.n`, j[0], j[1]); err != nil {
+			return dbErr(err, "compact task counts")
+		}
+	}
+	return nil
+}
 
 func (s *BatchDataStore) TaskStates(ctx context.Context, account, jobID string) (map[string]int, error) {
-	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, SUM(n) FROM batch_task_counts WHERE account_key = $1 AND job_key = $2 GROUP BY state`, lower(account), lower(jobID))
+	rows, err := s.DB.db.QueryContext(ctx, taskCountsQuery, lower(account), lower(jobID))
 	if err != nil {
 		return nil, dbErr(err, "count batch tasks")
 	}
 	defer rows.Close()
 	out := map[string]int{}
 	for rows.Next() {
-		var st string
+		var st, result string
 		var n int64
-		if err := rows.Scan(&st, &n); err != nil {
+		if err := rows.Scan(&st, &result, &n); err != nil {
 			return nil, dbErr(err, "scan task count")
 		}
 		if n != 0 {
-			out[st] = int(n)
+			out[st] += int(n)
 		}
 	}
 	return out, dbErr(rows.Err(), "count batch tasks")
 }
 
 func (s *BatchDataStore) TaskCounts(ctx context.Context, account, jobID string) (batch.TaskCounts, error) {
-	rows, err := s.DB.db.QueryContext(ctx, `SELECT state, result, n FROM batch_task_counts WHERE account_key = $1 AND job_key = $2`,
-		lower(account), lower(jobID))
+	rows, err := s.DB.db.QueryContext(ctx, taskCountsQuery, lower(account), lower(jobID))
 	if err != nil {
 		return batch.TaskCounts{}, dbErr(err, "count batch tasks")
 	}

@@ -164,6 +164,14 @@ func TestTaskCountsFollowEveryChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		check("after concurrent writers", batch.TaskCounts{Active: 80, Running: 6, Completed: 213, Succeeded: 209, Failed: 4})
+		if err := s.CompactTaskCounts(ctx); err != nil {
+			t.Fatal(err)
+		}
+		check("after compacting", batch.TaskCounts{Active: 80, Running: 6, Completed: 213, Succeeded: 209, Failed: 4})
+		var deltas int
+		if err := db.SQL().QueryRow(`SELECT COUNT(*) FROM batch_task_count_deltas`).Scan(&deltas); err != nil || deltas >= 64 {
+			t.Fatalf("%d count deltas left after compacting (%v)", deltas, err)
+		}
 
 		n, err := s.DeleteJobTasks(ctx, "acct1", "job-a", 250)
 		if err != nil || n != 250 {
@@ -247,6 +255,72 @@ func TestDeleteAccountTasks(t *testing.T) {
 			if c, err := s.TaskCounts(ctx, "acct2", j); err != nil || c != (batch.TaskCounts{Active: 75}) || countedTasks(t, db, "acct2", j) != c {
 				t.Fatalf("acct2 %s counts: %+v %v", j, c, err)
 			}
+		}
+	})
+}
+
+// TestTaskCountsConcurrentBatches: transactions that move tasks in several
+// statements (UpdateTasks) between active, running and completed, in
+// different orders at once, all commit and leave the counts right. Count
+// rows updated in each statement's order deadlocked on PostgreSQL.
+func TestTaskCountsConcurrentBatches(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, db *sqlstore.DB) {
+		ctx := context.Background()
+		s := &sqlstore.BatchDataStore{DB: db}
+		if err := s.CreateJob(ctx, "acct1", jobRecord("job", batch.JobActive)); err != nil {
+			t.Fatal(err)
+		}
+		cycle := []string{batch.TaskActive, batch.TaskRunning, batch.TaskCompleted}
+		const workers, each, rounds = 8, 3, 30
+		var recs []*batch.TaskRecord
+		for w := range workers {
+			for k := range each {
+				recs = append(recs, &batch.TaskRecord{TaskMeta: batch.TaskMeta{JobID: "job", ID: fmt.Sprintf("w%d-%d", w, k), State: cycle[(w+k)%3], ETag: "0"}, Sealed: []byte{1}})
+			}
+		}
+		if _, err := s.CreateTasks(ctx, "acct1", recs); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for w := range workers {
+			wg.Go(func() {
+				for r := range rounds {
+					var ts []*batch.TaskRecord
+					var prevs []string
+					for k := range each {
+						id := fmt.Sprintf("w%d-%d", w, (k+r+w)%each)
+						rec, err := s.Task(ctx, "acct1", "job", id)
+						if err != nil {
+							errs <- err
+							return
+						}
+						prevs = append(prevs, rec.ETag)
+						for i, st := range cycle {
+							if st == rec.State {
+								rec.State = cycle[(i+1)%3]
+								break
+							}
+						}
+						rec.ETag += "x"
+						ts = append(ts, rec)
+					}
+					if _, err := s.UpdateTasks(ctx, "acct1", ts, prevs); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		// Each task moved rounds (a multiple of 3) steps round the cycle.
+		want := batch.TaskCounts{Active: workers, Running: workers, Completed: workers, Succeeded: workers}
+		if c, err := s.TaskCounts(ctx, "acct1", "job"); err != nil || c != want || countedTasks(t, db, "acct1", "job") != want {
+			t.Fatalf("counts %+v %v, want %+v", c, err, want)
 		}
 	})
 }

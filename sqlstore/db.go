@@ -144,7 +144,7 @@ func (d *DB) Migrations() (*goose.Provider, error) {
 	if d.Engine == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	return goose.NewProvider(dialect, d.db.DB, sub, goose.WithGoMigrations(taskCountsMigration(d.Engine)))
+	return goose.NewProvider(dialect, d.db.DB, sub, goose.WithGoMigrations(taskCountsMigration(d.Engine), countDeltasMigration(d.Engine)))
 }
 
 // Close closes the database.

@@ -93,3 +93,60 @@ func runStatements(stmts []string) *goose.GoFunc {
 		return nil
 	}}
 }
+
+// countDeltasVersion is the migration that makes PostgreSQL's count
+// triggers append instead of update.
+const countDeltasVersion = 16
+
+// countDeltasMigration: on PostgreSQL the triggers append each statement's
+// changes to batch_task_count_deltas instead of updating the count rows.
+// An update of the count rows locked them until the end of the writer's
+// transaction, and a transaction that moves tasks in several statements
+// (UpdateTasks) took them in statement order: two such transactions could
+// deadlock (one holding active and waiting for running, the other the
+// reverse). Appending takes no lock another writer waits for. Reads add the
+// deltas to the count rows; CompactTaskCounts folds them in, one statement
+// that locks only count rows, so it never waits on a lock while holding
+// another. On SQLite (one writer at a time) the row triggers keep updating
+// the count rows and the deltas table stays empty.
+func countDeltasMigration(engine Engine) *goose.Migration {
+	up := []string{
+		`CREATE TABLE batch_task_count_deltas (
+			account_key TEXT NOT NULL,
+			job_key     TEXT NOT NULL,
+			state       TEXT NOT NULL,
+			result      TEXT NOT NULL,
+			n           BIGINT NOT NULL
+		)`,
+		`CREATE INDEX batch_task_count_deltas_job ON batch_task_count_deltas (account_key, job_key)`,
+	}
+	down := []string{`DROP TABLE batch_task_count_deltas`}
+	if engine == Postgres {
+		apply := func(into, conflict string) string {
+			upsert := func(rows string) string {
+				return `INSERT INTO ` + into + ` (account_key, job_key, state, result, n)
+				SELECT account_key, job_key, state, result, SUM(d) FROM (` + rows + `) AS x
+				GROUP BY account_key, job_key, state, result HAVING SUM(d) <> 0
+				ORDER BY account_key, job_key, state, result` + conflict + `;`
+			}
+			added := `SELECT account_key, job_key, state, result, 1 AS d FROM new_rows`
+			removed := `SELECT account_key, job_key, state, result, -1 AS d FROM old_rows`
+			return `CREATE OR REPLACE FUNCTION batch_task_counts_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				IF TG_OP = 'DELETE' THEN
+					` + upsert(removed) + `
+				ELSE
+					` + upsert(added+` UNION ALL `+removed) + `
+				END IF;
+				RETURN NULL;
+			END $$`
+		}
+		up = append(up, apply("batch_task_count_deltas", ""))
+		down = append([]string{apply("batch_task_counts AS c", `
+				ON CONFLICT (account_key, job_key, state, result) DO UPDATE SET n = c.n + EXCLUDED.n`),
+			`INSERT INTO batch_task_counts AS c (account_key, job_key, state, result, n)
+				SELECT account_key, job_key, state, result, SUM(n) FROM batch_task_count_deltas GROUP BY account_key, job_key, state, result
+				ON CONFLICT (account_key, job_key, state, result) DO UPDATE SET n = c.n + EXCLUDED.n`}, down...)
+	}
+	return goose.NewGoMigration(countDeltasVersion, runStatements(up), runStatements(down))
+}
