@@ -12,13 +12,13 @@ import (
 )
 
 // Batch job schedules, with az's names and flags (az batch job-schedule
-// create|show|list|delete|disable|enable|stop; terminate is the same as
-// stop). The schedule travels as the Batch REST API spells it, so a
+// create|show|list|set|reset|delete|disable|enable|stop; terminate is the
+// same as stop). The schedule travels as the Batch REST API spells it, so a
 // --json-file written for az works here unchanged.
 
 func (a *app) batchJobScheduleCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job-schedule", Short: "Manage batch job schedules: jobs created on a schedule"}
-	cmd.AddCommand(a.scheduleCreateCmd(), a.scheduleShowCmd(), a.scheduleListCmd(), a.scheduleDeleteCmd(),
+	cmd.AddCommand(a.scheduleCreateCmd(), a.scheduleShowCmd(), a.scheduleListCmd(), a.scheduleSetCmd(false), a.scheduleSetCmd(true), a.scheduleDeleteCmd(),
 		a.scheduleActionCmd("disable", "Disable a job schedule: it creates no jobs until enabled"),
 		a.scheduleActionCmd("enable", "Enable a disabled job schedule"),
 		a.scheduleActionCmd("terminate", "Terminate a job schedule: its active job is terminated and it creates no more"))
@@ -56,7 +56,8 @@ func isoTime(flag, v string) (string, error) {
 func (a *app) scheduleCreateCmd() *cobra.Command {
 	var t batchTarget
 	var f jobSpecFlags
-	var id, jsonFile, until, after, recurrence, window, displayName string
+	var sf scheduleFlags
+	var id, jsonFile, displayName string
 	var jobMetadata []string
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -104,24 +105,9 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 				if displayName != "" {
 					body["displayName"] = displayName
 				}
-				sched := map[string]any{}
-				for _, x := range []struct{ flag, key, v string }{{"--do-not-run-until", "doNotRunUntil", until}, {"--do-not-run-after", "doNotRunAfter", after}} {
-					if x.v != "" {
-						tv, err := isoTime(x.flag, x.v)
-						if err != nil {
-							return err
-						}
-						sched[x.key] = tv
-					}
-				}
-				for _, x := range []struct{ flag, key, v string }{{"--recurrence-interval", "recurrenceInterval", recurrence}, {"--start-window", "startWindow", window}} {
-					if x.v != "" {
-						d, err := isoDuration(x.flag, x.v)
-						if err != nil {
-							return err
-						}
-						sched[x.key] = d
-					}
+				sched, err := sf.schedule()
+				if err != nil {
+					return err
 				}
 				body["schedule"] = sched
 			}
@@ -140,13 +126,127 @@ func (a *app) scheduleCreateCmd() *cobra.Command {
 	fs.StringVar(&id, "id", "", "the job schedule id")
 	fs.StringVar(&jsonFile, "json-file", "", "a file holding the job schedule in JSON (the Batch REST API's job schedule add body); the other flags are then not used")
 	fs.StringVar(&displayName, "display-name", "", "the schedule's display name")
-	fs.StringVar(&until, "do-not-run-until", "", "the earliest time a job is created (ISO 8601)")
-	fs.StringVar(&after, "do-not-run-after", "", "the time after which no job is created (ISO 8601)")
-	fs.StringVar(&recurrence, "recurrence-interval", "", "the time between the starts of two jobs (ISO 8601 duration, at least PT1M); none: one job")
-	fs.StringVar(&window, "start-window", "", "how long after its time a job may still be created (ISO 8601 duration, at least PT1M); none: no limit")
+	sf.add(cmd)
 	fs.StringArrayVar(&jobMetadata, "job-metadata", nil, "NAME=VALUE metadata of each job the schedule creates")
 	f.add(cmd, true)
 	fs.StringVar(&f.onAllComplete, "on-all-tasks-complete", "", "what happens when all tasks of a job are complete: noaction or terminatejob")
+	return cmd
+}
+
+// scheduleFlags are the flags of a schedule's timing.
+type scheduleFlags struct{ until, after, recurrence, window string }
+
+func (f *scheduleFlags) add(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.until, "do-not-run-until", "", "the earliest time a job is created (ISO 8601)")
+	fs.StringVar(&f.after, "do-not-run-after", "", "the time after which no job is created (ISO 8601)")
+	fs.StringVar(&f.recurrence, "recurrence-interval", "", "the time between the starts of two jobs (ISO 8601 duration, at least PT1M); none: one job")
+	fs.StringVar(&f.window, "start-window", "", "how long after its time a job may still be created (ISO 8601 duration, at least PT1M); none: no limit")
+}
+
+func (f *scheduleFlags) given() bool {
+	return f.until != "" || f.after != "" || f.recurrence != "" || f.window != ""
+}
+
+// schedule is the schedule the flags give, as the REST API spells it.
+func (f *scheduleFlags) schedule() (map[string]any, error) {
+	sched := map[string]any{}
+	for _, x := range []struct{ flag, key, v string }{{"--do-not-run-until", "doNotRunUntil", f.until}, {"--do-not-run-after", "doNotRunAfter", f.after}} {
+		if x.v != "" {
+			tv, err := isoTime(x.flag, x.v)
+			if err != nil {
+				return nil, err
+			}
+			sched[x.key] = tv
+		}
+	}
+	for _, x := range []struct{ flag, key, v string }{{"--recurrence-interval", "recurrenceInterval", f.recurrence}, {"--start-window", "startWindow", f.window}} {
+		if x.v != "" {
+			d, err := isoDuration(x.flag, x.v)
+			if err != nil {
+				return nil, err
+			}
+			sched[x.key] = d
+		}
+	}
+	return sched, nil
+}
+
+// scheduleSetCmd is set (PATCH: only what is given changes; a schedule
+// given replaces the whole schedule) or, with replace, reset (PUT: the
+// schedule and metadata not given go back to their defaults).
+func (a *app) scheduleSetCmd(replace bool) *cobra.Command {
+	var t batchTarget
+	var f scheduleFlags
+	var id, jsonFile, poolID string
+	var metadata []string
+	use, short, method := "set", "Update a job schedule; what is not given keeps its value", http.MethodPatch
+	if replace {
+		use, short, method = "reset", "Replace a job schedule's schedule, job specification and metadata; what is not given goes back to its default", http.MethodPut
+	}
+	cmd := &cobra.Command{Use: use, Short: short, Args: nameValueArgs("metadata"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if err := requireFlag("--job-schedule-id", id); err != nil {
+				return err
+			}
+			body := map[string]any{}
+			if jsonFile != "" {
+				if f.given() || poolID != "" || cmd.Flags().Changed("metadata") {
+					return errors.New("--json-file holds the schedule's properties; it cannot be combined with other property flags")
+				}
+				m, err := readJSONObject(jsonFile)
+				if err != nil {
+					return err
+				}
+				body = m
+			} else {
+				if f.given() {
+					sched, err := f.schedule()
+					if err != nil {
+						return err
+					}
+					body["schedule"] = sched
+				}
+				if cmd.Flags().Changed("metadata") {
+					md, err := nameValueList("--metadata", metadata, args)
+					if err != nil {
+						return err
+					}
+					body["metadata"] = md
+				}
+				if poolID != "" || replace {
+					// The job specification is replaced whole: start from
+					// the current one.
+					cur, _, err := a.data(ctx, &t, http.MethodGet, schedulePath(id)+"?$select=jobSpecification", nil)
+					if err != nil {
+						return err
+					}
+					m, _ := cur.(map[string]any)
+					js, _ := nested(m, "jobSpecification").(map[string]any)
+					if js == nil {
+						js = map[string]any{}
+					}
+					if poolID != "" {
+						js["poolInfo"] = map[string]any{"poolId": poolID}
+					}
+					body["jobSpecification"] = js
+				}
+				if !replace && len(body) == 0 {
+					return errors.New("nothing to set: give --json-file or at least one property flag (--recurrence-interval, --metadata, --pool-id, ...)")
+				}
+			}
+			if _, _, err := a.data(ctx, &t, method, schedulePath(id), body); err != nil {
+				return err
+			}
+			return a.showSchedule(ctx, &t, id)
+		}}
+	t.flags(cmd)
+	cmd.Flags().StringVar(&id, "job-schedule-id", "", "the job schedule id")
+	cmd.Flags().StringVar(&jsonFile, "json-file", "", "a file holding the schedule's properties in JSON (schedule, jobSpecification, metadata); the other property flags are then not used")
+	cmd.Flags().StringVar(&poolID, "pool-id", "", "the pool the schedule's future jobs run on")
+	cmd.Flags().StringArrayVar(&metadata, "metadata", nil, "space-separated NAME=VALUE metadata of the schedule")
+	f.add(cmd)
 	return cmd
 }
 

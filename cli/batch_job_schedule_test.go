@@ -12,6 +12,15 @@ import (
 // TestBatchJobScheduleCommands drives job schedules through the CLI: create
 // with az's flags, show, list, the jobs a schedule created, disable,
 // enable, terminate (and az's stop) and delete.
+func jsonAt(m map[string]any, keys ...string) any {
+	var v any = m
+	for _, k := range keys {
+		mm, _ := v.(map[string]any)
+		v = mm[k]
+	}
+	return v
+}
+
 func TestBatchJobScheduleCommands(t *testing.T) {
 	ts := servertest.New(t, func(c *server.Config) { c.DisableLocalNodes = true })
 	dir := ts.DataDir()
@@ -76,6 +85,20 @@ func TestBatchJobScheduleCommands(t *testing.T) {
 	}
 	if got := strings.TrimSpace(batch("job", "show", "--job-id", "nightly:job-1", "--query", "state", "-o", "tsv")); got != "completed" {
 		t.Errorf("the schedule's job after terminate = %q", got)
+	}
+	// set patches; reset replaces (keeping the job specification it does
+	// not change).
+	s = decode[map[string]any](t, batch("job-schedule", "set", "--job-schedule-id", "later", "--metadata", "owner=dev",
+		"--recurrence-interval", "PT2H", "--do-not-run-until", "2099-01-01T00:00:00Z"))
+	if sched, _ := s["schedule"].(map[string]any); sched["recurrenceInterval"] != "PT2H" || len(s["metadata"].([]any)) != 1 {
+		t.Errorf("after set: %v", s)
+	}
+	fail("ERROR: nothing to set", "job-schedule", "set", "--job-schedule-id", "later")
+	s = decode[map[string]any](t, batch("job-schedule", "reset", "--job-schedule-id", "later", "--pool-id", "pool2",
+		"--do-not-run-until", "2099-01-01T00:00:00Z"))
+	sched, _ = s["schedule"].(map[string]any)
+	if p := jsonAt(s, "jobSpecification", "poolInfo", "poolId"); p != "pool2" || sched["recurrenceInterval"] != nil || s["metadata"] != nil {
+		t.Errorf("after reset: %v", s)
 	}
 	batch("job-schedule", "stop", "--job-schedule-id", "later")
 	batch("job-schedule", "delete", "--job-schedule-id", "nightly", "--yes")
