@@ -242,6 +242,28 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 		})
 	}
 
+	// Deleting the account's identity locks it, although the external
+	// tenant would still give the server a token.
+	t.Run("identity deleted", func(t *testing.T) {
+		x.t, m.t = t, t
+		MustIdentity(t, ts, m.tok, m.rg, "uami-ext")
+		rid := identityPath(ts, m.rg, "uami-ext")
+		mustCreateAccount(t, m.accts, m.rg, "acctuami", armbatch.AccountCreateParameters{
+			Identity: &armbatch.AccountIdentity{Type: to.Ptr(armbatch.ResourceIdentityTypeUserAssigned),
+				UserAssignedIdentities: map[string]*armbatch.UserAssignedIdentities{rid: {}}}})
+		m.mustSetKey("acctuami", "Microsoft.KeyVault", "https://"+extHost("kvsecret.vault")+"/keys/cmk")
+		if st := m.status("acctuami"); st.State != batch.KeyAvailable {
+			t.Fatalf("after enabling the external key: %+v", st)
+		}
+		if r := MustARM(t, ts, m.tok, "DELETE", rid+"?api-version="+miAPIVersion, ""); r.Status != http.StatusOK && r.Status != http.StatusNoContent {
+			t.Fatalf("delete identity: %d %s", r.Status, r.Body)
+		}
+		st := m.waitLocked("acctuami", "cmk")
+		if !strings.Contains(st.Reason, "no longer exists") {
+			t.Errorf("the lock reason does not say the identity is gone: %q", st.Reason)
+		}
+	})
+
 	// A restart unwraps each account's data key through its external
 	// vault again, with each credential.
 	t.Run("restart", func(t *testing.T) {
