@@ -246,7 +246,10 @@ func (s *Service) kickReencryption() {
 
 // RunReencryption re-seals the records of every account with a
 // re-encryption in progress until ctx is done: at once after Reencrypt or
-// an unlock, and every second otherwise. Only the active replica runs it.
+// an unlock, and every second while one is in progress. Accounts are found
+// by listing them all at start, when kicked and every minute; between
+// lists only those known to be in progress are read. Only the active
+// replica runs it.
 func (s *Service) RunReencryption(ctx context.Context, log *slog.Logger) {
 	if log == nil {
 		log = slog.Default()
@@ -259,39 +262,74 @@ func (s *Service) RunReencryption(ctx context.Context, log *slog.Logger) {
 	s.mu.Unlock()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var known []string // accounts with a re-encryption in progress
+	list, lastList := true, time.Time{}
 	for {
 		if s.Fence == nil || s.Fence(ctx) == nil {
-			s.reencryptAll(ctx, log)
+			if list || time.Since(lastList) > time.Minute {
+				if names, err := s.reencryptionsInProgress(ctx); err == nil {
+					known, lastList = names, time.Now()
+				} else if ctx.Err() == nil {
+					log.Warn("re-encryption: list accounts", "err", err)
+				}
+			}
+			known = s.reencryptAll(ctx, log, known)
 		}
+		list = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-kick:
+			list = true
 		case <-t.C:
 		}
 	}
 }
 
-func (s *Service) reencryptAll(ctx context.Context, log *slog.Logger) {
+// reencryptionsInProgress lists the accounts with a re-encryption in
+// progress.
+func (s *Service) reencryptionsInProgress(ctx context.Context) ([]string, error) {
 	as, err := s.Accounts.ListAccounts(ctx, "", "")
 	if err != nil {
-		if ctx.Err() == nil {
-			log.Warn("re-encryption: list accounts", "err", err)
-		}
-		return
+		return nil, err
 	}
+	var out []string
 	for _, a := range as {
-		if ctx.Err() != nil {
-			return
+		if a.Reencryption != nil && a.Reencryption.Status == ReencryptionInProgress {
+			out = append(out, a.Name)
 		}
-		if a.Reencryption == nil || a.Reencryption.Status != ReencryptionInProgress || a.Key.State == KeyInaccessible {
+	}
+	return out, nil
+}
+
+// reencryptAll advances the re-encryption of each named account and
+// returns those still in progress.
+func (s *Service) reencryptAll(ctx context.Context, log *slog.Logger, names []string) []string {
+	var still []string
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return names
+		}
+		a, err := s.Accounts.Account(ctx, name)
+		if err != nil {
+			if !custody.IsNotFound(err) {
+				still = append(still, name)
+			}
 			continue
+		}
+		if a.Reencryption == nil || a.Reencryption.Status != ReencryptionInProgress {
+			continue
+		}
+		still = append(still, name)
+		if a.Key.State == KeyInaccessible {
+			continue // paused until the unlock
 		}
 		if err := s.ReencryptStep(ctx, a.Name, 0); err != nil && ctx.Err() == nil {
 			log.Warn("re-encryption paused", "account", a.Name, "err", err)
 			s.recordReencryptionError(ctx, a.Name, err)
 		}
 	}
+	return still
 }
 
 // recordReencryptionError stores the error a walk met, for the account's
