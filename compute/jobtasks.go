@@ -577,3 +577,20 @@ func (b *BatchTasks) completed(ctx context.Context, account string, r *batch.Tas
 	}
 	return false
 }
+
+// endedRun is a run stopped before it reached its node.
+type endedRun struct {
+	nodeID string
+	r      *run
+}
+
+// endKilled records that a task stopped before its run reached the node
+// (it waited for its job's preparation task) ended as terminated.
+func (s *Service) endKilled(ctx context.Context, account, nodeID string, r *run) {
+	now := s.now()
+	res := RunResult{NodeID: nodeID, ExitCode: -1, StartTime: now, EndTime: now, Outcome: OutcomeFailed,
+		FailureCode: "TaskEnded", FailureMessage: "The task was terminated."}
+	if err := s.cfg.Tasks.FinishTask(ctx, account, r.jobID, r.taskID, res); err != nil {
+		s.log.Warn("compute: end a stopped task", "job", r.jobID, "task", r.taskID, "err", err)
+	}
+}

@@ -480,6 +480,11 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 	if len(starts) == 0 {
 		return
 	}
+	// A task or job stopped while its start is written is killed once its
+	// run exists (KillTask found nothing to kill yet).
+	s.mu.Lock()
+	gen := s.killGen
+	s.mu.Unlock()
 	started, err := s.cfg.Tasks.StartTasks(ctx, account, starts, s.now())
 	if err != nil {
 		s.log.Warn("compute: start tasks", "account", account, "tasks", len(starts), "err", err)
@@ -487,6 +492,7 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 	}
 	gone := map[string][]*run{}
 	var settle [][2]string
+	var ended []endedRun
 	s.mu.Lock()
 	for i, st := range started {
 		if !st.OK {
@@ -505,7 +511,18 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 			CommandLine: tr.CommandLine, Env: tr.Env, MaxWallClockMillis: tr.MaxWallClock.Milliseconds(), UserIdentity: tr.UserIdentity}
 		r.JobPrepTaskID = tr.JobPrepTaskID
 		waiting := starts[i].Preparing
-		n.runs[r.RunID] = &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: slots, spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries, waiting: waiting}
+		lr := &run{id: r.RunID, kind: "task", jobID: pl.JobID, taskID: pl.TaskID, slots: slots, spec: r, retries: tr.RetryCount, maxRetr: tr.MaxRetries, waiting: waiting}
+		stopped := s.killedSince(gen, account, pl.JobID, pl.TaskID)
+		switch {
+		case stopped && waiting:
+			ended = append(ended, endedRun{n.ID, lr})
+			continue
+		case stopped:
+			// Sent with its kill: the agent drops it and reports it killed.
+			lr.killed = true
+			n.kill = append(n.kill, r.RunID)
+		}
+		n.runs[r.RunID] = lr
 		if waiting {
 			settle = append(settle, [2]string{n.ID, pl.JobID})
 		} else {
@@ -516,6 +533,9 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 		s.wakeNode(n)
 	}
 	s.mu.Unlock()
+	for _, e := range ended {
+		go s.endKilled(context.WithoutCancel(ctx), account, e.nodeID, e.r)
+	}
 	for _, w := range settle {
 		// The preparation task may have ended since: settle looks again.
 		go s.settle(context.WithoutCancel(ctx), account, w[0], w[1])

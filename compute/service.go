@@ -116,6 +116,10 @@ type Service struct {
 	locked  map[string]bool   // accounts whose key is inaccessible
 	// taskNodes remembers where each task last ran (account/job/task).
 	taskNodes map[string]taskNode
+	// kills are the latest KillTask calls, numbered by killGen, so a start
+	// that was under way when its task or job was stopped is killed too.
+	kills   []killRecord
+	killGen uint64
 	kick      chan struct{}
 	stopped   chan struct{}
 	// recovered is closed once Run has loaded the stored remote nodes and
@@ -710,6 +714,11 @@ func (s *Service) removeNode(n *liveNode, requeue bool) {
 func (s *Service) KillTask(account, jobID, taskID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.killGen++
+	s.kills = append(s.kills, killRecord{gen: s.killGen, account: strings.ToLower(account), jobID: jobID, taskID: taskID})
+	if len(s.kills) > maxKillRecords {
+		s.kills = s.kills[len(s.kills)-maxKillRecords/2:]
+	}
 	for _, n := range s.nodes {
 		if !strings.EqualFold(n.Account, account) {
 			continue
@@ -724,6 +733,7 @@ func (s *Service) KillTask(account, jobID, taskID string) {
 				// Waiting for its job's preparation task: never sent.
 				delete(n.runs, id)
 				s.refreshState(n)
+				go s.endKilled(context.Background(), account, n.ID, r)
 				continue
 			}
 			if i := slices.IndexFunc(n.outbox, func(o node.Run) bool { return o.RunID == id }); i >= 0 {
@@ -783,4 +793,27 @@ func (s *Service) NodeStates(account, poolID string) []string {
 		out = append(out, n.State)
 	}
 	return out
+}
+
+// killRecord is one KillTask call (taskID "" for the whole job).
+type killRecord struct {
+	gen                    uint64
+	account, jobID, taskID string
+}
+
+// maxKillRecords bounds the kills kept: a start takes one scheduling pass,
+// far fewer kills than this in any realistic stretch.
+const maxKillRecords = 4096
+
+// killedSince reports whether a task was stopped (KillTask) after kill
+// generation gen. Caller holds s.mu.
+func (s *Service) killedSince(gen uint64, account, jobID, taskID string) bool {
+	account = strings.ToLower(account)
+	for i := len(s.kills) - 1; i >= 0 && s.kills[i].gen > gen; i-- {
+		k := s.kills[i]
+		if k.account == account && k.jobID == jobID && (k.taskID == "" || k.taskID == taskID) {
+			return true
+		}
+	}
+	return false
 }
