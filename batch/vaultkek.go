@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -353,6 +354,11 @@ func classify(op string, id KeyID, principalID string, err error) *KeyError {
 	if errors.As(err, &ce) {
 		// The token service refused: the identity is gone.
 		return &KeyError{Definite: true, Reason: fmt.Sprintf("no token for identity %s to reach %s: %s", principalID, id, ce.Message), Err: err}
+	}
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		// Not definite: a certificate may be renewed or its CA given.
+		return &KeyError{Definite: false, Reason: fmt.Sprintf("the TLS certificate of the key vault %s (or of its tenant's token service) is not trusted for %s: %v; an external vault's CA must be among the system roots or in custody server --external-ca-file", id.VaultURL, op, cve.Err), Err: err}
 	}
 	return &KeyError{Definite: false, Reason: fmt.Sprintf("the key vault %s could not be reached for %s", id.VaultURL, op), Err: err}
 }

@@ -242,6 +242,25 @@ func TestBatchCustomerManagedKeyExternalVault(t *testing.T) {
 		})
 	}
 
+	// A server that does not trust the external vault's CA refuses its
+	// keys, saying why.
+	t.Run("untrusted certificate", func(t *testing.T) {
+		x.t, m.t = t, t
+		ts3 := servertest.New(t, func(c *server.Config) {
+			mainConfig(c)
+			c.Listen, c.DataDir, c.ExternalCAFile = "127.0.0.1:0", t.TempDir(), ""
+			c.DisableLocalNodes = true
+		})
+		m3 := &cmkEnv{t: t, ts: ts3, ctx: context.Background(), tok: adminToken(t, ts3), accts: batchClient(t, ts3), rg: "rg-cmk"}
+		MustGroup(t, ts3, m3.tok, m3.rg)
+		mustCreateAccount(t, m3.accts, m3.rg, "acctuntrusted", armbatch.AccountCreateParameters{
+			Identity: &armbatch.AccountIdentity{Type: to.Ptr(armbatch.ResourceIdentityTypeSystemAssigned)}})
+		_, err := m3.setKey("acctuntrusted", "Microsoft.KeyVault", "https://"+extHost("kvsecret.vault")+"/keys/cmk")
+		if msg := wantCode(t, "a vault whose CA is not trusted", err, 400, "KeyVaultAccessFailed"); !strings.Contains(msg, "not trusted") || !strings.Contains(msg, "--external-ca-file") {
+			t.Errorf("the refusal does not say the certificate is not trusted: %s", msg)
+		}
+	})
+
 	// Deleting the account's identity locks it, although the external
 	// tenant would still give the server a token.
 	t.Run("identity deleted", func(t *testing.T) {
