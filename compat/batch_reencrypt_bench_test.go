@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"custody/server"
-	"custody/sqlstore/sqlstoretest"
 	"custody/server/servertest"
+	"custody/sqlstore/sqlstoretest"
 )
 
 // rawGCMRate opens and re-seals values of the given sizes with AES-256-GCM
