@@ -396,6 +396,16 @@ func TestJobPreparationAndRelease(t *testing.T) {
 	if tk := taskState(t, c, "j2", "never"); *tk.State != azbatch.TaskStateActive || m.Count("never") != 0 {
 		t.Errorf("task of a job whose preparation failed everywhere: %s, ran %d times; want active, never run", *tk.State, m.Count("never"))
 	}
+	// $filter on the status list; an unknown property is refused.
+	one := st[0].NodeID
+	fp, err := c.NewListJobPreparationAndReleaseTaskStatusPager("j2", &azbatch.ListJobPreparationAndReleaseTaskStatusOptions{
+		Filter: to.Ptr("nodeId eq '" + *one + "' and jobPreparationTaskExecutionInfo/result eq 'failure'")}).NextPage(ctx)
+	if err != nil || len(fp.Value) != 1 || *fp.Value[0].NodeID != *one {
+		t.Errorf("filtered status list: %v %v", fp.Value, err)
+	}
+	_, err = c.NewListJobPreparationAndReleaseTaskStatusPager("j2", &azbatch.ListJobPreparationAndReleaseTaskStatusOptions{Filter: to.Ptr("commandLine eq 'x'")}).NextPage(ctx)
+	wantResponseError(t, err, 400, "")
+
 	// Without waitForSuccess the task does not wait for the preparation
 	// task; deleting the job runs its release task too.
 	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j4"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")},
@@ -418,7 +428,7 @@ func TestJobPreparationAndRelease(t *testing.T) {
 
 	// A task may not take the preparation task's id; a job without one
 	// has no status list.
-	_, err := c.CreateTask(ctx, "j2", azbatch.CreateTaskContent{ID: to.Ptr("jobpreparation"), CommandLine: to.Ptr("true")}, nil)
+	_, err = c.CreateTask(ctx, "j2", azbatch.CreateTaskContent{ID: to.Ptr("jobpreparation"), CommandLine: to.Ptr("true")}, nil)
 	wantResponseError(t, err, 409, "TaskIdSameAsJobPreparationTask")
 	if _, err := c.CreateJob(ctx, azbatch.CreateJobContent{ID: to.Ptr("j3"), PoolInfo: &azbatch.PoolInfo{PoolID: to.Ptr("p1")}}, nil); err != nil {
 		t.Fatal(err)

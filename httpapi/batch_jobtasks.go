@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"custody"
+	"custody/batch"
 	"custody/compute"
 )
 
@@ -70,14 +71,18 @@ func (q *batchRequest) jobTaskExecution(pool, nodeID string, e *compute.JobTaskE
 }
 
 // jobTaskStatus lists the job's preparation and release tasks per node, in
-// node id order, a page at a time (maxresults, $skiptoken).
+// node id order, a page at a time (maxresults, $skiptoken), optionally
+// filtered ($filter on nodeId, poolId and the executions' state and
+// result).
 func (b *batchData) jobTaskStatus(q *batchRequest) error {
 	lq, err := q.listQuery()
 	if err != nil {
 		return err
 	}
-	if lq.Filter != "" {
-		return custody.Errorf(custody.KindInvalid, "InvalidQueryParameterValue", "The value for one of the query parameters is not valid: $filter is not supported on jobpreparationandreleasetaskstatus; list without it.")
+	f, err := batch.ParseFilter(lq.Filter, "nodeId", "poolId", "jobPreparationTaskExecutionInfo/state", "jobPreparationTaskExecutionInfo/result",
+		"jobReleaseTaskExecutionInfo/state", "jobReleaseTaskExecutionInfo/result")
+	if err != nil {
+		return err
 	}
 	j, err := b.data.GetJob(q.ctx, q.account.Name, q.segment(1))
 	if err != nil {
@@ -94,6 +99,14 @@ func (b *batchData) jobTaskStatus(q *batchRequest) error {
 	next := ""
 	for _, st := range b.compute.JobTaskStatus(q.account.Name, j.ID) {
 		if lq.SkipToken != "" && strings.ToLower(st.NodeID) <= strings.ToLower(lq.SkipToken) {
+			continue
+		}
+		props := map[string]string{"nodeid": st.NodeID, "poolid": st.PoolID,
+			"jobpreparationtaskexecutioninfo/state": st.Preparation.State, "jobpreparationtaskexecutioninfo/result": st.Preparation.Result}
+		if st.Release != nil {
+			props["jobreleasetaskexecutioninfo/state"], props["jobreleasetaskexecutioninfo/result"] = st.Release.State, st.Release.Result
+		}
+		if !f.Match(props) {
 			continue
 		}
 		if len(items) == limit {
