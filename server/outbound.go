@@ -98,3 +98,20 @@ func externalVaults(cfg Config) (*batch.ExternalVaults, error) {
 	}
 	return e, nil
 }
+
+// credentialsFileWarning says so when the external vault credentials file
+// holds a client secret and other users may read it.
+func credentialsFileWarning(name string) string {
+	if name == "" {
+		return ""
+	}
+	st, err := os.Stat(name)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return ""
+	}
+	b, err := os.ReadFile(name)
+	if err != nil || !strings.Contains(string(b), `"clientSecret"`) {
+		return ""
+	}
+	return fmt.Sprintf("the external vault credentials file %s holds a client secret and other users may read it (mode %v): chmod 600 it, or keep the secret in a clientSecretFile only the server reads", name, st.Mode().Perm())
+}

@@ -27,6 +27,15 @@ func TestExternalVaultsFile(t *testing.T) {
 	if len(e.Credentials) != 2 || e.Credentials[0].Federation == nil || e.Credentials[1].ClientSecret != "s" {
 		t.Fatalf("credentials = %+v", e.Credentials)
 	}
+	if w := credentialsFileWarning(file); w != "" {
+		t.Errorf("a mode 0600 file: warning %q", w)
+	}
+	if err := os.Chmod(file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w := credentialsFileWarning(file); !strings.Contains(w, "chmod 600") || strings.Contains(w, `"s"`) {
+		t.Errorf("a world-readable file with a secret: warning %q", w)
+	}
 	write(`{"credentials": [{"hosts": ["kv.example.com"], "tenantId": "t", "clientId": "c", "secret": "typo"}]}`)
 	if _, err := externalVaults(cfg); err == nil || !strings.Contains(err.Error(), "secret") {
 		t.Errorf("an unknown field: %v, want it named", err)

@@ -313,6 +313,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.external, err = externalVaults(cfg); err != nil {
 		return nil, err
 	}
+	if w := credentialsFileWarning(cfg.ExternalVaultCredentialsFile); w != "" {
+		s.warnings = append(s.warnings, w)
+		s.log.Warn(w)
+	}
 	if !cfg.DisableLocalNodes && cfg.UnsafeSharedHostNodes {
 		s.warnings = append(s.warnings, UnsafeNodesWarning)
 		s.log.Warn(UnsafeNodesWarning)
