@@ -61,7 +61,7 @@
 //	call                   what
 //	POST /node/v1/join     the agent's first call (version, host name); the server queues the pool's start task
 //	POST /node/v1/sync     long poll and heartbeat: returns at once with new runs (command line and environment, unsealed), runs to kill, file requests, a new configuration (certificates, identities), or "drop"/"leave"/"reboot"; otherwise after the poll interval
-//	POST /node/v1/report   runs that ended (exit code, start and end time, timed out, killed); sent on its own request so a long poll in flight is never cancelled
+//	POST /node/v1/report   runs that ended (exit code, start and end time, timed out, killed), as many as ended since the last report; sent on its own request so a long poll in flight is never cancelled
 //	POST /node/v1/token    a managed identity token for a task, for one of the pool's user-assigned identities only
 //	POST /node/v1/files    the agent's reply to a file request: a FileReply header and the bytes
 //
@@ -125,6 +125,28 @@
 // terminating). A completed task's exit conditions
 // (batch.ExitDispositionOf) decide its dependents (DepFailed for block) and,
 // with onTaskFailure performexitoptionsjobaction, its job's action.
+//
+// Pipeline. The tasks a pass places start in one transaction
+// (Tasks.StartTasks: each job read and opened once), and the runs of one
+// report end in one (Tasks.FinishTasks; a task that changed meanwhile is
+// written again on its own), through batch.DataStore.UpdateTasks. An agent
+// reports whatever ended while its previous report was in flight together,
+// and a report never waits for a sync. An agent that says at join it queues
+// runs (queueRuns) gets the node's taskSlotsPerNode and holds runs beyond
+// its free slots in order, starting each the moment a slot frees; while a
+// run shorter than DispatchAheadWindow (100 ms) ended on a node within the
+// last DispatchAheadWindow, the scheduler dispatches ahead: up to
+// DispatchAhead (2) runs per slot. So between two short tasks a slot does
+// not wait for a report, a pass and a sync, and behind long tasks nothing is
+// queued (job priorities decide when a slot frees; a queued run delays a
+// later task of a higher priority by about one short task at most). A run
+// held in the agent's queue counts as running (its task is running from
+// dispatch; its startTime is set when it really starts), is among the runs
+// the agent holds for a server that takes over, and is killed by
+// terminate, delete or a lost node like a running one: the agent drops it
+// and reports it killed, never started; a run not yet sent is dropped from
+// the node's outbox. The node's runningTasksCount and runningTaskSlotsCount
+// count at most its slots.
 //
 // Run outcomes. The outcome of a task's last run (exit code, result, failure
 // code, pool and node, last retry and requeue times) is stored in
