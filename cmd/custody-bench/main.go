@@ -59,7 +59,7 @@ func main() {
 	flag.IntVar(&o.tasks, "tasks", 1_000_000, "tasks of the million row's job")
 	flag.IntVar(&o.submitters, "submitters", 4, "concurrent AddTaskCollection callers of the million row")
 	flag.StringVar(&o.binary, "custody", "", "custody binary to start (default: go build ./cmd/custody into the temporary directory)")
-	flag.StringVar(&o.against, "against", "", "another custody binary: run only the vault row's subject on a server of each binary alternately and report both (to measure a change)")
+	flag.StringVar(&o.against, "against", "", "another custody binary: run the vault and tasks rows' subjects (those -rows names) on a server of each binary alternately and report both (to measure a change)")
 	flag.StringVar(&o.profileDir, "profile", "", "directory for CPU profiles of the server (one per row, taken during its last subject round); empty takes none")
 	flag.BoolVar(&o.rbac, "rbac", false, "make the vault rows' vault authorize by role assignments (RBAC) instead of access policies")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (data directory, server log) after the run")
@@ -152,9 +152,20 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		rows, err := compareVault(ctx, b, b2)
-		if err != nil {
-			return err
+		var rows []row
+		if want["vault"] {
+			r, err := compareVault(ctx, b, b2)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, r...)
+		}
+		if want["tasks"] {
+			r, err := compareTasks(ctx, b, b2)
+			if err != nil {
+				return fmt.Errorf("tasks: %w (server logs: %s, %s)", err, s.logPath, s2.logPath)
+			}
+			rows = append(rows, r...)
 		}
 		printTable(os.Stdout, rows, s.sandbox)
 		return nil

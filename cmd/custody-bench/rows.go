@@ -329,6 +329,54 @@ func (b *bench) tasksRow(ctx context.Context) ([]row, error) {
 	}}, nil
 }
 
+// compareTasks runs the tasks row's subject on two servers (a's binary and
+// b's) alternately, with the os/exec baseline before each pair, and reports
+// both beside the one baseline.
+func compareTasks(ctx context.Context, a, b *bench) ([]row, error) {
+	ca, err := a.taskPool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cb, err := b.taskPool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		return nil, err
+	}
+	var base, ra, rb []float64
+	for r := range a.o.rounds {
+		v, err := execRate(truePath, trueTasks, execRoutines)
+		if err != nil {
+			return nil, err
+		}
+		base = append(base, v)
+		if v, err = runTrueTasks(ctx, ca, "true-"+strconv.Itoa(r)); err != nil {
+			return nil, fmt.Errorf("A: %w", err)
+		}
+		ra = append(ra, v)
+		if v, err = runTrueTasks(ctx, cb, "true-"+strconv.Itoa(r)); err != nil {
+			return nil, fmt.Errorf("B: %w", err)
+		}
+		rb = append(rb, v)
+		a.logf("compare tasks round %d: os/exec %.0f/s; A %.0f/s; B %.0f/s", r+1, base[r], ra[r], rb[r])
+	}
+	mb := median(base)
+	side := func(name string, rates []float64) row {
+		m := median(rates)
+		return row{
+			measure:  fmt.Sprintf("%s: %d `true` tasks, 2 local nodes x 2 slots", name, trueTasks),
+			baseline: fmt.Sprintf("os/exec on %d goroutines: %s", execRoutines, rate(mb, "/s")),
+			subject:  rate(m, "/s"),
+			ratio:    fmt.Sprintf("%.2f", m/mb),
+			target:   "at least 0.60 (sandbox on)",
+			met:      m/mb >= 0.60,
+		}
+	}
+	return []row{side("A ("+a.s.binary+")", ra), side("B ("+b.s.binary+")", rb)}, nil
+}
+
 // execRate starts and reaps path n times on g goroutines and returns the
 // processes a second.
 func execRate(path string, n, g int) (float64, error) {
