@@ -92,16 +92,7 @@ func (a *Agent) sandboxSpec(r Run, accounts []UserAccount) (*SandboxSpec, int, e
 	if err != nil {
 		return nil, -1, err
 	}
-	shared := filepath.Join(a.cfg.Root, "shared")
-	if err := os.MkdirAll(shared, 0o770); err != nil {
-		a.releaseSlot(slot)
-		return nil, -1, err
-	}
-	if err := os.Chown(shared, a.users.poolUser(), a.users.group()); err != nil {
-		a.releaseSlot(slot)
-		return nil, -1, err
-	}
-	if err := os.Chmod(shared, os.ModeSetgid|0o770); err != nil {
+	if err := a.sharedDir(); err != nil {
 		a.releaseSlot(slot)
 		return nil, -1, err
 	}
@@ -113,6 +104,26 @@ func (a *Agent) sandboxSpec(r Run, accounts []UserAccount) (*SandboxSpec, int, e
 	}
 	return &SandboxSpec{Node: a.sbNode, UID: t.UID, GID: t.GID, AdminUID: t.AdminUID, Admin: t.Admin,
 		Binds: []string{a.cfg.Root}, ReadOnlyBinds: []string{a.cfg.certificatesDir()}, Hostname: host}, slot, nil
+}
+
+// sharedDir makes the node's shared directory ready for the pool's users:
+// owned by the pool user and group, setgid, 0770. A directory that is so
+// already is left alone (each change of an inode is a metadata write).
+func (a *Agent) sharedDir() error {
+	shared := filepath.Join(a.cfg.Root, "shared")
+	uid, gid, mode := a.users.poolUser(), a.users.group(), os.ModeDir|os.ModeSetgid|0o770
+	if fi, err := os.Lstat(shared); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode() == mode && int(st.Uid) == uid && int(st.Gid) == gid {
+			return nil
+		}
+	}
+	if err := os.MkdirAll(shared, 0o770); err != nil {
+		return err
+	}
+	if err := os.Chown(shared, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(shared, os.ModeSetgid|0o770)
 }
 
 func (a *Agent) releaseSlot(slot int) {
