@@ -18,7 +18,9 @@ import (
 
 // The batch data plane ({account}.batch.{domain}) speaks the Batch REST API
 // (api-version 2024-07-01.20.0) as azbatch calls it: jobs, tasks, job
-// schedules (batch_jobschedules.go) and certificates. Every request is checked in this order: bearer token (401
+// schedules (batch_jobschedules.go), task reactivate and the job
+// preparation and release task status (batch_jobtasks.go) and
+// certificates. Every request is checked in this order: bearer token (401
 // with a challenge), account from the host name (404 AccountNotFound), role
 // on the account (Microsoft.Batch/batchAccounts/read for reads, /write
 // otherwise), the account's allowed authentication modes (AAD), then the
