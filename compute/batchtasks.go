@@ -248,7 +248,9 @@ func (b *BatchTasks) StartTasks(ctx context.Context, account string, starts []Ta
 			}
 			jobs[key] = job
 		}
-		if job == nil {
+		if job == nil || job.State != batch.JobActive {
+			// Ended or disabled since Runnable read it: a terminate's kill
+			// may have come before this start began (see Service.start).
 			continue
 		}
 		prevs = append(prevs, r.ETag)

@@ -481,7 +481,9 @@ func (s *Service) start(ctx context.Context, account string, pls []Placement) {
 		return
 	}
 	// A task or job stopped while its start is written is killed once its
-	// run exists (KillTask found nothing to kill yet).
+	// run exists (KillTask found nothing to kill yet); one stopped before
+	// is not started (StartTasks reads the task's and the job's state
+	// after this).
 	s.mu.Lock()
 	gen := s.killGen
 	s.mu.Unlock()
